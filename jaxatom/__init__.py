@@ -1,0 +1,24 @@
+"""jaxatom: JAX-native machine-learned interatomic potentials (SchNet, PaiNN) — training, MD and ASE, without torch."""
+
+from importlib import metadata as _metadata
+
+from jaxatom.graph import Graph, HostGraph, batch_graphs, enable_x64
+from jaxatom.neighbors import graph_from_atoms
+from jaxatom.potential import ModelFileError, Potential, load_model
+
+try:
+    __version__ = _metadata.version("jaxatom")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Graph",
+    "HostGraph",
+    "ModelFileError",
+    "Potential",
+    "batch_graphs",
+    "enable_x64",
+    "graph_from_atoms",
+    "load_model",
+    "__version__",
+]

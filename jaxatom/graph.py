@@ -1,0 +1,212 @@
+"""The padded graph pytree shared by training, MD and the ASE calculator, and the padding contract.
+
+A :class:`Graph` holds ``G`` graphs (structures) with ``N`` nodes (atoms) and ``E`` directed edges in static shapes:
+
+* edge ``e`` carries a message from ``senders[e]`` (neighbour *j*) to ``receivers[e]`` (centre *i*), and its vector is
+  ``r_ij = positions[senders] - positions[receivers] + shifts`` (SchNetPack's convention); lists are full (both
+  directions);
+* padding nodes have ``species == 0`` and belong to the last graph, which is a dummy that every reduction ignores;
+* padding edges join a padding node to itself with a shift of length :data:`PADDING_DISTANCE`, beyond any cutoff, so
+  every cutoff function is exactly zero on them;
+* shapes are rounded up into a few buckets (:func:`bucket_size`) so that a pass over a data set compiles a bounded
+  number of times.
+
+Host-side, one structure is a :class:`HostGraph` of unpadded numpy arrays (edges computed once, see
+:mod:`jaxatom.neighbors`); :func:`batch_graphs` pads a list of them into one :class:`Graph`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from flax import struct
+
+__all__ = [
+    "Graph",
+    "HostGraph",
+    "PADDING_DISTANCE",
+    "batch_graphs",
+    "bucket_size",
+    "float_dtype",
+    "enable_x64",
+]
+
+#: Length (Å) of the displacement given to padding edges; larger than any supported cutoff.
+PADDING_DISTANCE = 1000.0
+
+
+def enable_x64(enabled: bool = True) -> None:
+    """Switch JAX (and so jaxatom) to float64 positions, energies and integrator state, or back to float32.
+
+    jaxatom never flips this flag itself; call it before building graphs or models.
+    """
+    jax.config.update("jax_enable_x64", bool(enabled))
+
+
+def float_dtype() -> np.dtype:
+    """The working float dtype: float64 when JAX's x64 mode is on, float32 otherwise."""
+    return np.dtype(np.float64 if jax.config.jax_enable_x64 else np.float32)
+
+
+@struct.dataclass
+class Graph:
+    """A padded batch of structures (a JAX pytree). Units: Å.
+
+    Attributes:
+        positions: ``[N, 3]`` Cartesian positions (Å).
+        species: ``[N]`` atomic numbers, 0 for padding nodes.
+        node_graph: ``[N]`` index of the graph each node belongs to (padding nodes: ``G - 1``).
+        senders: ``[E]`` neighbour index *j* of each edge.
+        receivers: ``[E]`` centre index *i* of each edge.
+        shifts: ``[E, 3]`` Cartesian periodic image offset of each edge (Å).
+        cell: ``[G, 3, 3]`` cell vectors as rows (Å); zeros for molecules.
+        pbc: ``[G, 3]`` periodic directions.
+        n_node: ``[G]`` number of real atoms per graph (0 for padding graphs).
+    """
+
+    positions: jax.Array
+    species: jax.Array
+    node_graph: jax.Array
+    senders: jax.Array
+    receivers: jax.Array
+    shifts: jax.Array
+    cell: jax.Array
+    pbc: jax.Array
+    n_node: jax.Array
+
+    @property
+    def n_graph(self) -> int:
+        """Number of graph slots ``G`` including the dummy padding graph."""
+        return self.cell.shape[0]
+
+    @property
+    def node_mask(self) -> jax.Array:
+        """``[N]`` True for real atoms."""
+        return self.species > 0
+
+    @property
+    def edge_mask(self) -> jax.Array:
+        """``[E]`` True for real edges."""
+        return self.species[self.receivers] > 0
+
+    @property
+    def graph_mask(self) -> jax.Array:
+        """``[G]`` True for real structures."""
+        return self.n_node > 0
+
+    def edge_vectors(self, positions: jax.Array | None = None) -> jax.Array:
+        """``[E, 3]`` edge vectors ``r_ij = R[j] - R[i] + shift_ij`` (Å), optionally for other ``positions``."""
+        positions = self.positions if positions is None else positions
+        return positions[self.senders] - positions[self.receivers] + self.shifts
+
+
+@dataclass(frozen=True)
+class HostGraph:
+    """One unpadded structure with its edges, as numpy arrays on the host. Units: Å.
+
+    ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``, ``shifts [e, 3]``.
+    """
+
+    positions: np.ndarray
+    species: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    senders: np.ndarray
+    receivers: np.ndarray
+    shifts: np.ndarray
+
+    @property
+    def n_node(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_edge(self) -> int:
+        return len(self.senders)
+
+    @property
+    def periodic(self) -> bool:
+        return bool(np.any(self.pbc))
+
+
+def bucket_size(n: int, multiple: int, growth: float = 1.25) -> int:
+    """Smallest bucket ``>= n``; buckets are ``multiple * ceil(growth**k)``, so a range of sizes maps to few shapes."""
+    if n <= multiple:
+        return multiple
+    k = math.ceil(math.log(n / multiple) / math.log(growth) - 1e-9)
+    while True:
+        size = multiple * math.ceil(growth**k)
+        if size >= n:
+            return size
+        k += 1
+
+
+def batch_graphs(
+    graphs: Sequence[HostGraph],
+    n_node: int | None = None,
+    n_edge: int | None = None,
+    n_graph: int | None = None,
+    node_multiple: int = 8,
+    edge_multiple: int = 64,
+) -> Graph:
+    """Pad a list of structures into one :class:`Graph` of numpy arrays.
+
+    Args:
+        graphs: the structures, each with its edges.
+        n_node, n_edge, n_graph: padded sizes; by default the bucket sizes (:func:`bucket_size`) above the totals, with
+            at least one padding node and a dummy graph.
+        node_multiple, edge_multiple: granularity of the node and edge buckets.
+    """
+    if len(graphs) == 0:
+        raise ValueError("batch_graphs needs at least one structure")
+    real_nodes = sum(g.n_node for g in graphs)
+    real_edges = sum(g.n_edge for g in graphs)
+    n_node = bucket_size(real_nodes + 1, node_multiple) if n_node is None else n_node
+    n_edge = bucket_size(max(real_edges, 1), edge_multiple) if n_edge is None else n_edge
+    n_graph = len(graphs) + 1 if n_graph is None else n_graph
+    if n_node < real_nodes + 1 or n_edge < real_edges or n_graph < len(graphs) + 1:
+        raise ValueError(
+            f"padded sizes too small: need n_node >= {real_nodes + 1}, n_edge >= {real_edges}, "
+            f"n_graph >= {len(graphs) + 1} (one padding node and one dummy graph are always required), "
+            f"got {n_node}, {n_edge}, {n_graph}"
+        )
+    dtype = float_dtype()
+    positions = np.zeros((n_node, 3), dtype)
+    species = np.zeros(n_node, np.int32)
+    node_graph = np.full(n_node, n_graph - 1, np.int32)
+    pad_node = real_nodes
+    senders = np.full(n_edge, pad_node, np.int32)
+    receivers = np.full(n_edge, pad_node, np.int32)
+    shifts = np.zeros((n_edge, 3), dtype)
+    shifts[:, 0] = PADDING_DISTANCE
+    cell = np.zeros((n_graph, 3, 3), dtype)
+    pbc = np.zeros((n_graph, 3), bool)
+    counts = np.zeros(n_graph, np.int32)
+
+    node0 = edge0 = 0
+    for index, g in enumerate(graphs):
+        node1, edge1 = node0 + g.n_node, edge0 + g.n_edge
+        positions[node0:node1] = g.positions
+        species[node0:node1] = g.species
+        node_graph[node0:node1] = index
+        senders[edge0:edge1] = g.senders + node0
+        receivers[edge0:edge1] = g.receivers + node0
+        shifts[edge0:edge1] = g.shifts
+        cell[index] = g.cell
+        pbc[index] = g.pbc
+        counts[index] = g.n_node
+        node0, edge0 = node1, edge1
+    return Graph(
+        positions=positions,
+        species=species,
+        node_graph=node_graph,
+        senders=senders,
+        receivers=receivers,
+        shifts=shifts,
+        cell=cell,
+        pbc=pbc,
+        n_node=counts,
+    )

@@ -1,0 +1,120 @@
+"""Host-side exact neighbour lists (vesin) and all-pairs edges, and building :class:`HostGraph` from structures.
+
+Two regimes (DESIGN.md): molecules without periodic boundaries and up to :data:`ALL_PAIRS_MAX_ATOMS` atoms get static
+all-pairs edges and the model's cutoff masks distant pairs; periodic or larger systems get an exact full list within
+the cutoff, with Cartesian image shifts, for any triclinic cell, mixed periodicity and cells smaller than twice the
+cutoff (several images of one atom are then neighbours). ``ase.neighborlist`` is the test oracle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from vesin import NeighborList
+
+from jaxatom.graph import HostGraph, float_dtype
+
+__all__ = [
+    "ALL_PAIRS_MAX_ATOMS",
+    "MIN_DISTANCE",
+    "all_pairs",
+    "neighbor_list",
+    "host_graph",
+    "graph_from_atoms",
+]
+
+#: Largest non-periodic structure that gets all-pairs edges instead of a neighbour list.
+ALL_PAIRS_MAX_ATOMS = 256
+#: Atoms closer than this (Å) are refused as overlapping.
+MIN_DISTANCE = 0.1
+
+
+def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs ``(i, j)``, ``i != j``, of ``n_atoms`` atoms: ``(receivers, senders)``, each ``[n(n-1)]``."""
+    i, j = np.nonzero(~np.eye(n_atoms, dtype=bool))
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact full neighbour list within ``cutoff`` (Å).
+
+    Returns ``(receivers i, senders j, shifts [e, 3] in Å, distances [e])`` with
+    ``positions[j] - positions[i] + shift`` the edge vector.
+    """
+    pbc = np.asarray(pbc, bool)
+    cell = np.asarray(cell, np.float64)
+    if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
+        raise ValueError(
+            "a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False"
+        )
+    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, s, d = calculator.compute(
+        points=np.asarray(positions, np.float64), box=cell, periodic=pbc, quantities="ijSd"
+    )
+    shifts = np.asarray(s, np.float64) @ cell
+    return i.astype(np.int32), j.astype(np.int32), shifts, np.asarray(d)
+
+
+def _check_structure(positions: np.ndarray, species: np.ndarray) -> None:
+    if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) != len(species):
+        raise ValueError(
+            f"positions must have shape [n_atoms, 3] matching {len(species)} atomic numbers, got {positions.shape}"
+        )
+    if len(species) == 0:
+        raise ValueError("a structure needs at least one atom")
+    if not np.all(np.isfinite(positions)):
+        bad = np.nonzero(~np.all(np.isfinite(positions), axis=1))[0]
+        raise ValueError(f"positions of atoms {bad.tolist()} are NaN or infinite; fix the input structure")
+    if np.any(species < 1) or np.any(species > 99):
+        raise ValueError(f"atomic numbers must be in 1..99, got {sorted(set(species.tolist()))}")
+
+
+def host_graph(
+    positions: np.ndarray,
+    species: np.ndarray,
+    cutoff: float,
+    cell: np.ndarray | None = None,
+    pbc: np.ndarray | bool = False,
+) -> HostGraph:
+    """Build the :class:`HostGraph` of one structure given as arrays (positions in Å, atomic numbers).
+
+    Raises ``ValueError`` for wrong shapes, NaN positions, invalid atomic numbers and overlapping atoms.
+    """
+    positions = np.asarray(positions, np.float64)
+    species = np.asarray(species, np.int32)
+    _check_structure(positions, species)
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
+    pbc = np.broadcast_to(np.asarray(pbc, bool), (3,)).copy()
+    n = len(species)
+    if not pbc.any() and n <= ALL_PAIRS_MAX_ATOMS:
+        receivers, senders = all_pairs(n)
+        shifts = np.zeros((len(senders), 3))
+        distances = np.linalg.norm(positions[senders] - positions[receivers], axis=1)
+    else:
+        receivers, senders, shifts, distances = neighbor_list(positions, cell, pbc, cutoff)
+    close = distances < MIN_DISTANCE
+    if close.any():
+        k = int(np.argmax(close))
+        raise ValueError(
+            f"atoms {int(receivers[k])} and {int(senders[k])} overlap (distance {distances[k]:.3g} Å < "
+            f"{MIN_DISTANCE} Å); check the structure and its cell"
+        )
+    dtype = float_dtype()
+    return HostGraph(
+        positions=positions.astype(dtype),
+        species=species,
+        cell=cell.astype(dtype),
+        pbc=pbc,
+        senders=senders,
+        receivers=receivers,
+        shifts=shifts.astype(dtype),
+    )
+
+
+def graph_from_atoms(atoms: Atoms, cutoff: float) -> HostGraph:
+    """Build the :class:`HostGraph` of an ``ase.Atoms`` (Å) for a model with the given ``cutoff`` (Å)."""
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"expected an ase.Atoms, got {type(atoms).__name__}")
+    return host_graph(atoms.positions, atoms.numbers, cutoff, np.asarray(atoms.cell[:]), atoms.pbc)

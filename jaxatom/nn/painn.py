@@ -1,0 +1,103 @@
+"""PaiNN (Schütt, Unke, Gastegger 2021) with SchNetPack 2.x's exact layout, parameters and initialisation."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxatom.graph import Graph
+from jaxatom.nn.activations import get_activation
+from jaxatom.nn.layers import Dense, safe_norm
+from jaxatom.nn.radial import make_cutoff_fn, make_radial_basis
+from jaxatom.nn.schnet import MAX_Z
+
+__all__ = ["PaiNN", "PaiNNInteraction", "PaiNNMixing"]
+
+
+class PaiNNInteraction(nn.Module):
+    """Equivariant message passing. Scalars ``q [N, F]``, vectors ``mu [N, 3, F]``, filters ``w [E, 3F]``."""
+
+    n_atom_basis: int
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, q, mu, w, unit, graph: Graph):
+        f = self.n_atom_basis
+        x = Dense(f, name="context_0")(q)
+        x = Dense(3 * f, name="context_1")(get_activation(self.activation)(x))
+        x = w * x[graph.senders]
+        dq, dmu_r, dmu_mu = x[:, :f], x[:, f : 2 * f], x[:, 2 * f :]
+        dmu = dmu_r[:, None, :] * unit[:, :, None] + dmu_mu[:, None, :] * mu[graph.senders]
+        n = q.shape[0]
+        q = q + jax.ops.segment_sum(dq, graph.receivers, num_segments=n)
+        mu = mu + jax.ops.segment_sum(dmu, graph.receivers, num_segments=n)
+        return q, mu
+
+
+class PaiNNMixing(nn.Module):
+    """Atom-wise mixing of scalar and vector channels; ``epsilon`` stabilises the vector norm's square root."""
+
+    n_atom_basis: int
+    activation: str = "silu"
+    epsilon: float = 1e-8
+
+    @nn.compact
+    def __call__(self, q, mu):
+        f = self.n_atom_basis
+        mu_mix = Dense(2 * f, use_bias=False, name="mu_channel_mix")(mu)
+        mu_v, mu_w = mu_mix[..., :f], mu_mix[..., f:]
+        mu_v_norm = jnp.sqrt(jnp.sum(mu_v**2, axis=1) + self.epsilon)
+        x = Dense(f, name="context_0")(jnp.concatenate([q, mu_v_norm], axis=-1))
+        x = Dense(3 * f, name="context_1")(get_activation(self.activation)(x))
+        dq, dmu, dqmu = x[:, :f], x[:, f : 2 * f], x[:, 2 * f :]
+        q = q + dq + dqmu * jnp.sum(mu_v * mu_w, axis=1)
+        mu = mu + dmu[:, None, :] * mu_w
+        return q, mu
+
+
+class PaiNN(nn.Module):
+    """PaiNN representation: ``Graph -> {"scalar": [N, F], "vector": [N, 3, F]}``.
+
+    Attributes mirror ``schnetpack.representation.PaiNN``: ``n_atom_basis`` features, ``n_interactions`` blocks,
+    ``shared_interactions``, ``shared_filters``, ``activation``, ``epsilon``; the radial basis
+    (``"gaussian"``/``"bessel"``, ``n_rbf`` functions) and cutoff function (``"cosine"``/``"mollifier"``) are
+    chosen by name with ``cutoff`` in Å.
+    """
+
+    n_atom_basis: int = 128
+    n_interactions: int = 3
+    cutoff: float = 5.0
+    n_rbf: int = 20
+    shared_interactions: bool = False
+    shared_filters: bool = False
+    activation: str = "silu"
+    epsilon: float = 1e-8
+    radial_basis: str = "gaussian"
+    cutoff_fn: str = "cosine"
+    trainable_rbf: bool = False
+
+    @nn.compact
+    def __call__(self, graph: Graph) -> dict[str, jax.Array]:
+        f, k = self.n_atom_basis, self.n_interactions
+        r = graph.edge_vectors()
+        d = safe_norm(r)
+        unit = r / jnp.where(d == 0, 1.0, d)[:, None]
+        rbf = make_radial_basis(self.radial_basis, self.n_rbf, self.cutoff, self.trainable_rbf)(d)
+        fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
+        n_filter_sets = 1 if self.shared_filters else k
+        filters = Dense(3 * f * n_filter_sets, name="filter_net")(rbf) * fcut[:, None]
+        filter_list = [filters[:, 3 * f * (0 if self.shared_filters else b) :][:, : 3 * f] for b in range(k)]
+
+        q = nn.Embed(MAX_Z, f, embedding_init=nn.initializers.normal(1.0), name="embedding")(graph.species)
+        mu = jnp.zeros((q.shape[0], 3, f), q.dtype)
+        if self.shared_interactions:
+            interactions = [PaiNNInteraction(f, self.activation, name="interaction")] * k
+            mixings = [PaiNNMixing(f, self.activation, self.epsilon, name="mixing")] * k
+        else:
+            interactions = [PaiNNInteraction(f, self.activation, name=f"interactions_{b}") for b in range(k)]
+            mixings = [PaiNNMixing(f, self.activation, self.epsilon, name=f"mixing_{b}") for b in range(k)]
+        for interaction, mixing, w in zip(interactions, mixings, filter_list, strict=True):
+            q, mu = interaction(q, mu, w, unit, graph)
+            q, mu = mixing(q, mu)
+        return {"scalar": q, "vector": mu}

@@ -1,0 +1,89 @@
+"""Radial bases and cutoff functions of interatomic distances ``d`` (Å), as in SchNetPack 2.x."""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "GaussianRBF",
+    "BesselRBF",
+    "cosine_cutoff",
+    "mollifier_cutoff",
+    "make_radial_basis",
+    "make_cutoff_fn",
+    "RADIAL_BASES",
+    "CUTOFF_FNS",
+]
+
+
+class GaussianRBF(nn.Module):
+    """Gaussians with centres ``linspace(start, cutoff, n_rbf)`` and width = centre spacing. ``[E] -> [E, n_rbf]``."""
+
+    n_rbf: int
+    cutoff: float
+    start: float = 0.0
+    trainable: bool = False
+
+    @nn.compact
+    def __call__(self, d: jax.Array) -> jax.Array:
+        centres = np.linspace(self.start, self.cutoff, self.n_rbf)
+        widths = np.full(self.n_rbf, abs(centres[1] - centres[0]))
+        if self.trainable:
+            centres = self.param("offsets", lambda *_: jnp.asarray(centres, jnp.float32))
+            widths = self.param("widths", lambda *_: jnp.asarray(widths, jnp.float32))
+        centres = jnp.asarray(centres, d.dtype)
+        widths = jnp.asarray(widths, d.dtype)
+        return jnp.exp(-0.5 / widths**2 * (d[..., None] - centres) ** 2)
+
+
+class BesselRBF(nn.Module):
+    """``sin(k pi d / cutoff) / d`` for ``k = 1..n_rbf`` (0th-order spherical Bessel). ``[E] -> [E, n_rbf]``."""
+
+    n_rbf: int
+    cutoff: float
+
+    def __call__(self, d: jax.Array) -> jax.Array:
+        freqs = jnp.arange(1, self.n_rbf + 1, dtype=d.dtype) * (math.pi / self.cutoff)
+        norm = jnp.where(d == 0, 1.0, d)
+        return jnp.sin(d[..., None] * freqs) / norm[..., None]
+
+
+def cosine_cutoff(d: jax.Array, cutoff: float) -> jax.Array:
+    """Behler cosine cutoff ``0.5 (cos(pi d / rc) + 1)`` for ``d < rc``, exactly zero beyond."""
+    return jnp.where(d < cutoff, 0.5 * (jnp.cos(d * (math.pi / cutoff)) + 1.0), 0.0)
+
+
+def mollifier_cutoff(d: jax.Array, cutoff: float, eps: float = 1.0e-7) -> jax.Array:
+    """Mollifier ``exp(1 - 1 / (1 - (d / rc)^2))`` for ``d + eps < rc`` (1 at the origin), exactly zero beyond."""
+    inside = d + eps < cutoff
+    x = jnp.where(inside, d / cutoff, 0.0)
+    return jnp.where(inside, jnp.exp(1.0 - 1.0 / (1.0 - x**2)), 0.0)
+
+
+RADIAL_BASES = ("gaussian", "bessel")
+CUTOFF_FNS = ("cosine", "mollifier")
+
+
+def make_radial_basis(name: str, n_rbf: int, cutoff: float, trainable: bool = False) -> nn.Module:
+    """The radial basis called ``name`` (one of :data:`RADIAL_BASES`)."""
+    if name == "gaussian":
+        return GaussianRBF(n_rbf=n_rbf, cutoff=cutoff, trainable=trainable, name="radial_basis")
+    if name == "bessel":
+        if trainable:
+            raise ValueError("the Bessel basis has no trainable parameters; set trainable_rbf=False")
+        return BesselRBF(n_rbf=n_rbf, cutoff=cutoff, name="radial_basis")
+    raise ValueError(f"unknown radial basis {name!r}; choose one of {RADIAL_BASES}")
+
+
+def make_cutoff_fn(name: str, cutoff: float):
+    """The cutoff function called ``name`` (one of :data:`CUTOFF_FNS`) as ``d -> f(d)``."""
+    if name == "cosine":
+        return lambda d: cosine_cutoff(d, cutoff)
+    if name == "mollifier":
+        return lambda d: mollifier_cutoff(d, cutoff)
+    raise ValueError(f"unknown cutoff function {name!r}; choose one of {CUTOFF_FNS}")

@@ -1,0 +1,191 @@
+"""The portable model file: ``config.json`` + ``params.msgpack`` in a directory or a zip; no pickle, no orbax.
+
+``config.json`` holds the format version, the representation and head (class name and fields), cutoff, elements,
+energy offsets, units and the versions that wrote it; ``params.msgpack`` holds the parameters (flax msgpack).
+Writes are atomic: an existing model at ``path`` is replaced only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import flax
+import jax
+import numpy as np
+from flax import serialization, traverse_util
+
+from jaxatom.nn.heads import Atomwise
+from jaxatom.nn.model import EnergyModel
+from jaxatom.nn.painn import PaiNN
+from jaxatom.nn.schnet import SchNet
+from jaxatom.potential.potential import Potential, example_graph
+
+__all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_VERSION"]
+
+FORMAT = "jaxatom-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+PARAMS_FILE = "params.msgpack"
+MODULES = {"SchNet": SchNet, "PaiNN": PaiNN, "Atomwise": Atomwise}
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, incomplete, from a newer format or inconsistent with its parameters."""
+
+
+def _module_config(module: flax.linen.Module) -> dict:
+    fields = {
+        f.name: getattr(module, f.name)
+        for f in dataclasses.fields(module)
+        if f.name not in ("parent", "name")
+    }
+    return {"type": type(module).__name__, **fields}
+
+
+def _module_from_config(config: dict) -> flax.linen.Module:
+    config = dict(config)
+    kind = config.pop("type", None)
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    if kind not in MODULES:
+        raise ModelFileError(
+            f"unknown module type {kind!r} in the model file; this jaxatom knows {sorted(MODULES)}"
+        )
+    try:
+        return MODULES[kind](**config)
+    except TypeError as err:
+        raise ModelFileError(f"invalid settings for {kind} in the model file: {err}") from err
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def model_config(potential: Potential) -> dict:
+    """The ``config.json`` content of a potential."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "representation": _module_config(potential.model.representation),
+        "head": _module_config(potential.model.head),
+        "cutoff": potential.cutoff,
+        "elements": list(potential.elements),
+        "energy": {
+            "scale": potential.energy_scale,
+            "shift_per_atom": potential.energy_shift,
+            "atomrefs": {str(z): e for z, e in sorted(potential.atomrefs.items())},
+        },
+        "units": {"energy": "eV", "length": "Ang", "forces": "eV/Ang", "stress": "eV/Ang^3"},
+        "versions": {name: _version(name) for name in ("jaxatom", "jax", "flax")},
+        "metadata": dict(potential.metadata),
+    }
+
+
+def save_model(potential: Potential, path: str | os.PathLike) -> None:
+    """Write ``potential`` to ``path``: a directory, or a zip archive when ``path`` ends in ``.zip``."""
+    path = Path(path)
+    config = json.dumps(model_config(potential), indent=2).encode()
+    params = serialization.msgpack_serialize(jax.device_get(serialization.to_state_dict(potential.params)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".zip":
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(CONFIG_FILE, config)
+                archive.writestr(PARAMS_FILE, params)
+        os.replace(tmp.name, path)
+        return
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    (staging / CONFIG_FILE).write_bytes(config)
+    (staging / PARAMS_FILE).write_bytes(params)
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+        os.replace(path, old / path.name)
+        os.replace(staging, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, path)
+
+
+def _read_files(path: Path) -> tuple[bytes, bytes]:
+    if not path.exists():
+        raise ModelFileError(f"no model at {path}; pass the directory (or .zip) written by Potential.save")
+    if path.is_dir():
+        files = {name: path / name for name in (CONFIG_FILE, PARAMS_FILE)}
+        missing = [name for name, file in files.items() if not file.is_file()]
+        if missing:
+            raise ModelFileError(f"the model directory {path} lacks {', '.join(missing)}; it is incomplete")
+        return files[CONFIG_FILE].read_bytes(), files[PARAMS_FILE].read_bytes()
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path} is neither a model directory nor a zip archive written by Potential.save"
+        )
+    with zipfile.ZipFile(path) as archive:
+        missing = [name for name in (CONFIG_FILE, PARAMS_FILE) if name not in archive.namelist()]
+        if missing:
+            raise ModelFileError(f"the model archive {path} lacks {', '.join(missing)}; it is incomplete")
+        return archive.read(CONFIG_FILE), archive.read(PARAMS_FILE)
+
+
+def _check_params(params: dict, template, path: Path) -> None:
+    found = {k: np.shape(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+    expected = {k: v.shape for k, v in traverse_util.flatten_dict(template, sep="/").items()}
+    problems = [f"missing {k}" for k in sorted(expected.keys() - found.keys())]
+    problems += [f"unexpected {k}" for k in sorted(found.keys() - expected.keys())]
+    problems += [
+        f"{k} has shape {found[k]}, the config implies {expected[k]}"
+        for k in sorted(expected.keys() & found.keys())
+        if tuple(found[k]) != tuple(expected[k])
+    ]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ModelFileError(f"the parameters in {path} do not match its config.json: {shown}")
+
+
+def load_model(path: str | os.PathLike) -> Potential:
+    """Load a potential written by :meth:`Potential.save` (directory or zip). Needs neither orbax nor pickle."""
+    path = Path(path)
+    config_bytes, params_bytes = _read_files(path)
+    try:
+        config = json.loads(config_bytes)
+    except json.JSONDecodeError as err:
+        raise ModelFileError(f"{path}/{CONFIG_FILE} is not valid JSON: {err}") from err
+    if config.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a jaxatom model file (format {config.get('format')!r})")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}, newer than this jaxatom reads ({FORMAT_VERSION}); "
+            "upgrade jaxatom to load it"
+        )
+    try:
+        representation = _module_from_config(config["representation"])
+        head = _module_from_config(config["head"])
+        energy = config["energy"]
+        elements = config["elements"]
+    except KeyError as err:
+        raise ModelFileError(f"{path}/{CONFIG_FILE} lacks the entry {err}") from err
+    model = EnergyModel(representation=representation, head=head)
+    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), example_graph(representation.cutoff))
+    try:
+        params = serialization.msgpack_restore(params_bytes)
+    except Exception as err:  # msgpack raises several unrelated types on corrupt input
+        raise ModelFileError(f"{path}/{PARAMS_FILE} cannot be read: {err}") from err
+    _check_params(params, template, path)
+    return Potential(
+        model=model,
+        params=jax.tree.map(np.asarray, params),
+        elements=tuple(int(z) for z in elements),
+        energy_scale=float(energy.get("scale", 1.0)),
+        energy_shift=float(energy.get("shift_per_atom", 0.0)),
+        atomrefs={int(z): float(e) for z, e in energy.get("atomrefs", {}).items()},
+        metadata=config.get("metadata", {}),
+    )
