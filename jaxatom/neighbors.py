@@ -46,13 +46,9 @@ def neighbor_list(
     pbc = np.asarray(pbc, bool)
     cell = np.asarray(cell, np.float64)
     if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
-        raise ValueError(
-            "a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False"
-        )
+        raise ValueError("a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False")
     calculator = NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, s, d = calculator.compute(
-        points=np.asarray(positions, np.float64), box=cell, periodic=pbc, quantities="ijSd"
-    )
+    i, j, s, d = calculator.compute(points=np.asarray(positions, np.float64), box=cell, periodic=pbc, quantities="ijSd")
     shifts = np.asarray(s, np.float64) @ cell
     return i.astype(np.int32), j.astype(np.int32), shifts, np.asarray(d)
 

@@ -130,9 +130,7 @@ def parse_unit(text: str) -> Unit:
     while True:
         match = _TOKEN.match(spec, pos)
         if match is None or match.end() == pos:
-            raise UnitError(
-                f"cannot parse unit {text!r} at position {pos}; write e.g. 'kcal/mol/Ang' or 'eV/Ang^3'"
-            )
+            raise UnitError(f"cannot parse unit {text!r} at position {pos}; write e.g. 'kcal/mol/Ang' or 'eV/Ang^3'")
         name, power = match.group(1), int(match.group(2) or 1)
         unit_value, unit_dim = _lookup(name, text)
         value *= unit_value ** (sign * power)

@@ -59,9 +59,7 @@ class SchNet(nn.Module):
         d = safe_norm(graph.edge_vectors())
         rbf = make_radial_basis(self.radial_basis, self.n_rbf, self.cutoff, self.trainable_rbf)(d)
         fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
-        embed = nn.Embed(
-            MAX_Z, self.n_atom_basis, embedding_init=nn.initializers.normal(1.0), name="embedding"
-        )
+        embed = nn.Embed(MAX_Z, self.n_atom_basis, embedding_init=nn.initializers.normal(1.0), name="embedding")
         x = embed(graph.species)
         n_filters = self.n_filters or self.n_atom_basis
         if self.shared_interactions:

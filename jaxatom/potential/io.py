@@ -41,11 +41,7 @@ class ModelFileError(ValueError):
 
 
 def _module_config(module: flax.linen.Module) -> dict:
-    fields = {
-        f.name: getattr(module, f.name)
-        for f in dataclasses.fields(module)
-        if f.name not in ("parent", "name")
-    }
+    fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module) if f.name not in ("parent", "name")}
     return {"type": type(module).__name__, **fields}
 
 
@@ -54,9 +50,7 @@ def _module_from_config(config: dict) -> flax.linen.Module:
     kind = config.pop("type", None)
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     if kind not in MODULES:
-        raise ModelFileError(
-            f"unknown module type {kind!r} in the model file; this jaxatom knows {sorted(MODULES)}"
-        )
+        raise ModelFileError(f"unknown module type {kind!r} in the model file; this jaxatom knows {sorted(MODULES)}")
     try:
         return MODULES[kind](**config)
     except TypeError as err:
@@ -125,9 +119,7 @@ def _read_files(path: Path) -> tuple[bytes, bytes]:
             raise ModelFileError(f"the model directory {path} lacks {', '.join(missing)}; it is incomplete")
         return files[CONFIG_FILE].read_bytes(), files[PARAMS_FILE].read_bytes()
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(
-            f"{path} is neither a model directory nor a zip archive written by Potential.save"
-        )
+        raise ModelFileError(f"{path} is neither a model directory nor a zip archive written by Potential.save")
     with zipfile.ZipFile(path) as archive:
         missing = [name for name in (CONFIG_FILE, PARAMS_FILE) if name not in archive.namelist()]
         if missing:

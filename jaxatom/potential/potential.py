@@ -114,9 +114,7 @@ class Potential:
                 f"this model knows {_symbols(self.elements)} (retrain or choose another model)"
             )
 
-    def evaluate(
-        self, graph: Graph, stress: bool = False, include_offsets: bool = True
-    ) -> dict[str, jax.Array]:
+    def evaluate(self, graph: Graph, stress: bool = False, include_offsets: bool = True) -> dict[str, jax.Array]:
         """Jitted energy, per-atom energies, forces and optionally stress of a padded :class:`Graph` (on device).
 
         With ``include_offsets=False`` energies exclude the offsets, which :meth:`predict` then adds in float64 on the

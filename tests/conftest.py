@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models (compiles are slow on CPU) and small test structures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+import jaxatom
+from jaxatom.nn import PaiNN, SchNet
+
+CUTOFF = 4.0
+ELEMENTS = [1, 6, 8]
+
+
+def tiny_schnet(**changes) -> SchNet:
+    settings = dict(n_atom_basis=16, n_interactions=2, cutoff=CUTOFF, n_rbf=8)
+    return SchNet(**{**settings, **changes})
+
+
+def tiny_painn(**changes) -> PaiNN:
+    settings = dict(n_atom_basis=16, n_interactions=2, cutoff=CUTOFF, n_rbf=8)
+    return PaiNN(**{**settings, **changes})
+
+
+def triclinic_crystal(seed: int = 0) -> Atoms:
+    """A periodic triclinic cell of 6 H/C/O atoms, no two closer than 0.9 Å (also across the boundary)."""
+    rng = np.random.default_rng(seed)
+    cell = np.array([[4.2, 0.0, 0.0], [0.9, 3.9, 0.0], [-0.6, 0.7, 4.4]])
+    while True:
+        atoms = Atoms(numbers=rng.choice(ELEMENTS, 6), scaled_positions=rng.random((6, 3)), cell=cell, pbc=True)
+        distances = atoms.get_all_distances(mic=True)[np.triu_indices(6, 1)]
+        if distances.min() > 0.9:
+            return atoms
+
+
+@pytest.fixture(scope="session")
+def ethanol() -> Atoms:
+    return molecule("CH3CH2OH")
+
+
+@pytest.fixture(scope="session")
+def crystal() -> Atoms:
+    return triclinic_crystal()
+
+
+@pytest.fixture(scope="session", params=["schnet", "painn"])
+def potential(request) -> jaxatom.Potential:
+    """A tiny SchNet or PaiNN potential with non-trivial offsets."""
+    representation = tiny_schnet() if request.param == "schnet" else tiny_painn()
+    return jaxatom.Potential.create(
+        representation, elements=ELEMENTS, seed=1, energy_shift=-2.5, atomrefs={1: -13.6, 6: -1030.0, 8: -2040.0}
+    )
+
+
+def random_rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from jaxatom.graph import PADDING_DISTANCE, batch_graphs, bucket_size
+from jaxatom.neighbors import graph_from_atoms
+
+from .conftest import triclinic_crystal
+
+
+def test_bucket_size_is_an_upper_bound_with_few_distinct_values():
+    sizes = [bucket_size(n, 8) for n in range(1, 2001)]
+    assert all(s >= n for n, s in zip(range(1, 2001), sizes, strict=True))
+    assert all(s % 8 == 0 for s in sizes)
+    assert sizes == sorted(sizes)
+    assert len(set(sizes)) < 35
+    # padding overhead stays bounded (growth factor 1.25 plus rounding)
+    assert max(s / n for n, s in zip(range(64, 2001), sizes[63:], strict=True)) < 1.35
+
+
+def test_batch_follows_the_padding_contract():
+    structures = [molecule("CH3CH2OH"), molecule("H2O"), triclinic_crystal()]
+    graphs = [graph_from_atoms(a, 4.0) for a in structures]
+    batch = batch_graphs(graphs)
+    n_real = sum(len(a) for a in structures)
+    n_graph = batch.n_graph
+    assert n_graph == 4
+    assert batch.positions.shape[0] >= n_real + 1 and batch.positions.shape[0] % 8 == 0
+    assert batch.senders.shape[0] % 64 == 0
+    np.testing.assert_array_equal(batch.n_node, [9, 3, 6, 0])
+    np.testing.assert_array_equal(batch.graph_mask, [True, True, True, False])
+    # padding nodes: species 0, dummy last graph
+    assert np.all(batch.species[n_real:] == 0)
+    assert np.all(batch.node_graph[n_real:] == n_graph - 1)
+    assert batch.node_mask.sum() == n_real
+    # padding edges join padding nodes and are longer than any cutoff
+    pad = ~np.asarray(batch.edge_mask)
+    assert pad.sum() == batch.senders.shape[0] - sum(g.n_edge for g in graphs)
+    assert np.all(batch.species[batch.senders[pad]] == 0) and np.all(batch.species[batch.receivers[pad]] == 0)
+    lengths = np.linalg.norm(np.asarray(batch.edge_vectors())[pad], axis=1)
+    assert np.all(lengths >= PADDING_DISTANCE)
+    # real edges keep their structure's offsets
+    first_water_node = 9
+    water = graphs[1]
+    start = graphs[0].n_edge
+    np.testing.assert_array_equal(batch.senders[start : start + water.n_edge], water.senders + first_water_node)
+    assert batch.pbc[2].all() and not batch.pbc[0].any()
+
+
+def test_batch_with_explicit_sizes_and_errors():
+    graphs = [graph_from_atoms(molecule("H2O"), 4.0)]
+    batch = batch_graphs(graphs, n_node=16, n_edge=128, n_graph=5)
+    assert batch.positions.shape == (16, 3) and batch.senders.shape == (128,) and batch.cell.shape == (5, 3, 3)
+    with pytest.raises(ValueError, match="one padding node"):
+        batch_graphs(graphs, n_node=3)
+    with pytest.raises(ValueError, match="at least one structure"):
+        batch_graphs([])
