@@ -108,7 +108,8 @@ class Graph:
 class HostGraph:
     """One unpadded structure with its edges, as numpy arrays on the host. Units: Å.
 
-    ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``, ``shifts [e, 3]``.
+    ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``,
+    ``shifts [e, 3]``.
     """
 
     positions: np.ndarray
