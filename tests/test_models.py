@@ -174,3 +174,17 @@ def test_initialisation_matches_schnetpack():
     assert kernel.std() == pytest.approx(limit / np.sqrt(3), rel=0.05)
     assert np.all(np.asarray(params["interactions_0"]["context_1"]["bias"]) == 0)
     assert "bias" not in params["mixing_0"]["mu_channel_mix"]
+
+
+def test_float32_is_the_default_and_enable_x64_switches(ethanol):
+    from jaxatom.graph import float_dtype
+
+    assert float_dtype() == np.float32
+    assert graph_from_atoms(ethanol, CUTOFF).positions.dtype == np.float32
+    jaxatom.enable_x64(True)
+    try:
+        assert float_dtype() == np.float64
+        assert graph_from_atoms(ethanol, CUTOFF).positions.dtype == np.float64
+    finally:
+        jaxatom.enable_x64(False)
+    assert float_dtype() == np.float32
