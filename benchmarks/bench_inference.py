@@ -372,7 +372,7 @@ def header(args: argparse.Namespace, info: dict[str, dict], cases: dict[str, lis
     start, end = info["load"]["start"], info["load"]["end"]
     if start is not None:
         lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
-        if start > 0.5:
+        if start > 0.5 * core_count():
             lines.append("WARNING: the machine was busy before the run started; timings may be inflated and noisy")
     for name in args.models:
         counts = f"jaxatom {jax_info[f'{name}_params']}"

@@ -3,19 +3,20 @@
 #
 #   benchmarks/setup_schnetpack_env.sh [VENV_PATH]        # default: .venv-schnetpack
 #
-# torch is pinned to 2.13.0 through a constraints file for every pip call, and taken from the PyTorch CPU index, so pip
-# never pulls a CUDA build. schnetpack 2.2.0 is installed without its dependency resolution (its metadata pins an older
+# torch is pinned to 2.13.0 through a constraints file for every pip call, so pip never swaps in another (CUDA) build
+# to satisfy a dependency. schnetpack 2.2.0 is installed without its dependency resolution (its metadata pins an older
 # Python/torch range); schnetpack 2.1.1 does not import with torch 2.13 (it imports the removed ``T_co``).
 #
-# Environment overrides: PYTHON (interpreter for the venv, default python3), TORCH_INDEX_URL (default: the PyTorch CPU
-# wheel index; set it empty to rely on pip's configured indexes and find-links only).
+# Environment overrides: PYTHON (interpreter for the venv, default python3), TORCH_INDEX_URL (an extra index to take the
+# torch wheel from, e.g. PyTorch's CPU wheel index on machines where pip's own indexes offer only CUDA builds; default:
+# none, pip's configured indexes and find-links).
 set -euo pipefail
 
 VENV="${1:-.venv-schnetpack}"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.13.0"
 SCHNETPACK_VERSION="2.2.0"
-TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
+TORCH_INDEX_URL="${TORCH_INDEX_URL-}"
 
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT

@@ -1,9 +1,11 @@
-"""Host-side exact neighbour lists (vesin) and all-pairs edges, and building :class:`HostGraph` from structures.
+"""Host-side exact neighbour lists (vesin), all-pairs edges, and building :class:`HostGraph` from structures.
 
-Two regimes (DESIGN.md): molecules without periodic boundaries and up to :data:`ALL_PAIRS_MAX_ATOMS` atoms get static
-all-pairs edges and the model's cutoff masks distant pairs; periodic or larger systems get an exact full list within
-the cutoff, with Cartesian image shifts, for any triclinic cell, mixed periodicity and cells smaller than twice the
-cutoff (several images of one atom are then neighbours). ``ase.neighborlist`` is the test oracle.
+Host-built graphs (data sets, ``Potential.predict``) use the exact full list within the cutoff, with Cartesian image
+shifts, for molecules and for any triclinic cell, mixed periodicity and cells smaller than twice the cutoff (several
+images of one atom are then neighbours); ``ase.neighborlist`` is the test oracle. Edges come sorted by receiver
+(a deterministic order). ``edges="all_pairs"`` gives the static all-pairs regime of DESIGN.md for
+small molecules (every ordered pair; the model's cutoff masks distant ones), which on-device MD uses to avoid lists
+that can overflow.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from vesin import NeighborList
 from jaxatom.graph import HostGraph, float_dtype
 
 __all__ = [
-    "ALL_PAIRS_MAX_ATOMS",
     "MIN_DISTANCE",
     "all_pairs",
     "neighbor_list",
@@ -23,8 +24,6 @@ __all__ = [
     "graph_from_atoms",
 ]
 
-#: Largest non-periodic structure that gets all-pairs edges instead of a neighbour list.
-ALL_PAIRS_MAX_ATOMS = 256
 #: Atoms closer than this (Å) are refused as overlapping.
 MIN_DISTANCE = 0.1
 
@@ -47,7 +46,7 @@ def neighbor_list(
     cell = np.asarray(cell, np.float64)
     if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
         raise ValueError("a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False")
-    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
+    calculator = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
     i, j, s, d = calculator.compute(points=np.asarray(positions, np.float64), box=cell, periodic=pbc, quantities="ijSd")
     shifts = np.asarray(s, np.float64) @ cell
     return i.astype(np.int32), j.astype(np.int32), shifts, np.asarray(d)
@@ -73,23 +72,28 @@ def host_graph(
     cutoff: float,
     cell: np.ndarray | None = None,
     pbc: np.ndarray | bool = False,
+    edges: str = "cutoff",
 ) -> HostGraph:
     """Build the :class:`HostGraph` of one structure given as arrays (positions in Å, atomic numbers).
 
-    Raises ``ValueError`` for wrong shapes, NaN positions, invalid atomic numbers and overlapping atoms.
+    ``edges="cutoff"`` lists the pairs within ``cutoff``; ``"all_pairs"`` lists every ordered pair of a non-periodic
+    structure. Raises ``ValueError`` for wrong shapes, NaN positions, invalid atomic numbers and overlapping atoms.
     """
     positions = np.asarray(positions, np.float64)
     species = np.asarray(species, np.int32)
     _check_structure(positions, species)
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, bool), (3,)).copy()
-    n = len(species)
-    if not pbc.any() and n <= ALL_PAIRS_MAX_ATOMS:
-        receivers, senders = all_pairs(n)
+    if edges == "all_pairs":
+        if pbc.any():
+            raise ValueError("all-pairs edges are for non-periodic molecules; use edges='cutoff' for periodic input")
+        receivers, senders = all_pairs(len(species))
         shifts = np.zeros((len(senders), 3))
         distances = np.linalg.norm(positions[senders] - positions[receivers], axis=1)
-    else:
+    elif edges == "cutoff":
         receivers, senders, shifts, distances = neighbor_list(positions, cell, pbc, cutoff)
+    else:
+        raise ValueError(f"edges must be 'cutoff' or 'all_pairs', got {edges!r}")
     close = distances < MIN_DISTANCE
     if close.any():
         k = int(np.argmax(close))
@@ -109,8 +113,9 @@ def host_graph(
     )
 
 
-def graph_from_atoms(atoms: Atoms, cutoff: float) -> HostGraph:
-    """Build the :class:`HostGraph` of an ``ase.Atoms`` (Å) for a model with the given ``cutoff`` (Å)."""
+def graph_from_atoms(atoms: Atoms, cutoff: float, edges: str = "cutoff") -> HostGraph:
+    """Build the :class:`HostGraph` of an ``ase.Atoms`` (Å) for a model with the given ``cutoff`` (Å); see
+    :func:`host_graph` for ``edges``."""
     if not isinstance(atoms, Atoms):
         raise TypeError(f"expected an ase.Atoms, got {type(atoms).__name__}")
-    return host_graph(atoms.positions, atoms.numbers, cutoff, np.asarray(atoms.cell[:]), atoms.pbc)
+    return host_graph(atoms.positions, atoms.numbers, cutoff, np.asarray(atoms.cell[:]), atoms.pbc, edges)

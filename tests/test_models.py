@@ -188,3 +188,15 @@ def test_float32_is_the_default_and_enable_x64_switches(ethanol):
     finally:
         jaxatom.enable_x64(False)
     assert float_dtype() == np.float32
+
+
+def test_all_pairs_edges_and_cutoff_lists_give_the_same_results(potential):
+    atoms = molecule("CH3CH2OH")
+    atoms.positions[:3] += np.array([4.0, 0.0, 0.0])  # some pairs now lie beyond the 4 Å cutoff
+    results = []
+    for edges in ("cutoff", "all_pairs"):
+        graph = batch_graphs([graph_from_atoms(atoms, potential.cutoff, edges=edges)])
+        results.append(jax.device_get(potential.evaluate(graph)))
+    assert batch_graphs([graph_from_atoms(atoms, potential.cutoff)]).senders.shape[0] >= 64
+    np.testing.assert_allclose(results[0]["energy"][0], results[1]["energy"][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0]["forces"][:9], results[1]["forces"][:9], **F32)

@@ -58,9 +58,12 @@ def test_small_cell_has_several_images_of_the_same_atom():
     assert len(i) == 42  # 12 + 6 + 24 neighbours of fcc within 5 Å
 
 
-def test_molecules_get_all_pairs():
+def test_molecules_get_cutoff_lists_or_all_pairs():
     atoms = molecule("CH3CH2OH")
-    graph = graph_from_atoms(atoms, cutoff=1.0)
+    cutoff_graph = graph_from_atoms(atoms, cutoff=1.5)
+    assert 0 < cutoff_graph.n_edge < 9 * 8
+    assert np.all(np.diff(cutoff_graph.receivers) >= 0)
+    graph = graph_from_atoms(atoms, cutoff=1.0, edges="all_pairs")
     assert graph.n_edge == 9 * 8
     assert not np.any(graph.senders == graph.receivers)
     assert np.all(graph.shifts == 0)
@@ -117,6 +120,13 @@ def test_periodic_structure_without_cell_is_refused():
     atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], pbc=True)
     with pytest.raises(ValueError, match="non-zero volume"):
         graph_from_atoms(atoms, 3.0)
+
+
+def test_all_pairs_edges_are_for_molecules_only():
+    with pytest.raises(ValueError, match="non-periodic molecules"):
+        graph_from_atoms(triclinic_crystal(), 3.0, edges="all_pairs")
+    with pytest.raises(ValueError, match="edges must be"):
+        graph_from_atoms(molecule("H2O"), 3.0, edges="some")
 
 
 def test_graph_from_atoms_rejects_other_types():
