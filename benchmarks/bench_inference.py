@@ -380,7 +380,7 @@ def header(args: argparse.Namespace, info: dict[str, dict], cases: dict[str, lis
             counts += f", SchNetPack {spk_info[f'{name}_params']}"
         lines.append(f"{name} (n_interactions={MODELS[name]}) parameters: {counts}")
     for case in cases:
-        edges = f"jaxatom {jax_info[f'{case}_edges']} (all pairs for molecules)"
+        edges = f"jaxatom {jax_info[f'{case}_edges']} (within cutoff)"
         if spk_info:
             edges += f", SchNetPack {spk_info[f'{case}_edges']} (within cutoff)"
         lines.append(f"{case} edges: {edges}")

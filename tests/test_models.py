@@ -200,3 +200,13 @@ def test_all_pairs_edges_and_cutoff_lists_give_the_same_results(potential):
     assert batch_graphs([graph_from_atoms(atoms, potential.cutoff)]).senders.shape[0] >= 64
     np.testing.assert_allclose(results[0]["energy"][0], results[1]["energy"][0], rtol=1e-6)
     np.testing.assert_allclose(results[0]["forces"][:9], results[1]["forces"][:9], **F32)
+
+
+def test_activations_match_their_definitions():
+    from jaxatom.nn.activations import shifted_softplus, softplus
+
+    x = np.linspace(-40, 40, 2001, dtype=np.float32)
+    np.testing.assert_allclose(softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(shifted_softplus(x), np.logaddexp(0, x.astype(np.float64)) - np.log(2), atol=1e-6)
+    assert float(shifted_softplus(np.float32(0.0))) == 0.0
+    np.testing.assert_allclose(jax.vmap(jax.grad(softplus))(x), jax.nn.sigmoid(x), rtol=1e-6, atol=1e-7)

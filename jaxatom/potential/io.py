@@ -174,7 +174,7 @@ def load_model(path: str | os.PathLike) -> Potential:
     _check_params(params, template, path)
     return Potential(
         model=model,
-        params=jax.tree.map(np.asarray, params),
+        params=jax.device_put(params),
         elements=tuple(int(z) for z in elements),
         energy_scale=float(energy.get("scale", 1.0)),
         energy_shift=float(energy.get("shift_per_atom", 0.0)),

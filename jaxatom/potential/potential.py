@@ -32,7 +32,7 @@ def example_graph(cutoff: float) -> Graph:
     return batch_graphs([h2o])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Potential:
     """A trained (or freshly initialised) interatomic potential. Energies in eV, lengths in Å.
 
