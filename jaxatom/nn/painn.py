@@ -8,11 +8,11 @@ import jax.numpy as jnp
 
 from jaxatom.graph import Graph
 from jaxatom.nn.activations import get_activation
-from jaxatom.nn.layers import Dense, safe_norm
+from jaxatom.nn.layers import Dense, safe_norm, split_last
 from jaxatom.nn.radial import make_cutoff_fn, make_radial_basis
 from jaxatom.nn.schnet import MAX_Z
 
-__all__ = ["PaiNN", "PaiNNInteraction", "PaiNNMixing"]
+__all__ = ["PaiNN", "PaiNNFilter", "PaiNNInteraction", "PaiNNMixing"]
 
 
 class PaiNNInteraction(nn.Module):
@@ -27,7 +27,7 @@ class PaiNNInteraction(nn.Module):
         x = Dense(f, name="context_0")(q)
         x = Dense(3 * f, name="context_1")(get_activation(self.activation)(x))
         x = w * x[graph.senders]
-        dq, dmu_r, dmu_mu = x[:, :f], x[:, f : 2 * f], x[:, 2 * f :]
+        dq, dmu_r, dmu_mu = split_last(x, (f, f, f))
         dmu = dmu_r[:, None, :] * unit[:, :, None] + dmu_mu[:, None, :] * mu[graph.senders]
         n = q.shape[0]
         q = q + jax.ops.segment_sum(dq, graph.receivers, num_segments=n)
@@ -46,14 +46,41 @@ class PaiNNMixing(nn.Module):
     def __call__(self, q, mu):
         f = self.n_atom_basis
         mu_mix = Dense(2 * f, use_bias=False, name="mu_channel_mix")(mu)
-        mu_v, mu_w = mu_mix[..., :f], mu_mix[..., f:]
+        mu_v, mu_w = split_last(mu_mix, (f, f))
         mu_v_norm = jnp.sqrt(jnp.sum(mu_v**2, axis=1) + self.epsilon)
         x = Dense(f, name="context_0")(jnp.concatenate([q, mu_v_norm], axis=-1))
         x = Dense(3 * f, name="context_1")(get_activation(self.activation)(x))
-        dq, dmu, dqmu = x[:, :f], x[:, f : 2 * f], x[:, 2 * f :]
+        dq, dmu, dqmu = split_last(x, (f, f, f))
         q = q + dq + dqmu * jnp.sum(mu_v * mu_w, axis=1)
         mu = mu + dmu[:, None, :] * mu_w
         return q, mu
+
+
+class PaiNNFilter(nn.Module):
+    """SchNetPack's ``filter_net``: ``Dense(n_sets * width)`` on the radial basis times the cutoff, cut into one
+    ``[E, width]`` filter per block (block ``b`` uses set ``b``, or set 0 when ``n_sets == 1``).
+
+    Same ``kernel``/``bias`` parameters (names, shapes, initialisation) as ``Dense``, but each block multiplies the
+    basis by its own slice of the kernel: the edge-sized ``[E, n_sets * width]`` product is never built or sliced,
+    so its gradient is no zero-padded full-width copy per block.
+    """
+
+    width: int
+    n_sets: int
+    n_blocks: int
+
+    @nn.compact
+    def __call__(self, rbf: jax.Array, fcut: jax.Array) -> list[jax.Array]:
+        n_out = self.n_sets * self.width
+        kernel = self.param("kernel", nn.initializers.xavier_uniform(), (rbf.shape[-1], n_out))
+        bias = self.param("bias", nn.initializers.zeros, (n_out,))
+        kernel, bias = kernel.astype(rbf.dtype), bias.astype(rbf.dtype)
+        filters = []
+        for b in range(self.n_blocks):
+            lo = self.width * (0 if self.n_sets == 1 else b)
+            w = jnp.dot(rbf, kernel[:, lo : lo + self.width]) + bias[lo : lo + self.width]
+            filters.append(w * fcut[:, None])
+        return filters
 
 
 class PaiNN(nn.Module):
@@ -86,8 +113,7 @@ class PaiNN(nn.Module):
         rbf = make_radial_basis(self.radial_basis, self.n_rbf, self.cutoff, self.trainable_rbf)(d)
         fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
         n_filter_sets = 1 if self.shared_filters else k
-        filters = Dense(3 * f * n_filter_sets, name="filter_net")(rbf) * fcut[:, None]
-        filter_list = [filters[:, 3 * f * (0 if self.shared_filters else b) :][:, : 3 * f] for b in range(k)]
+        filter_list = PaiNNFilter(3 * f, n_filter_sets, k, name="filter_net")(rbf, fcut)
 
         q = nn.Embed(MAX_Z, f, embedding_init=nn.initializers.normal(1.0), name="embedding")(graph.species)
         mu = jnp.zeros((q.shape[0], 3, f), q.dtype)
