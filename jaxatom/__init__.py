@@ -5,6 +5,7 @@ from importlib import metadata as _metadata
 from jaxatom.graph import Graph, HostGraph, batch_graphs, enable_x64
 from jaxatom.neighbors import graph_from_atoms
 from jaxatom.potential import ModelFileError, Potential, load_model
+from jaxatom.runtime import tune_cpu_allocator
 
 try:
     __version__ = _metadata.version("jaxatom")
@@ -20,5 +21,6 @@ __all__ = [
     "enable_x64",
     "graph_from_atoms",
     "load_model",
+    "tune_cpu_allocator",
     "__version__",
 ]
