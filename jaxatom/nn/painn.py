@@ -89,7 +89,8 @@ class PaiNN(nn.Module):
     Attributes mirror ``schnetpack.representation.PaiNN``: ``n_atom_basis`` features, ``n_interactions`` blocks,
     ``shared_interactions``, ``shared_filters``, ``activation``, ``epsilon``; the radial basis
     (``"gaussian"``/``"bessel"``, ``n_rbf`` functions) and cutoff function (``"cosine"``/``"mollifier"``) are
-    chosen by name with ``cutoff`` in Å.
+    chosen by name with ``cutoff`` in Å. The basis spans ``rbf_start``..``rbf_cutoff`` (default: the cutoff), as
+    SchNetPack's ``GaussianRBF(start, cutoff)`` may differ from the cutoff function's radius.
     """
 
     n_atom_basis: int = 128
@@ -103,6 +104,8 @@ class PaiNN(nn.Module):
     radial_basis: str = "gaussian"
     cutoff_fn: str = "cosine"
     trainable_rbf: bool = False
+    rbf_start: float = 0.0
+    rbf_cutoff: float | None = None
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
@@ -110,7 +113,9 @@ class PaiNN(nn.Module):
         r = graph.edge_vectors()
         d = safe_norm(r)
         unit = r / jnp.where(d == 0, 1.0, d)[:, None]
-        rbf = make_radial_basis(self.radial_basis, self.n_rbf, self.cutoff, self.trainable_rbf)(d)
+        rbf = make_radial_basis(
+            self.radial_basis, self.n_rbf, self.rbf_cutoff or self.cutoff, self.trainable_rbf, self.rbf_start
+        )(d)
         fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
         n_filter_sets = 1 if self.shared_filters else k
         filter_list = PaiNNFilter(3 * f, n_filter_sets, k, name="filter_net")(rbf, fcut)

@@ -69,10 +69,12 @@ RADIAL_BASES = ("gaussian", "bessel")
 CUTOFF_FNS = ("cosine", "mollifier")
 
 
-def make_radial_basis(name: str, n_rbf: int, cutoff: float, trainable: bool = False) -> nn.Module:
-    """The radial basis called ``name`` (one of :data:`RADIAL_BASES`)."""
+def make_radial_basis(name: str, n_rbf: int, cutoff: float, trainable: bool = False, start: float = 0.0) -> nn.Module:
+    """The radial basis called ``name`` (one of :data:`RADIAL_BASES`) spanning ``start``..``cutoff`` (Å)."""
     if name == "gaussian":
-        return GaussianRBF(n_rbf=n_rbf, cutoff=cutoff, trainable=trainable, name="radial_basis")
+        return GaussianRBF(n_rbf=n_rbf, cutoff=cutoff, start=start, trainable=trainable, name="radial_basis")
+    if start != 0.0:
+        raise ValueError("only the Gaussian basis has a start; set rbf_start=0.0")
     if name == "bessel":
         if trainable:
             raise ValueError("the Bessel basis has no trainable parameters; set trainable_rbf=False")

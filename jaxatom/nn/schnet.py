@@ -40,7 +40,8 @@ class SchNet(nn.Module):
     Attributes mirror ``schnetpack.representation.SchNet``: ``n_atom_basis`` features, ``n_interactions`` blocks,
     ``n_filters`` (default ``n_atom_basis``), ``shared_interactions``, ``activation``; the radial basis
     (``"gaussian"``/``"bessel"``, ``n_rbf`` functions) and cutoff function (``"cosine"``/``"mollifier"``) are
-    chosen by name with ``cutoff`` in Å.
+    chosen by name with ``cutoff`` in Å. The basis spans ``rbf_start``..``rbf_cutoff`` (default: the cutoff), as
+    SchNetPack's ``GaussianRBF(start, cutoff)`` may differ from the cutoff function's radius.
     """
 
     n_atom_basis: int = 128
@@ -53,11 +54,15 @@ class SchNet(nn.Module):
     radial_basis: str = "gaussian"
     cutoff_fn: str = "cosine"
     trainable_rbf: bool = False
+    rbf_start: float = 0.0
+    rbf_cutoff: float | None = None
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         d = safe_norm(graph.edge_vectors())
-        rbf = make_radial_basis(self.radial_basis, self.n_rbf, self.cutoff, self.trainable_rbf)(d)
+        rbf = make_radial_basis(
+            self.radial_basis, self.n_rbf, self.rbf_cutoff or self.cutoff, self.trainable_rbf, self.rbf_start
+        )(d)
         fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
         embed = nn.Embed(MAX_Z, self.n_atom_basis, embedding_init=nn.initializers.normal(1.0), name="embedding")
         x = embed(graph.species)

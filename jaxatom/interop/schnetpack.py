@@ -1,0 +1,338 @@
+"""Import SchNetPack 2.x models (``NeuralNetworkPotential`` with SchNet or PaiNN) as jaxatom potentials.
+
+torch and schnetpack are needed only here, for reading the model; the imported :class:`~jaxatom.Potential` runs
+without them. Supported, and converted exactly:
+
+* representations ``SchNet`` and ``PaiNN`` (any sizes, shared interactions/filters), with ``GaussianRBF`` (fixed or
+  trainable) or ``BesselRBF`` and ``CosineCutoff`` or ``MollifierCutoff``;
+* one ``Atomwise`` energy head (any hidden layout, ``sum``/``avg`` aggregation), ``Forces`` (forces and stress);
+* input modules ``PairwiseDistances`` and ``Strain``; postprocessors ``AddOffsets`` (mean per atom and per-element
+  atomrefs of the energy) and ``CastTo32``/``CastTo64``;
+* the model's energy and length units (SchNetPack models carry none: pass the units of the training data), converted
+  to eV and Å and recorded in the model file.
+
+Anything else raises :class:`UnsupportedModelError` naming the module — there is no partial import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxatom.nn import Atomwise, PaiNN, SchNet
+from jaxatom.nn.schnet import MAX_Z
+from jaxatom.potential import Potential
+from jaxatom.units import unit_factor
+
+__all__ = ["import_model", "UnsupportedModelError", "SUPPORTED"]
+
+SUPPORTED = (
+    "NeuralNetworkPotential/AtomisticModel with a SchNet or PaiNN representation (GaussianRBF or BesselRBF, "
+    "CosineCutoff or MollifierCutoff), one Atomwise energy head, Forces, input modules PairwiseDistances/Strain and "
+    "postprocessors AddOffsets/CastTo32/CastTo64"
+)
+
+
+class UnsupportedModelError(ValueError):
+    """The SchNetPack model contains a module or setting that jaxatom cannot reproduce exactly."""
+
+
+def _refuse(what: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"cannot import {what}; jaxatom imports {SUPPORTED}")
+
+
+def _require_schnetpack():
+    try:
+        import schnetpack
+        import torch
+    except ImportError as err:
+        raise ImportError(
+            "importing SchNetPack models needs torch and schnetpack: pip install 'jaxatom[schnetpack]' "
+            "(on Python 3.11 see tools/install-schnetpack.sh)"
+        ) from err
+    return torch, schnetpack
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
+
+
+def _dense(layer, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """A ``schnetpack.nn.Dense`` as flax ``Dense`` parameters (kernel = weight transposed, times ``scale``)."""
+    params = {"kernel": _numpy(layer.weight).T * scale}
+    if layer.bias is not None:
+        params["bias"] = _numpy(layer.bias)
+    return params
+
+
+def _activation(activation, torch, spk) -> str:
+    """The jaxatom name of a SchNetPack activation (function or module)."""
+    functional = torch.nn.functional
+    by_function = {
+        spk.nn.activations.shifted_softplus: "shifted_softplus",
+        functional.silu: "silu",
+        functional.softplus: "softplus",
+        torch.tanh: "tanh",
+        functional.relu: "relu",
+    }
+    if not isinstance(activation, torch.nn.Module):
+        for function, name in by_function.items():
+            if activation is function:
+                return name
+    by_module = {torch.nn.SiLU: "silu", torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu"}
+    if type(activation) in by_module:
+        return by_module[type(activation)]
+    if type(activation) is torch.nn.Softplus and activation.beta == 1:
+        return "softplus"
+    if type(activation) is spk.nn.activations.ShiftedSoftplus:
+        if float(activation.alpha) == 1.0 and float(activation.beta) == 1.0 and not activation.alpha.requires_grad:
+            return "shifted_softplus"
+    raise _refuse(f"the activation {activation!r} (supported: shifted softplus, SiLU, softplus, tanh, ReLU)")
+
+
+def _radial_basis(rep, length: float, spk) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Settings and parameters of the radial basis, in Å, and the factor its outputs gain from the unit change."""
+    rbf = rep.radial_basis
+    if type(rbf) is spk.nn.GaussianRBF:
+        offsets, widths = _numpy(rbf.offsets).astype(np.float64), _numpy(rbf.widths).astype(np.float64)
+        settings = {"radial_basis": "gaussian", "n_rbf": int(rbf.n_rbf)}
+        if rbf.offsets.requires_grad:
+            params = {"offsets": offsets * length, "widths": widths * length}
+            return {**settings, "trainable_rbf": True}, params, 1.0
+        linear = np.linspace(offsets[0], offsets[-1], len(offsets))
+        spacing = abs(offsets[1] - offsets[0]) if len(offsets) > 1 else widths[0]
+        if not (np.allclose(offsets, linear, rtol=1e-6, atol=1e-6) and np.allclose(widths, spacing, rtol=1e-6)):
+            raise _refuse("a GaussianRBF whose centres are not evenly spaced or whose widths differ from the spacing")
+        settings.update(rbf_start=float(offsets[0]) * length, rbf_cutoff=float(offsets[-1]) * length)
+        return settings, {}, 1.0
+    if type(rbf) is spk.nn.BesselRBF:
+        freqs = _numpy(rbf.freqs).astype(np.float64)
+        rbf_cutoff = np.pi / freqs[0]
+        # sin(k pi d / rc) / d gains a factor `length` when d is measured in Å: absorbed into the next layer
+        return {"radial_basis": "bessel", "n_rbf": int(rbf.n_rbf), "rbf_cutoff": rbf_cutoff * length}, {}, length
+    raise _refuse(f"the radial basis {type(rbf).__name__}")
+
+
+def _cutoff_fn(rep, length: float, spk) -> dict[str, Any]:
+    fn = rep.cutoff_fn
+    kinds = {spk.nn.CosineCutoff: "cosine", spk.nn.MollifierCutoff: "mollifier"}
+    if type(fn) not in kinds:
+        raise _refuse(f"the cutoff function {type(fn).__name__}")
+    return {"cutoff_fn": kinds[type(fn)], "cutoff": float(fn.cutoff) * length}
+
+
+def _embedding(rep, torch) -> dict[str, np.ndarray]:
+    embedding = rep.embedding
+    if type(embedding) is not torch.nn.Embedding:
+        raise _refuse(f"the nuclear embedding {type(embedding).__name__} (only torch.nn.Embedding)")
+    if len(getattr(rep, "electronic_embeddings", [])) > 0:
+        raise _refuse("electronic (charge/spin) embeddings")
+    table = _numpy(embedding.weight)
+    if table.shape[0] > MAX_Z:
+        table = table[:MAX_Z]
+    padded = np.zeros((MAX_Z, table.shape[1]), table.dtype)
+    padded[: table.shape[0]] = table
+    return {"embedding": padded}
+
+
+def _blocks(modules) -> tuple[bool, list]:
+    """Whether a ``ModuleList`` repeats one shared module, and its distinct blocks."""
+    shared = len(modules) > 1 and all(m is modules[0] for m in modules)
+    return shared, [modules[0]] if shared else list(modules)
+
+
+def _schnet(rep, length: float, torch, spk) -> tuple[SchNet, dict]:
+    rbf_settings, rbf_params, rbf_gain = _radial_basis(rep, length, spk)
+    shared, blocks = _blocks(rep.interactions)
+    first = blocks[0]
+    activation = _activation(first.filter_network[0].activation, torch, spk)
+    params: dict[str, Any] = {"embedding": _embedding(rep, torch)}
+    if rbf_params:
+        params["radial_basis"] = rbf_params
+    for index, block in enumerate(blocks):
+        params["interaction" if shared else f"interactions_{index}"] = {
+            "in2f": _dense(block.in2f),
+            "filter_0": _dense(block.filter_network[0], rbf_gain),
+            "filter_1": _dense(block.filter_network[1]),
+            "f2out_0": _dense(block.f2out[0]),
+            "f2out_1": _dense(block.f2out[1]),
+        }
+    module = SchNet(
+        n_atom_basis=int(rep.n_atom_basis),
+        n_interactions=len(rep.interactions),
+        n_filters=int(first.in2f.out_features),
+        shared_interactions=shared,
+        activation=activation,
+        **rbf_settings,
+        **_cutoff_fn(rep, length, spk),
+    )
+    return module, params
+
+
+def _painn(rep, length: float, torch, spk) -> tuple[PaiNN, dict]:
+    rbf_settings, rbf_params, rbf_gain = _radial_basis(rep, length, spk)
+    shared, interactions = _blocks(rep.interactions)
+    _, mixings = _blocks(rep.mixing)
+    params: dict[str, Any] = {"embedding": _embedding(rep, torch), "filter_net": _dense(rep.filter_net, rbf_gain)}
+    if rbf_params:
+        params["radial_basis"] = rbf_params
+    for index, (interaction, mixing) in enumerate(zip(interactions, mixings, strict=True)):
+        params["interaction" if shared else f"interactions_{index}"] = {
+            "context_0": _dense(interaction.interatomic_context_net[0]),
+            "context_1": _dense(interaction.interatomic_context_net[1]),
+        }
+        params["mixing" if shared else f"mixing_{index}"] = {
+            "context_0": _dense(mixing.intraatomic_context_net[0]),
+            "context_1": _dense(mixing.intraatomic_context_net[1]),
+            "mu_channel_mix": _dense(mixing.mu_channel_mix),
+        }
+    module = PaiNN(
+        n_atom_basis=int(rep.n_atom_basis),
+        n_interactions=int(rep.n_interactions),
+        shared_interactions=shared,
+        shared_filters=bool(rep.share_filters),
+        activation=_activation(interactions[0].interatomic_context_net[0].activation, torch, spk),
+        epsilon=float(mixings[0].epsilon),
+        **rbf_settings,
+        **_cutoff_fn(rep, length, spk),
+    )
+    return module, params
+
+
+def _head(atomwise, torch, spk) -> tuple[Atomwise, dict]:
+    layers = list(atomwise.outnet)
+    if not all(isinstance(layer, spk.nn.Dense) for layer in layers):
+        raise _refuse("an Atomwise head whose network is not a sequence of schnetpack.nn.Dense layers")
+    if layers[-1].out_features != 1:
+        raise _refuse(f"an Atomwise head with {layers[-1].out_features} outputs (the energy head has one)")
+    if atomwise.aggregation_mode not in ("sum", "avg"):
+        raise _refuse(f"an Atomwise head with aggregation_mode={atomwise.aggregation_mode!r} (sum or avg)")
+    activation = _activation(layers[0].activation, torch, spk) if len(layers) > 1 else "silu"
+    head = Atomwise(
+        n_out=1,
+        n_hidden=tuple(int(layer.out_features) for layer in layers[:-1]),
+        n_layers=len(layers),
+        activation=activation,
+        aggregation=atomwise.aggregation_mode,
+    )
+    return head, {"outnet": {f"layers_{k}": _dense(layer) for k, layer in enumerate(layers)}}
+
+
+def _energy_modules(model, spk) -> tuple[Any, str]:
+    """The Atomwise energy head and its output key; refuses other inputs and outputs."""
+    allowed_inputs = (spk.atomistic.PairwiseDistances, spk.atomistic.Strain)
+    inputs = list(getattr(model, "input_modules", []))
+    for module in inputs:
+        if type(module) not in allowed_inputs:
+            raise _refuse(f"the input module {type(module).__name__}")
+    if not any(type(m) is spk.atomistic.PairwiseDistances for m in inputs):
+        raise _refuse("a model without a PairwiseDistances input module")
+    heads = [m for m in model.output_modules if type(m) is spk.atomistic.Atomwise]
+    others = [m for m in model.output_modules if type(m) not in (spk.atomistic.Atomwise, spk.atomistic.Forces)]
+    if others:
+        raise _refuse(f"the output module {type(others[0]).__name__}")
+    if len(heads) != 1:
+        raise _refuse(f"a model with {len(heads)} Atomwise heads (exactly one, the energy)")
+    energy_key = heads[0].output_key
+    for forces in (m for m in model.output_modules if type(m) is spk.atomistic.Forces):
+        if forces.energy_key != energy_key:
+            raise _refuse(f"a Forces module differentiating {forces.energy_key!r}, not the energy {energy_key!r}")
+    return heads[0], energy_key
+
+
+def _offsets(model, energy_key: str, energy: float, spk) -> tuple[float, dict[int, float]]:
+    """Mean energy per atom and per-element reference energies (eV) from the ``AddOffsets`` postprocessors."""
+    shift, atomrefs = 0.0, np.zeros(MAX_Z)
+    ignored = (spk.transform.CastTo32, spk.transform.CastTo64)
+    for module in getattr(model, "postprocessors", []):
+        if type(module) in ignored:
+            continue
+        if type(module) is not spk.transform.AddOffsets:
+            raise _refuse(f"the postprocessor {type(module).__name__}")
+        if module._property != energy_key:
+            raise _refuse(f"AddOffsets on {module._property!r} (only the energy {energy_key!r})")
+        if not getattr(module, "is_extensive", True):
+            raise _refuse("AddOffsets with is_extensive=False (the energy is extensive)")
+        if module.add_mean:
+            shift += float(_numpy(module.mean).astype(np.float64).reshape(-1)[0]) * energy
+        if module.add_atomrefs:
+            table = _numpy(module.atomref).astype(np.float64).reshape(-1)[:MAX_Z]
+            atomrefs[: len(table)] += table * energy
+    return shift, {int(z): float(atomrefs[z]) for z in np.nonzero(atomrefs)[0]}
+
+
+def _load(source, torch):
+    if isinstance(source, torch.nn.Module):
+        return source, None
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no SchNetPack model file at {path}")
+    # SchNetPack saves whole modules with torch.save: loading unpickles code, so only import files you trust
+    return torch.load(path, map_location="cpu", weights_only=False), path
+
+
+def import_model(
+    source,
+    energy_unit: str = "eV",
+    position_unit: str = "Ang",
+    elements: Sequence[int | str] | None = None,
+) -> Potential:
+    """Convert a SchNetPack 2.x model (a file written by ``torch.save`` or a module) into a jaxatom potential.
+
+    Args:
+        source: path of a SchNetPack model file (e.g. ``best_model``), or the ``torch.nn.Module`` itself.
+        energy_unit: unit of the model's energy output (that of its training data), e.g. ``"kcal/mol"``.
+        position_unit: unit of the positions the model expects, e.g. ``"Ang"`` or ``"Bohr"``.
+        elements: atomic numbers the model may be used for; default: those with reference energies, else all.
+
+    Returns:
+        A :class:`~jaxatom.Potential` in eV and Å whose energies and forces equal SchNetPack's.
+    """
+    torch, spk = _require_schnetpack()
+    model, path = _load(source, torch)
+    if not isinstance(model, spk.model.AtomisticModel):
+        raise _refuse(f"a {type(model).__name__} (not a schnetpack AtomisticModel)")
+    energy, length = unit_factor(energy_unit, "eV"), unit_factor(position_unit, "Ang")
+    representation = getattr(model, "representation", None)
+    if type(representation) is spk.representation.SchNet:
+        rep_module, rep_params = _schnet(representation, length, torch, spk)
+    elif type(representation) is spk.representation.PaiNN:
+        rep_module, rep_params = _painn(representation, length, torch, spk)
+    else:
+        raise _refuse(f"the representation {type(representation).__name__}")
+    atomwise, energy_key = _energy_modules(model, spk)
+    head, head_params = _head(atomwise, torch, spk)
+    shift, atomrefs = _offsets(model, energy_key, energy, spk)
+    if elements is None:
+        elements = sorted(atomrefs) or list(range(1, MAX_Z))
+    potential = Potential.create(rep_module, elements=elements, head=head)
+    params = {"params": {"representation": rep_params, "head": head_params}}
+    _check_structure(potential.params, params)
+    return potential.replace(
+        params=params,
+        energy_scale=energy,
+        energy_shift=shift,
+        atomrefs=atomrefs,
+        metadata={
+            "imported_from": "schnetpack",
+            "schnetpack_version": str(getattr(model, "spk_version", spk.__version__)),
+            "source_file": path,
+            "source_units": {"energy": energy_unit, "length": position_unit},
+        },
+    )
+
+
+def _check_structure(expected, found) -> None:
+    """The converted parameters must have exactly the shapes jaxatom's module initialises."""
+    import jax
+
+    shapes = jax.tree.map(np.shape, expected)
+    converted = jax.tree.map(np.shape, found)
+    if shapes != converted:
+        raise UnsupportedModelError(
+            "the converted parameters do not match the jaxatom architecture (a SchNetPack variant jaxatom does not "
+            f"know?): expected {shapes}, got {converted}"
+        )
