@@ -61,6 +61,7 @@ _UNITS: dict[str, tuple[float, tuple[int, int, int, int]]] = {
     "J": (_ase.J, _ENERGY),
     "Ry": (_ase.Rydberg, _ENERGY),
     "mol": (_ase.mol, _NONE),
+    "1": (1.0, _NONE),
     "Ang": (1.0, _LENGTH),
     "A": (1.0, _LENGTH),
     "Å": (1.0, _LENGTH),

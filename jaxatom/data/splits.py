@@ -1,0 +1,90 @@
+"""Reproducible train/validation/test splits, stored as npz (``train_idx``, ``val_idx``, ``test_idx``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["random_split", "load_or_create_split", "SPLIT_KEYS"]
+
+SPLIT_KEYS = ("train_idx", "val_idx", "test_idx")
+
+
+def _count(size: int | float, n: int, name: str) -> int:
+    """A count (int) as is, a fraction (float) of ``n`` rounded."""
+    if isinstance(size, float):
+        if not 0.0 <= size <= 1.0:
+            raise ValueError(f"the {name} fraction must lie in [0, 1] (or give a count as an int), got {size}")
+        return int(round(size * n))
+    if size < 0:
+        raise ValueError(f"the {name} size must not be negative, got {size}")
+    return int(size)
+
+
+def random_split(
+    n: int, train: int | float, val: int | float, test: int | float | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Split ``range(n)`` at random into disjoint index arrays.
+
+    Sizes are absolute counts (int) or fractions of ``n`` (float ≤ 1); ``test=None`` takes the rest.
+    """
+    n_train, n_val = _count(train, n, "train"), _count(val, n, "validation")
+    n_test = n - n_train - n_val if test is None else _count(test, n, "test")
+    if n_train + n_val + n_test > n or n_test < 0:
+        raise ValueError(
+            f"the split asks for {n_train} + {n_val} + {max(n_test, 0)} structures but the data set has only {n}"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return {
+        "train_idx": np.sort(order[:n_train]),
+        "val_idx": np.sort(order[n_train : n_train + n_val]),
+        "test_idx": np.sort(order[n_train + n_val : n_train + n_val + n_test]),
+    }
+
+
+def _validate(split: dict[str, np.ndarray], n: int, path: Path) -> None:
+    for key, indices in split.items():
+        if indices.size and (indices.min() < 0 or indices.max() >= n):
+            raise ValueError(f"{key} in {path} refers to structures outside the data set (0..{n - 1})")
+        if len(np.unique(indices)) != len(indices):
+            raise ValueError(f"{key} in {path} repeats indices")
+    keys = list(split)
+    for a in range(len(keys)):
+        for b in range(a + 1, len(keys)):
+            if np.intersect1d(split[keys[a]], split[keys[b]]).size:
+                raise ValueError(f"{keys[a]} and {keys[b]} in {path} overlap; a split must be disjoint")
+
+
+def load_or_create_split(
+    path: str | os.PathLike,
+    n: int,
+    train: int | float,
+    val: int | float,
+    test: int | float | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Reuse the split file at ``path`` (validated against ``n`` and the requested sizes) or create and save one."""
+    path = Path(path)
+    requested = random_split(n, train, val, test, seed)
+    if path.exists():
+        with np.load(path) as data:
+            missing = [k for k in SPLIT_KEYS if k not in data.files]
+            if missing:
+                raise ValueError(f"the split file {path} lacks {', '.join(missing)}")
+            split = {k: np.asarray(data[k], np.int64) for k in SPLIT_KEYS}
+        _validate(split, n, path)
+        sizes = {k: len(v) for k, v in split.items()}
+        wanted = {k: len(v) for k, v in requested.items()}
+        if sizes != wanted:
+            raise ValueError(
+                f"the split file {path} has sizes {sizes}, but {wanted} were asked for; "
+                "pass matching sizes or remove the file to make a new split"
+            )
+        return split
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.npz")
+    np.savez(partial, **requested)
+    os.replace(partial, path)
+    return requested
