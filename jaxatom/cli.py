@@ -1,10 +1,12 @@
-"""The ``jaxatom`` command line: ``jaxatom import-schnetpack MODEL_FILE OUT_DIR`` (more commands with later layers)."""
+"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate`` and ``import-schnetpack``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _import_schnetpack(args: argparse.Namespace) -> int:
@@ -27,6 +29,75 @@ def _import_schnetpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_evaluation(run_dir: Path, metrics: dict) -> None:
+    print(
+        f"test set ({metrics['structures']} structures): energy MAE {metrics['energy_mae_eV']:.4f} eV "
+        f"({metrics['energy_mae_kcal_mol']:.3f} kcal/mol), forces MAE {metrics['forces_mae_eV_per_A']:.4f} eV/Å "
+        f"({metrics['forces_mae_kcal_mol_per_A']:.3f} kcal/mol/Å)"
+    )
+    print(f"  model:        {run_dir / 'best_model'}  (jaxatom.load_model)")
+    print(f"  metrics:      {run_dir / 'metrics.csv'}, {run_dir / 'evaluation' / 'metrics.json'}")
+    print(f"  plots:        {run_dir / 'evaluation' / 'parity.png'}")
+    print(f"  predictions:  {run_dir / 'evaluation' / 'predictions.npz'}")
+    print(f"  checkpoints:  {run_dir / 'checkpoints'}  (rerun the same command to resume)")
+    print(f"  tensorboard:  tensorboard --logdir {run_dir / 'tensorboard'}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from jaxatom.train.config import ConfigError
+    from jaxatom.train.run import evaluate_run, load_run_config, train_run
+
+    try:
+        config = load_run_config(args.config, args.overrides)
+        train_run(config, progress=not args.quiet)
+        metrics = evaluate_run(config["run_dir"]) if config["data"]["test"] != 0 else None
+    except (ConfigError, FileNotFoundError, KeyError) as err:
+        print(f"jaxatom train: {err}", file=sys.stderr)
+        return 2
+    if metrics is not None:
+        _print_evaluation(Path(config["run_dir"]), metrics)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from jaxatom.train.config import ConfigError
+    from jaxatom.train.run import evaluate_run
+
+    try:
+        metrics = evaluate_run(args.run_dir, args.data, args.batch_size)
+    except (ConfigError, FileNotFoundError, KeyError) as err:
+        print(f"jaxatom evaluate: {err}", file=sys.stderr)
+        return 2
+    _print_evaluation(Path(args.run_dir), metrics)
+    return 0
+
+
+#: The quickstart run: PaiNN on the shipped GFN2-xTB aspirin data, sized for about 10 minutes on 2 CPU cores.
+QUICKSTART = {
+    "data": {"builtin": "aspirin", "train": 1000, "val": 100, "test": None, "seed": 0},
+    "model": {"type": "painn", "n_atom_basis": 64, "n_interactions": 3, "cutoff": 5.0, "n_rbf": 20},
+    "training": {"batch_size": 32, "learning_rate": 1e-3, "max_epochs": 10000, "plateau_patience": 10,
+                 "plateau_cooldown": 2, "early_stopping_patience": 40},
+}  # fmt: skip
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    import yaml
+
+    from jaxatom.train.run import evaluate_run, load_run_config, train_run
+
+    run_dir = Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = {**QUICKSTART, "run_dir": str(run_dir)}
+    settings["training"] = {**QUICKSTART["training"], "max_time_s": 60.0 * args.minutes}
+    config_path = run_dir / "quickstart.yaml"
+    config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    print(f"jaxatom quickstart: training PaiNN on 1000 GFN2-xTB aspirin frames for up to {args.minutes:g} min")
+    train_run(load_run_config(config_path), progress=not args.quiet)
+    _print_evaluation(run_dir, evaluate_run(run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxatom", description="JAX-native machine-learned interatomic potentials")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,11 +115,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--elements", nargs="+", help="element symbols the model may be used for (default: from its atomrefs, or all)"
     )
     spk.set_defaults(run=_import_schnetpack)
+
+    quick = commands.add_parser(
+        "quickstart", help="train PaiNN on the shipped aspirin data, evaluate, write model and plots"
+    )
+    quick.add_argument("--out", default="runs/quickstart", help="run directory (default runs/quickstart)")
+    quick.add_argument("--minutes", type=float, default=8.0, help="training time budget (default 8)")
+    quick.add_argument("--quiet", action="store_true", help="no progress bar")
+    quick.set_defaults(run=_quickstart)
+
+    train = commands.add_parser("train", help="train from a YAML configuration, then evaluate on the test split")
+    train.add_argument("config", nargs="?", help="YAML with sections run_dir, data, model, training")
+    train.add_argument("overrides", nargs="*", help="section.key=value settings, e.g. training.max_epochs=50")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's best model on its test split or a data file")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", help="data file to evaluate on instead of the run's test split")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("quickstart", "train", "evaluate"):
+        from jaxatom.runtime import tune_cpu_allocator
+
+        with warnings.catch_warnings():  # called in-process after JAX started (tests, notebooks) it just does nothing
+            warnings.simplefilter("ignore")
+            tune_cpu_allocator()  # the CLI is a launcher, so it may make this process-wide choice
     return args.run(args)
 
 

@@ -1,0 +1,77 @@
+"""The CLI end to end: train from a YAML file with overrides, resume, evaluate, quickstart; errors before compute."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+import jaxatom
+from jaxatom.cli import main
+
+TINY = {
+    "data": {"builtin": "ethanol", "train": 40, "val": 16, "test": 24},
+    "model": {"type": "painn", "n_atom_basis": 8, "n_interactions": 1, "cutoff": 4.0, "n_rbf": 6},
+    "training": {"batch_size": 16, "max_epochs": 2, "learning_rate": 0.003, "seed": 3},
+}
+
+
+def _config(tmp_path, **changes):
+    config = {**TINY, "run_dir": str(tmp_path / "run"), **changes}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_evaluate_and_resume_from_the_command_line(tmp_path, capsys):
+    path = _config(tmp_path)
+    assert main(["train", str(path), "training.max_epochs=1", "--quiet"]) == 0
+    output = capsys.readouterr().out
+    assert "test set (24 structures)" in output and "parity.png" in output
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "run_config.yaml").read_text())["training"]["max_epochs"] == 1
+    split = np.load(run / "split.npz")
+    assert [len(split[k]) for k in ("train_idx", "val_idx", "test_idx")] == [40, 16, 24]
+    # a second call with more epochs resumes from the checkpoint and reuses the split
+    assert main(["train", str(path), "--quiet"]) == 0
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["forces_mae_kcal_mol_per_A"] == pytest.approx(metrics["forces_mae_eV_per_A"] / 0.0433641, 1e-4)
+    assert (run / "evaluation" / "parity.png").stat().st_size > 10_000
+    # evaluate on another data file
+    ethanol = jaxatom.data.load_builtin("ethanol").subset(np.arange(100, 110))
+    jaxatom.data.write_hdf5(ethanol, tmp_path / "other.h5")
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "other.h5")]) == 0
+    assert "test set (10 structures)" in capsys.readouterr().out
+    predictions = np.load(run / "evaluation" / "predictions.npz")
+    assert predictions["predicted_forces"].shape == (90, 3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["training.batch_size=0"], "batch_size must be positive"),
+        (["training.lr=0.1"], "unknown training settings"),
+        (["data.train=5000"], "data set has only 3000"),
+        (["model.type=dimenet"], "unknown model type"),
+        (["data.path=x.db"], "exactly one of data.builtin"),
+        (["model.n_heads=2"], "invalid model settings"),
+        (["nonsense"], "section.key=value"),
+    ],
+)
+def test_bad_configurations_fail_before_training(tmp_path, capsys, overrides, message):
+    assert main(["train", str(_config(tmp_path)), *overrides, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_evaluate_without_a_model_is_refused(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "holds no trained model" in capsys.readouterr().err
+
+
+def test_quickstart_runs_the_main_job(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--minutes", "0.01", "--quiet"]) == 0
+    output = capsys.readouterr().out
+    assert "test set (1900 structures)" in output
+    assert jaxatom.load_model(tmp_path / "qs" / "best_model").model.representation.n_atom_basis == 64
