@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxatom.data.dataset import PER_ATOM_PROPERTIES, Dataset
-from jaxatom.graph import Graph, HostGraph, batch_graphs, float_dtype
+from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
 
 __all__ = ["GraphLoader"]
@@ -23,8 +22,9 @@ class GraphLoader:
     (per structure ``[G, ...]``, per atom ``[N, ...]``, zero in padding).
 
     Neighbour lists are computed once, here; every batch has ``n_graph = batch_size + 1`` and bucketed node and edge
-    counts, so an epoch compiles once per bucket. Shuffling is seeded per epoch: ``np.random.default_rng([seed,
-    epoch])``, so a resumed run sees the same order.
+    counts, so an epoch compiles once per bucket. With ``n_shards > 1`` (data-parallel training) each batch is that
+    many equal shards stacked along a leading axis, padded to common shapes. Shuffling is seeded per epoch
+    (``np.random.default_rng([seed, epoch])``), so a resumed run sees the same order.
 
     ``atom_offsets`` (``[100]`` eV per atomic number, e.g. ``Potential.atom_offsets()``: mean energy per atom plus
     reference energies) are subtracted from the energies in float64 before the labels are cast to the working dtype,
@@ -41,9 +41,13 @@ class GraphLoader:
         seed: int = 0,
         drop_last: bool = False,
         atom_offsets: np.ndarray | None = None,
+        n_shards: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batch_size % n_shards:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the number of devices ({n_shards})")
+        self.n_shards = n_shards
         dataset.require(*properties)
         self.dataset, self.batch_size, self.properties = dataset, batch_size, tuple(properties)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -65,8 +69,10 @@ class GraphLoader:
         ]
 
     def __len__(self) -> int:
-        n = len(self.dataset) / self.batch_size
-        return math.floor(n) if self.drop_last else math.ceil(n)
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        # a last batch too small to give every device a structure is dropped in data-parallel mode
+        keep_rest = rest > 0 and not self.drop_last and rest >= self.n_shards
+        return full + int(keep_rest)
 
     def order(self, epoch: int) -> np.ndarray:
         """The structure order of ``epoch``."""
@@ -75,19 +81,31 @@ class GraphLoader:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
 
     def batch(self, indices: Sequence[int]) -> Batch:
-        """The padded graph and labels of the structures at ``indices``."""
-        graph = batch_graphs([self.graphs[i] for i in indices], n_graph=self.batch_size + 1)
+        """The padded graph and labels of the structures at ``indices``; with ``n_shards > 1``, that many equal
+        shards stacked along a leading axis (same padded shapes, for data-parallel training)."""
+        if self.n_shards == 1:
+            return self._padded(indices, self.batch_size + 1)
+        chunks = np.array_split(np.asarray(indices), self.n_shards)
+        n_node = max(bucket_size(sum(self.graphs[i].n_node for i in c) + 1, 8) for c in chunks)
+        n_edge = max(bucket_size(max(sum(self.graphs[i].n_edge for i in c), 1), 64) for c in chunks)
+        n_graph = self.batch_size // self.n_shards + 1
+        shards = [self._padded(c, n_graph, n_node, n_edge) for c in chunks]
+        return jax.tree.map(lambda *xs: np.stack(xs), *shards)
+
+    def _padded(self, indices: Sequence[int], n_graph: int, n_node: int | None = None, n_edge: int | None = None):
+        graph = batch_graphs([self.graphs[i] for i in indices], n_node=n_node, n_edge=n_edge, n_graph=n_graph)
         dtype = float_dtype()
         labels = {}
         for name in self.properties:
             values = self.energy if name == "energy" else self.dataset.properties[name]
             if name in PER_ATOM_PROPERTIES:
                 padded = np.zeros((graph.positions.shape[0],) + values.shape[1:], dtype)
-                atoms = np.concatenate([np.arange(*self.dataset.atom_offsets[i : i + 2]) for i in indices])
+                atoms = np.concatenate([np.arange(*self.dataset.atom_offsets[i : i + 2]) for i in indices] or [[]])
+                atoms = atoms.astype(np.int64)
                 padded[: len(atoms)] = values[atoms]
             else:
-                padded = np.zeros((self.batch_size + 1,) + values.shape[1:], dtype)
-                padded[: len(indices)] = values[np.asarray(indices)]
+                padded = np.zeros((n_graph,) + values.shape[1:], dtype)
+                padded[: len(indices)] = values[np.asarray(indices, np.int64)]
             labels[name] = padded
         return graph, labels
 
@@ -97,20 +115,20 @@ class GraphLoader:
         for k in range(len(self)):
             yield self.batch(order[k * self.batch_size : (k + 1) * self.batch_size])
 
-    def __call__(self, epoch: int = 0, prefetch: int = 2) -> Iterator[Batch]:
-        """The batches of ``epoch`` on the device; the next ``prefetch`` are built on a host thread and transferred
-        while the current one is in use."""
+    def __call__(self, epoch: int = 0, prefetch: int = 2, sharding=None) -> Iterator[Batch]:
+        """The batches of ``epoch`` on the device (or placed with ``sharding``); the next ``prefetch`` are built on a
+        host thread and transferred while the current one is in use."""
         with ThreadPoolExecutor(max_workers=1) as pool:
             batches = self.host_batches(epoch)
-            pending = [pool.submit(_next_on_device, batches) for _ in range(max(1, prefetch))]
+            pending = [pool.submit(_next_on_device, batches, sharding) for _ in range(max(1, prefetch))]
             while True:
                 batch = pending.pop(0).result()
                 if batch is None:
                     return
-                pending.append(pool.submit(_next_on_device, batches))
+                pending.append(pool.submit(_next_on_device, batches, sharding))
                 yield batch
 
 
-def _next_on_device(batches: Iterator[Batch]) -> Batch | None:
+def _next_on_device(batches: Iterator[Batch], sharding) -> Batch | None:
     batch = next(batches, None)
-    return None if batch is None else jax.device_put(batch)
+    return None if batch is None else jax.device_put(batch, sharding)

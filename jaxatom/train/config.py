@@ -46,6 +46,7 @@ class TrainConfig:
     early_stopping_patience: int | None = 200
     max_time_s: float | None = None
     seed: int = 0
+    data_parallel: bool = True
 
     def __post_init__(self) -> None:
         problems = []

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxatom.data.dataset import Dataset
@@ -20,7 +22,7 @@ from jaxatom.potential import Potential
 from jaxatom.train.checkpoint import Checkpoints
 from jaxatom.train.config import ConfigError, TrainConfig
 from jaxatom.train.schedule import PlateauState, plateau_update
-from jaxatom.train.step import TrainState, eval_step, init_state, train_step
+from jaxatom.train.step import TrainState, data_parallel_train_step, eval_step, init_state, train_step
 
 __all__ = ["fit", "TrainingDiverged", "epoch_metrics", "with_energy_offsets"]
 
@@ -90,20 +92,31 @@ def fit(
     """Train ``potential`` on ``train``, validating on ``val`` after every epoch; return it with the EMA parameters
     of the best validation epoch (written to ``run_dir/best_model`` too).
 
-    The potential's energy offsets are used as they are (see :func:`with_energy_offsets`). ``run_dir`` receives
-    ``checkpoints/latest`` and ``checkpoints/best`` (orbax), ``metrics.csv``, TensorBoard event files in ``tensorboard``
-    and ``config.json``. With ``resume`` a run continues from ``checkpoints/latest`` and ends exactly where an
-    uninterrupted run would. A NaN or infinite loss raises :class:`TrainingDiverged` naming the step and the last
-    good checkpoint.
+    The potential's energy offsets are used as they are (see :func:`with_energy_offsets`). With several visible
+    devices (and ``config.data_parallel``) each batch is split evenly across them and gradients are averaged.
+    ``run_dir`` receives ``checkpoints/latest`` and ``checkpoints/best`` (orbax), ``metrics.csv``, TensorBoard event
+    files in ``tensorboard`` and ``config.json``. With ``resume`` a run continues from ``checkpoints/latest`` and ends
+    exactly where an uninterrupted run would. A NaN or infinite loss raises :class:`TrainingDiverged` naming the
+    step and the last good checkpoint.
     """
     _check_data(potential, {"training": train, "validation": val}, config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     offsets = potential.atom_offsets()
-    train_loader = GraphLoader(train, potential.cutoff, config.batch_size, seed=config.seed, atom_offsets=offsets)
+    devices = jax.devices()
+    n_shards = len(devices) if config.data_parallel and len(devices) > 1 else 1
+    if config.batch_size % n_shards:
+        raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {n_shards} devices")
+    train_loader = GraphLoader(
+        train, potential.cutoff, config.batch_size, seed=config.seed, atom_offsets=offsets, n_shards=n_shards
+    )
     val_loader = GraphLoader(val, potential.cutoff, config.batch_size, shuffle=False, atom_offsets=offsets)
     checkpoints = Checkpoints(run_dir)
     state: TrainState = init_state(potential.params, config)
+    step_fn, sharding = train_step, None
+    if n_shards > 1:
+        mesh = Mesh(np.array(devices), ("data",))
+        step_fn, sharding = data_parallel_train_step(mesh), NamedSharding(mesh, P("data"))
     plateau, start_epoch, best_params, stale, elapsed = PlateauState(config.learning_rate), 0, None, 0, 0.0
     if resume and checkpoints.latest_epoch() is not None:
         state, meta = checkpoints.restore("latest", state)
@@ -124,8 +137,8 @@ def fit(
     try:
         for epoch in bar:
             totals = None
-            for graph, labels in train_loader(epoch):
-                state, sums = train_step(state, graph, labels, potential.model, potential.energy_scale, config.step)
+            for graph, labels in train_loader(epoch, sharding=sharding):
+                state, sums = step_fn(state, graph, labels, potential.model, potential.energy_scale, config.step)
                 totals = _accumulate(totals, sums)
             if int(state.nan_step) >= 0:
                 raise TrainingDiverged(
@@ -134,7 +147,7 @@ def fit(
                     "Lower learning_rate, set clip_norm, or check the data for outliers."
                 )
             train_metrics = epoch_metrics(jax.device_get(totals))
-            val_metrics = _evaluate(state.ema_params, val_loader, potential, config)
+            val_metrics = _evaluate(jax.device_get(state.ema_params), val_loader, potential, config)
             improved = val_metrics["loss"] < plateau.best * (1 - 1e-4)
             plateau = plateau_update(plateau, val_metrics["loss"], config.plateau_factor, config.plateau_patience,
                                      config.plateau_cooldown, config.min_learning_rate)  # fmt: skip

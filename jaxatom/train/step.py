@@ -9,12 +9,22 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxatom.graph import Graph
 from jaxatom.potential.evaluate import evaluate
 from jaxatom.train.config import StepConfig, TrainConfig
 
-__all__ = ["TrainState", "make_optimizer", "init_state", "train_step", "eval_step", "METRIC_KEYS"]
+__all__ = [
+    "TrainState",
+    "make_optimizer",
+    "init_state",
+    "train_step",
+    "data_parallel_train_step",
+    "eval_step",
+    "METRIC_KEYS",
+]
 
 #: Sums accumulated over batches; metrics are formed from them at the end of an epoch.
 METRIC_KEYS = ("loss_sum", "batches", "energy_abs", "energy_sq", "n_graphs", "forces_abs", "forces_sq", "n_forces")
@@ -89,11 +99,8 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
-def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, energy_scale, config: StepConfig):
-    """One optimiser step; returns the new state and the batch's metric sums. Non-finite steps change nothing but
-    ``nan_step``."""
-    grads, metrics = jax.grad(_loss, has_aux=True)(state.params, model, graph, labels, energy_scale, config)
+def _apply(state: TrainState, grads, metrics: dict, config: StepConfig) -> TrainState:
+    """The optimiser, EMA and NaN-guard part of a step, given the batch gradients."""
     warmup = jnp.minimum(1.0, (state.step + 1) / max(config.warmup_steps, 1)) if config.warmup_steps else 1.0
     opt_state = state.opt_state
     opt_state.hyperparams["learning_rate"] = state.learning_rate * warmup
@@ -106,7 +113,7 @@ def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, 
     else:  # torch_ema's default: the decay ramps up as (1 + n) / (10 + n)
         decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, new_params)
-    new_state = TrainState(
+    return TrainState(
         step=state.step + 1,
         params=keep(new_params, state.params),
         opt_state=keep(new_opt_state, state.opt_state),
@@ -114,7 +121,35 @@ def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, 
         learning_rate=state.learning_rate,
         nan_step=jnp.where((state.nan_step < 0) & ~finite, state.step, state.nan_step),
     )
-    return new_state, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
+def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, energy_scale, config: StepConfig):
+    """One optimiser step; returns the new state and the batch's metric sums. Non-finite steps change nothing but
+    ``nan_step``."""
+    grads, metrics = jax.grad(_loss, has_aux=True)(state.params, model, graph, labels, energy_scale, config)
+    return _apply(state, grads, metrics, config), metrics
+
+
+@functools.lru_cache(maxsize=8)
+def data_parallel_train_step(mesh: Mesh):
+    """:func:`train_step` for batches stacked as ``[devices, ...]`` (see ``GraphLoader(n_shards=...)``) and sharded
+    over the mesh axis ``"data"``: each device differentiates its shard, gradients are averaged across devices
+    (``pmean``), metric sums added (``psum``); parameters and optimiser state stay replicated."""
+
+    @functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
+    def step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, energy_scale, config: StepConfig):
+        def shard_gradients(params, graph, labels):
+            graph, labels = jax.tree.map(lambda x: x[0], (graph, labels))
+            grads, metrics = jax.grad(_loss, has_aux=True)(params, model, graph, labels, energy_scale, config)
+            return jax.lax.pmean(grads, "data"), jax.lax.psum(metrics, "data")
+
+        grads, metrics = jax.shard_map(
+            shard_gradients, mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=(P(), P())
+        )(state.params, graph, labels)
+        return _apply(state, grads, metrics, config), metrics
+
+    return step
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
