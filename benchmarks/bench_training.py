@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +63,11 @@ from bench_inference import (  # noqa: E402
     load_average,
 )
 
+if TYPE_CHECKING:
+    from jaxatom.data import Dataset
+    from jaxatom.potential import Potential
+    from jaxatom.train import TrainConfig
+
 #: Environment variables that change timings and are printed with the command.
 TIMING_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
               "MALLOC_TRIM_THRESHOLD_")  # fmt: skip
@@ -75,9 +80,9 @@ TIMING_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "MALLOC_ARENA_M
 class Splits:
     """The train/validation/test subsets and the mean energy per atom of the training split (eV, float64)."""
 
-    train: Any  # jaxatom.data.Dataset
-    val: Any
-    test: Any
+    train: Dataset
+    val: Dataset
+    test: Dataset
     energy_shift: float
 
 
@@ -92,7 +97,7 @@ def load_splits(n_train: int, n_val: int, n_test: int, seed: int) -> Splits:
     return Splits(train, dataset.subset(split["val_idx"]), dataset.subset(split["test_idx"]), shift)
 
 
-def recipe(batch_size: int, seed: int, max_time_s: float | None = None):
+def recipe(batch_size: int, seed: int, max_time_s: float | None = None) -> TrainConfig:
     """The training recipe shared by both frameworks (``TrainConfig`` defaults = SchNetPack's MD17 recipe)."""
     from jaxatom.train import TrainConfig
 
@@ -151,7 +156,7 @@ def time_steps(step: Callable[[int], None], n_distinct: int, steps: int, batch_s
 # --------------------------------------------------------------------------------------------------------- jaxatom
 
 
-def jax_potential(name: str, splits: Splits, seed: int):
+def jax_potential(name: str, splits: Splits, seed: int) -> Potential:
     """A freshly initialised jaxatom potential with the benchmark architecture and the training energy shift."""
     from jaxatom import Potential
     from jaxatom.nn import PaiNN, SchNet
@@ -167,17 +172,20 @@ def jax_potential(name: str, splits: Splits, seed: int):
     return potential
 
 
-def jax_param_count(potential) -> int:
+def jax_param_count(potential: Potential) -> int:
     """Number of trainable parameters."""
     import jax
 
     return sum(int(np.size(p)) for p in jax.tree.leaves(potential.params))
 
 
-def jax_throughput(name: str, splits: Splits, batch_size: int, steps: int, seed: int) -> tuple[StepTiming, list]:
+def jax_throughput(
+    name: str, splits: Splits, batch_size: int, steps: int, seed: int
+) -> tuple[StepTiming, list[np.ndarray], int]:
     """Time jaxatom's jitted ``train_step`` on device-resident ``GraphLoader`` batches of the training split.
 
-    Returns the timing and the structure indices of the batches used (for SchNetPack to use the same)."""
+    Returns the timing, the structure indices of the batches used (for SchNetPack to use the same) and the number
+    of distinct padded shapes among them (each compiled once, the first in the first step, the others in warm-up)."""
     import jax
 
     from jaxatom.data import GraphLoader
@@ -200,7 +208,8 @@ def jax_throughput(name: str, splits: Splits, batch_size: int, steps: int, seed:
     timing = time_steps(step, len(batches), steps, batch_size)
     if int(state.nan_step) >= 0:
         raise RuntimeError(f"jaxatom {name}: the loss became NaN at step {int(state.nan_step)}")
-    return timing, indices
+    shapes = {(graph.positions.shape, graph.senders.shape) for graph, _ in batches}
+    return timing, indices, len(shapes)
 
 
 def jax_history(run_dir: Path) -> list[dict[str, float]]:
@@ -236,7 +245,7 @@ class SpkStructures:
     """Per-structure SchNetPack inputs (neighbour lists computed once) with float32 labels, energies shifted in
     float64 before the cast; :meth:`batch` collates any selection with SchNetPack's own collate function."""
 
-    def __init__(self, dataset, energy_shift: float) -> None:
+    def __init__(self, dataset: Dataset, energy_shift: float) -> None:
         import schnetpack as spk
         import torch
 
@@ -266,7 +275,7 @@ def spk_model(name: str, seed: int):
     return build_spk_model(name).train()
 
 
-def spk_loss(model, batch: dict, config) -> tuple[Any, dict]:
+def spk_loss(model, batch: dict, config: TrainConfig) -> tuple[Any, dict]:
     """The weighted MSE loss of one batch and the model output (the model gets a shallow copy of ``batch``)."""
     import torch.nn.functional as F
 
@@ -277,7 +286,7 @@ def spk_loss(model, batch: dict, config) -> tuple[Any, dict]:
     return loss, out
 
 
-def spk_optimizers(model, config) -> tuple[Any, Any, Any]:
+def spk_optimizers(model, config: TrainConfig) -> tuple[Any, Any, Any]:
     """AdamW, reduce-on-plateau and EMA with the recipe's settings."""
     import torch
     from torch_ema import ExponentialMovingAverage
@@ -290,7 +299,7 @@ def spk_optimizers(model, config) -> tuple[Any, Any, Any]:
     return optimizer, plateau, ExponentialMovingAverage(model.parameters(), decay=config.ema_decay)
 
 
-def spk_train_step(model, batch: dict, optimizer, ema, config) -> float:
+def spk_train_step(model, batch: dict, optimizer, ema, config: TrainConfig) -> float:
     """One optimiser step (forward, forces, loss, backward, AdamW, EMA); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     loss, _ = spk_loss(model, batch, config)
@@ -311,7 +320,7 @@ def spk_throughput(name: str, splits: Splits, indices: list, steps: int, batch_s
                       batch_size)  # fmt: skip
 
 
-def spk_validate(model, batches: list[dict], config) -> dict[str, float]:
+def spk_validate(model, batches: list[dict], config: TrainConfig) -> dict[str, float]:
     """Validation loss (mean over batches, as jaxatom's ``fit``) and force MAE (eV/Å), in eval mode."""
     model.eval()
     losses, force_abs, force_count = [], 0.0, 0
@@ -324,7 +333,7 @@ def spk_validate(model, batches: list[dict], config) -> dict[str, float]:
     return {"val_loss": float(np.mean(losses)), "val_forces_mae": force_abs / force_count}
 
 
-def spk_predict(model, structures: SpkStructures, dataset, energy_shift: float, batch_size: int) -> dict:
+def spk_predict(model, structures: SpkStructures, dataset: Dataset, energy_shift: float, batch_size: int) -> dict:
     """Energies ``[S]`` (eV, mean energy per atom added back in float64) and forces ``[A, 3]`` (eV/Å)."""
     model.eval()
     energy, forces = np.zeros(len(dataset)), np.zeros_like(dataset.positions)
@@ -424,7 +433,10 @@ def header(args: argparse.Namespace, info: dict[str, Any], splits: Splits) -> st
     if start is not None:
         lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
         if start > 0.5 * core_count():
-            lines.append("WARNING: the machine was busy before the run started; timings may be inflated and noisy")
+            lines.append(
+                "WARNING: the machine was busy before the run started; timings may be inflated and noisy (torch's "
+                "OpenMP threads slow down far more than XLA's when cores are shared: do not compare such numbers)"
+            )
     return "\n".join(lines)
 
 
@@ -447,6 +459,14 @@ def throughput_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"| {model} | {framework} | {row['first_s']:.2f} | {1e3 * row['median_s']:.1f} | "
                 f"{1e3 * row['mean_s']:.1f} | {row['structures_per_s']:.1f} | {note} |"
             )
+    first = rows[0]
+    lines += [
+        "",
+        f"Steady state: {first['steps']} timed steps (median) after the first step and {first['warmup_steps']} "
+        "untimed warm-up steps over the distinct batches; jaxatom compiled "
+        + ", ".join(f"{r['padded_shapes']} padded shape(s) for {r['model']}" for r in rows if r["padded_shapes"])
+        + " (the first in the first step, any others during warm-up).",
+    ]
     return "\n".join(lines)
 
 
@@ -476,11 +496,12 @@ def run_throughput(args: argparse.Namespace, splits: Splits) -> list[dict[str, A
     """Throughput rows for every model: jaxatom, then SchNetPack on the same batches."""
     rows = []
     for name in args.models:
-        jax_timing, indices = jax_throughput(name, splits, args.batch_size, args.steps, args.seed)
+        jax_timing, indices, shapes = jax_throughput(name, splits, args.batch_size, args.steps, args.seed)
         spk_timing = spk_throughput(name, splits, indices, args.steps, args.batch_size, args.seed)
         for framework, timing in (("jaxatom", jax_timing), ("schnetpack", spk_timing)):
             rows.append({"framework": framework, "model": name, **asdict(timing),
-                         "structures_per_s": timing.structures_per_s})  # fmt: skip
+                         "structures_per_s": timing.structures_per_s,
+                         "padded_shapes": shapes if framework == "jaxatom" else None})  # fmt: skip
     return rows
 
 

@@ -62,8 +62,9 @@ def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str 
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    mean = dataset.properties["energy"].mean()
     panels = [
-        ("energy", predictions["energy"], dataset.properties["energy"], "energy (eV)"),
+        ("energy", predictions["energy"] - mean, dataset.properties["energy"] - mean, f"energy − {mean:.2f} (eV)"),
         ("forces", predictions["forces"].ravel(), dataset.properties["forces"].ravel(), "force component (eV/Å)"),
     ]
     for axis, (_, predicted, reference, label) in zip(axes[:2], panels, strict=True):
