@@ -93,3 +93,37 @@ def test_plateau_follows_torch_semantics():
         rates.append(state.learning_rate)
     # two epochs may pass without improvement; the third reduces; one cooldown epoch; then counting restarts
     assert rates == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
+
+
+def test_warmup_scales_the_first_steps(potential, split):
+    from jaxatom.data import GraphLoader
+    from jaxatom.train.step import init_state, train_step
+
+    loader = GraphLoader(split[0], potential.cutoff, 16, atom_offsets=potential.atom_offsets())
+    graph, labels = loader.batch(np.arange(16))
+    changes = {}
+    for warmup in (0, 10):
+        config = TrainConfig(**{**CONFIG, "warmup_steps": warmup})
+        state, _ = train_step(init_state(potential.params, config), graph, labels, potential.model, 1.0, config.step)
+        before, after = _leaves(potential.params), _leaves(state.params)
+        changes[warmup] = max(float(np.abs(a - b).max()) for a, b in zip(after, before, strict=True))
+    # Adam's first step moves each parameter by about the learning rate; warm-up starts at a tenth of it
+    assert changes[0] == pytest.approx(3e-3, rel=0.05)
+    assert changes[10] == pytest.approx(3e-4, rel=0.05)
+
+
+def test_predictions_are_written_as_npz_or_hdf5(tmp_path, potential, split):
+    import h5py
+
+    from jaxatom.train.evaluation import error_metrics, predict_dataset, write_predictions
+
+    predictions = predict_dataset(potential, split[1], batch_size=8)
+    direct = potential.predict([split[1].to_atoms(i) for i in range(len(split[1]))])
+    np.testing.assert_allclose(predictions["energy"], [r["energy"] for r in direct], rtol=1e-9)
+    np.testing.assert_allclose(predictions["forces"], np.concatenate([r["forces"] for r in direct]), atol=1e-6)
+    metrics = error_metrics(predictions, split[1])
+    assert metrics["energy_mae_kcal_mol"] == pytest.approx(metrics["energy_mae_eV"] / 0.0433641, rel=1e-5)
+    write_predictions(predictions, split[1], tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5") as saved:
+        np.testing.assert_array_equal(saved["predicted_energy"][:], predictions["energy"])
+        np.testing.assert_array_equal(saved["reference_forces"][:], split[1].properties["forces"])
