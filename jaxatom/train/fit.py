@@ -147,7 +147,9 @@ def fit(
                     "Lower learning_rate, set clip_norm, or check the data for outliers."
                 )
             train_metrics = epoch_metrics(jax.device_get(totals))
-            val_metrics = _evaluate(jax.device_get(state.ema_params), val_loader, potential, config)
+            # one copy on the default device (the state may be replicated over several), reused for every batch
+            val_params = jax.device_put(jax.device_get(state.ema_params))
+            val_metrics = _evaluate(val_params, val_loader, potential, config)
             improved = val_metrics["loss"] < plateau.best * (1 - 1e-4)
             plateau = plateau_update(plateau, val_metrics["loss"], config.plateau_factor, config.plateau_patience,
                                      config.plateau_cooldown, config.min_learning_rate)  # fmt: skip
