@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxatom.graph import Graph
 from jaxatom.nn.activations import get_activation
 from jaxatom.nn.layers import Dense, safe_norm, split_last
-from jaxatom.nn.radial import make_cutoff_fn, make_radial_basis
+from jaxatom.nn.radial import expand_distances
 from jaxatom.nn.schnet import MAX_Z
 
 __all__ = ["PaiNN", "PaiNNFilter", "PaiNNInteraction", "PaiNNMixing"]
@@ -113,10 +113,7 @@ class PaiNN(nn.Module):
         r = graph.edge_vectors()
         d = safe_norm(r)
         unit = r / jnp.where(d == 0, 1.0, d)[:, None]
-        rbf = make_radial_basis(
-            self.radial_basis, self.n_rbf, self.rbf_cutoff or self.cutoff, self.trainable_rbf, self.rbf_start
-        )(d)
-        fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
+        rbf, fcut = expand_distances(self, d)
         n_filter_sets = 1 if self.shared_filters else k
         filter_list = PaiNNFilter(3 * f, n_filter_sets, k, name="filter_net")(rbf, fcut)
 

@@ -16,6 +16,7 @@ __all__ = [
     "mollifier_cutoff",
     "make_radial_basis",
     "make_cutoff_fn",
+    "expand_distances",
     "RADIAL_BASES",
     "CUTOFF_FNS",
 ]
@@ -89,3 +90,19 @@ def make_cutoff_fn(name: str, cutoff: float):
     if name == "mollifier":
         return lambda d: mollifier_cutoff(d, cutoff)
     raise ValueError(f"unknown cutoff function {name!r}; choose one of {CUTOFF_FNS}")
+
+
+def expand_distances(representation: nn.Module, d: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Radial basis ``[E, n_rbf]`` and cutoff ``[E]`` of distances ``d`` (Å) for a representation with the fields
+    ``radial_basis``, ``n_rbf``, ``cutoff``, ``cutoff_fn``, ``trainable_rbf``, ``rbf_start`` and ``rbf_cutoff``.
+
+    Call it inside the representation's ``nn.compact`` method: the basis becomes its submodule ``radial_basis``.
+    """
+    rbf = make_radial_basis(
+        representation.radial_basis,
+        representation.n_rbf,
+        representation.rbf_cutoff or representation.cutoff,
+        representation.trainable_rbf,
+        representation.rbf_start,
+    )(d)
+    return rbf, make_cutoff_fn(representation.cutoff_fn, representation.cutoff)(d)

@@ -8,7 +8,7 @@ import jax
 from jaxatom.graph import Graph
 from jaxatom.nn.activations import get_activation
 from jaxatom.nn.layers import Dense, safe_norm
-from jaxatom.nn.radial import make_cutoff_fn, make_radial_basis
+from jaxatom.nn.radial import expand_distances
 
 __all__ = ["SchNet", "SchNetInteraction"]
 
@@ -60,10 +60,7 @@ class SchNet(nn.Module):
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         d = safe_norm(graph.edge_vectors())
-        rbf = make_radial_basis(
-            self.radial_basis, self.n_rbf, self.rbf_cutoff or self.cutoff, self.trainable_rbf, self.rbf_start
-        )(d)
-        fcut = make_cutoff_fn(self.cutoff_fn, self.cutoff)(d)
+        rbf, fcut = expand_distances(self, d)
         embed = nn.Embed(MAX_Z, self.n_atom_basis, embedding_init=nn.initializers.normal(1.0), name="embedding")
         x = embed(graph.species)
         n_filters = self.n_filters or self.n_atom_basis
