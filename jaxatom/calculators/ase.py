@@ -1,0 +1,165 @@
+"""ASE calculators: one potential (:class:`JaxAtomCalculator`) or an ensemble (:class:`EnsembleCalculator`).
+
+Each call builds the exact neighbour list on the host (:func:`~jaxatom.neighbors.graph_from_atoms`) and pads it to a
+capacity the calculator keeps (:class:`Capacity`), so that an ASE MD run, where the number of neighbour pairs
+fluctuates from step to step, reuses one compiled shape instead of recompiling. Energies are in eV, forces in eV/Å,
+stress in eV/Å³ as ASE's Voigt 6-vector ``[xx, yy, zz, yz, xz, xy]`` with ASE's sign, ``(1/V) dE/d(strain)``.
+Stress is computed with every evaluation of a periodic structure (the strain derivative shares the backward pass of
+the forces), so asking for it after the forces does not evaluate again; for molecules it raises ASE's
+``PropertyNotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from jaxatom.graph import Graph, HostGraph, batch_graphs
+from jaxatom.neighbors import graph_from_atoms
+from jaxatom.potential import Potential, PotentialEnsemble, load_model
+
+__all__ = ["Capacity", "JaxAtomCalculator", "EnsembleCalculator"]
+
+
+@dataclasses.dataclass
+class Capacity:
+    """Padded size of one axis (nodes or edges) with hysteresis.
+
+    Grows to ``headroom × need`` (rounded up to ``multiple``) when the need exceeds the size; shrinks to the same
+    target only once the need has stayed below ``shrink_below × size`` for ``shrink_after`` consecutive calls, so
+    fluctuations never change the size, while a calculator moved to a much smaller system stops padding it to the old
+    size after a while.
+    """
+
+    multiple: int
+    headroom: float = 1.25
+    shrink_below: float = 0.5
+    shrink_after: int = 20
+    size: int = 0
+    low_calls: int = 0
+
+    def fit(self, need: int) -> int:
+        """The padded size for ``need`` entries (updates the state)."""
+        need = max(need, 1)
+        low = need < self.shrink_below * self.size
+        self.low_calls = self.low_calls + 1 if low else 0
+        if need > self.size or self.low_calls >= self.shrink_after:
+            self.size = self.multiple * math.ceil(self.headroom * need / self.multiple)
+            self.low_calls = 0
+        return self.size
+
+
+class _PaddedCalculator(Calculator):
+    """Shared machinery: input checks, capacities, the stress rule, and the record of compiled shapes."""
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model: Potential | PotentialEnsemble, shrink_after: int = 20, **kwargs):
+        super().__init__(**kwargs)
+        self._model = model
+        self.node_capacity = Capacity(multiple=8, shrink_after=shrink_after)
+        self.edge_capacity = Capacity(multiple=64, shrink_after=shrink_after)
+        #: Distinct ``(n_node, n_edge, with_stress, dtype)`` shapes evaluated so far (each compiled at most once).
+        self.shapes: set[tuple[int, int, bool, str]] = set()
+
+    @property
+    def n_shapes(self) -> int:
+        """Number of distinct padded shapes this calculator has evaluated (an upper bound on its compiles)."""
+        return len(self.shapes)
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        with_stress = bool(atoms.pbc.any())
+        if not with_stress and any(p.startswith("stress") for p in properties):
+            raise PropertyNotImplementedError(
+                "stress is defined only for periodic structures; set atoms.pbc and atoms.cell to get it"
+            )
+        self._model.check_elements(atoms.numbers)
+        graph = graph_from_atoms(atoms, self._model.cutoff)
+        n_node = self.node_capacity.fit(graph.n_node + 1)
+        n_edge = self.edge_capacity.fit(graph.n_edge)
+        self.shapes.add((n_node, n_edge, with_stress, graph.positions.dtype.name))
+        self.results = self._results(graph, n_node, n_edge, with_stress)
+
+    def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
+        raise NotImplementedError
+
+
+class JaxAtomCalculator(_PaddedCalculator):
+    """ASE calculator for one :class:`~jaxatom.potential.Potential`.
+
+    Results: ``energy`` and ``free_energy`` (eV, offsets added in float64 on the host as in
+    :meth:`Potential.predict`), per-atom ``energies`` (eV), ``forces [n, 3]`` (eV/Å) and, for periodic structures,
+    ``stress`` (Voigt 6-vector, eV/Å³). Works in float32 (default) and float64 (:func:`jaxatom.enable_x64`).
+
+    Args:
+        model: a :class:`Potential` or the path of a model directory/zip written by :meth:`Potential.save`.
+        shrink_after: calls with a need below half the capacity before the padded size shrinks (see
+            :class:`Capacity`).
+        **kwargs: passed to ``ase.calculators.calculator.Calculator`` (e.g. ``label``).
+    """
+
+    def __init__(self, model: Potential | str | os.PathLike, shrink_after: int = 20, **kwargs):
+        self.potential = model if isinstance(model, Potential) else load_model(model)
+        self._offsets = self.potential.atom_offsets()
+        super().__init__(self.potential, shrink_after=shrink_after, **kwargs)
+
+    def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
+        batch: Graph = batch_graphs([graph], n_node=n_node, n_edge=n_edge)
+        out = jax.device_get(self.potential.evaluate(batch, stress=with_stress, include_offsets=False))
+        n = graph.n_node
+        offsets = self._offsets[graph.species]
+        energy = float(np.float64(out["energy"][0]) + offsets.sum())
+        results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": np.asarray(out["energies"][:n], np.float64) + offsets,
+            "forces": np.asarray(out["forces"][:n], np.float64),
+        }
+        if with_stress:
+            results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(out["stress"][0], np.float64))
+        return results
+
+
+class EnsembleCalculator(_PaddedCalculator):
+    """ASE calculator for a :class:`~jaxatom.potential.PotentialEnsemble`: the members' mean and spread.
+
+    Results: the members' mean ``energy``/``free_energy`` (eV), ``energies [n]`` (eV), ``forces [n, 3]`` (eV/Å) and,
+    for periodic structures, ``stress`` (Voigt, eV/Å³); their population standard deviations (``ddof=0``)
+    ``energy_std``, ``forces_std [n, 3]`` (per atom and component) and ``stress_std`` (Voigt); and each member's
+    ``energies_members [M]`` and ``forces_members [M, n, 3]``. The ``*_std`` values are also available through
+    ``calc.get_property("energy_std", atoms)``.
+
+    Args:
+        models: a :class:`PotentialEnsemble`, or a list of :class:`Potential` objects or model paths.
+        shrink_after: see :class:`JaxAtomCalculator`.
+        **kwargs: passed to ``ase.calculators.calculator.Calculator``.
+    """
+
+    implemented_properties = _PaddedCalculator.implemented_properties + ["energy_std", "forces_std", "stress_std"]
+
+    def __init__(
+        self, models: PotentialEnsemble | Sequence[Potential | str | os.PathLike], shrink_after: int = 20, **kwargs
+    ):
+        self.ensemble = models if isinstance(models, PotentialEnsemble) else PotentialEnsemble.from_potentials(models)
+        super().__init__(self.ensemble, shrink_after=shrink_after, **kwargs)
+
+    def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
+        result = self.ensemble.predict_graphs([graph], n_node=n_node, n_edge=n_edge)[0]
+        results = {key: result[key] for key in ("energy", "energy_std", "energies", "energies_members")}
+        results["free_energy"] = result["energy"]
+        for key in ("forces", "forces_std", "forces_members"):
+            results[key] = np.asarray(result[key], np.float64)
+        if with_stress:
+            results["stress"] = full_3x3_to_voigt_6_stress(result["stress"])
+            results["stress_std"] = full_3x3_to_voigt_6_stress(result["stress_std"])
+        return results

@@ -1,0 +1,26 @@
+"""Molecular dynamics on the accelerator: NVE, Langevin, Nosé–Hoover and ring-polymer MD in compiled ``lax.scan``
+chunks, replicas and ensembles, jax-md neighbour lists, HDF5 trajectories with restart, and analysis.
+
+This is the only package that imports jax-md.
+"""
+
+from jaxatom.md.driver import ENSEMBLES, CheckpointMismatch, MDRun, simulate
+from jaxatom.md.forces import ForceField, from_energy, from_ensemble, from_potential
+from jaxatom.md.integrators import Integrator, MDState
+from jaxatom.md.trajectory import export_trajectory, read_trajectory, trajectory_atoms
+
+__all__ = [
+    "ENSEMBLES",
+    "CheckpointMismatch",
+    "ForceField",
+    "Integrator",
+    "MDRun",
+    "MDState",
+    "export_trajectory",
+    "from_energy",
+    "from_ensemble",
+    "from_potential",
+    "read_trajectory",
+    "simulate",
+    "trajectory_atoms",
+]

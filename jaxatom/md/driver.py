@@ -1,0 +1,519 @@
+"""The chunked MD driver: ``simulate`` runs compiled chunks of ``lax.scan`` over frames (``fori_loop`` over the
+stride inside), and between chunks checks neighbour-list overflow, appends frames to HDF5, checkpoints the full state
+and reports progress. A restart truncates the trajectory to the checkpoint and continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import Atoms
+
+from jaxatom.graph import float_dtype
+from jaxatom.md import rpmd
+from jaxatom.md.forces import ForceField, from_ensemble, from_potential
+from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
+from jaxatom.md.neighbors import EdgeBuilder
+from jaxatom.md.state import (
+    FS,
+    degrees_of_freedom,
+    kinetic_energy,
+    masses_of,
+    maxwell_boltzmann,
+    remove_com_momentum,
+    remove_rotation,
+    temperature,
+)
+from jaxatom.md.trajectory import TrajectoryWriter
+from jaxatom.potential import Potential, load_model
+
+__all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch"]
+
+ENSEMBLES = ("nve", "langevin", "nose_hoover", "rpmd")
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint next to an output file was written by a run with different settings."""
+
+
+@dataclass
+class MDRun:
+    """What :func:`simulate` returns.
+
+    Attributes:
+        state: the final :class:`MDState` (on the device).
+        frames: per-frame arrays ``{name: [F, R, ...]}`` of this call when no output file is written, else ``None``.
+        output: the HDF5 trajectory path, or ``None``.
+        timing: ``compile_s`` (XLA compile of the chunk functions), ``steps_per_s`` (MD steps of the whole system
+            per second after compilation, output included), ``ns_per_day``, ``wall_s``, ``reruns`` (chunks rerun
+            after a neighbour-list overflow).
+        settings: the run settings.
+    """
+
+    state: MDState
+    frames: dict | None
+    output: Path | None
+    timing: dict
+    settings: dict = field(default_factory=dict)
+
+
+def _load_force_field(model, atoms: Atoms, neighbors: str, skin: float) -> ForceField:
+    if isinstance(model, ForceField):
+        return model
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    potentials = [m if isinstance(m, Potential) else load_model(m) for m in models]
+    for potential in potentials:
+        potential.check_elements(atoms.numbers)
+    edges = EdgeBuilder.create(
+        atoms.numbers, np.asarray(atoms.cell[:]), atoms.pbc, potentials[0].cutoff, skin, neighbors
+    )
+    if len(potentials) == 1:
+        return from_potential(potentials[0], edges)
+    return from_ensemble(potentials, edges)
+
+
+def _check_atoms(structures: Sequence[Atoms]) -> None:
+    first = structures[0]
+    for atoms in structures:
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"expected ase.Atoms, got {type(atoms).__name__}")
+        if not np.array_equal(atoms.numbers, first.numbers):
+            raise ValueError(
+                "all starting structures of a multi-replica run must have the same atoms in the same order"
+            )
+        if not np.all(np.isfinite(atoms.positions)):
+            raise ValueError("the starting structure has NaN or infinite positions; fix the input structure")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The static description of a run (what a checkpoint must agree with)."""
+
+    ensemble: str
+    timestep_fs: float
+    temperature_K: float
+    friction_per_fs: float
+    tau_fs: float
+    n_replicas: int
+    n_beads: int
+    rpmd_thermostat: str
+    centroid_tau_fs: float
+    stride: int
+    frames_per_chunk: int
+    remove_rotation: bool
+    write_forces: bool
+    seed: int
+    n_atoms: int
+    dtype: str
+
+
+def _integrator(plan: _Plan, masses: jax.Array, periodic: bool) -> tuple[Integrator, int]:
+    dt = plan.timestep_fs * FS
+    rotation = plan.remove_rotation and not periodic
+    if plan.ensemble == "nve":
+        return velocity_verlet(masses, dt), degrees_of_freedom(plan.n_atoms, True, rotation)
+    if plan.ensemble == "langevin":
+        return langevin(masses, dt, plan.temperature_K, plan.friction_per_fs / FS), degrees_of_freedom(
+            plan.n_atoms, False
+        )
+    if plan.ensemble == "nose_hoover":
+        dof = degrees_of_freedom(plan.n_atoms, True, rotation)
+        return nose_hoover(masses, dt, plan.temperature_K, plan.tau_fs * FS, dof), dof
+    integrator = rpmd.ring_polymer(
+        masses, dt, plan.temperature_K, plan.n_beads, plan.rpmd_thermostat, plan.centroid_tau_fs * FS
+    )
+    return integrator, degrees_of_freedom(plan.n_atoms, False)
+
+
+def _initial_state(plan, structures, masses, force_field, compute, integrator, velocities: str) -> MDState:
+    dtype = jnp.dtype(plan.dtype)
+    keys = jax.random.split(jax.random.PRNGKey(plan.seed), plan.n_replicas)
+    positions = jnp.asarray(np.stack([s.positions for s in structures]), dtype)
+    beads = (plan.n_beads,) if plan.ensemble == "rpmd" else ()
+    kT_scale = plan.n_beads if plan.ensemble == "rpmd" else 1
+    if velocities == "atoms":
+        momenta = jnp.asarray(np.stack([s.get_momenta() for s in structures]), dtype)
+        momenta = jnp.broadcast_to(momenta[:, None], (plan.n_replicas, *beads, plan.n_atoms, 3)) if beads else momenta
+    else:
+        draw = jax.vmap(
+            lambda k: maxwell_boltzmann(jax.random.fold_in(k, 1), masses, plan.temperature_K * kT_scale, beads)
+        )
+        momenta = draw(keys)
+        if plan.ensemble in ("nve", "nose_hoover"):
+            momenta = remove_com_momentum(momenta, masses)
+            if plan.remove_rotation and force_field.edges is not None and not force_field.edges.periodic:
+                momenta = remove_rotation(positions, momenta, masses)
+    if beads:
+        positions = jnp.broadcast_to(positions[:, None], momenta.shape)
+    flat = np.asarray(positions).reshape(-1, plan.n_atoms, 3)
+    neighbors = force_field.edges.allocate(flat) if force_field.edges is not None else None
+    results, neighbors = jax.jit(compute)(force_field.params, positions, neighbors)
+    extras = {k: v for k, v in results.items() if k not in ("energy", "forces")}
+    state = MDState(
+        positions=positions,
+        momenta=momenta.astype(dtype),
+        forces=results["forces"],
+        potential_energy=results["energy"],
+        extras=extras,
+        key=keys,
+        thermostat=None,
+        heat=jnp.zeros(plan.n_replicas, dtype),
+        neighbors=neighbors,
+        overflow=jnp.zeros((), bool),
+        step=jnp.zeros((), jnp.int32),
+    )
+    return integrator.init(state)
+
+
+def _compute_fn(force_field: ForceField, n_atoms: int):
+    edges = force_field.edges
+
+    def compute(params, positions, neighbors):
+        lead = positions.shape[:-2]
+        flat = positions.reshape(-1, n_atoms, 3)
+        if edges is not None:
+            neighbors = edges.update(flat, neighbors)
+        axes = 0 if neighbors is not None else None
+        out = jax.vmap(force_field.apply, in_axes=(None, 0, axes))(params, flat, neighbors)
+        return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out), neighbors
+
+    return compute
+
+
+def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int):
+    def observe(state: MDState) -> dict:
+        if plan.ensemble == "rpmd":
+            frame = {
+                "positions": rpmd.centroid(state.positions),
+                "velocities": rpmd.centroid(state.momenta) / masses[:, None] * FS,
+                "potential_energy": jnp.mean(state.potential_energy, axis=-1),
+                "kinetic_energy": rpmd.virial_kinetic_energy(state.positions, state.forces, plan.temperature_K),
+                "kinetic_energy_primitive": rpmd.primitive_kinetic_energy(state.positions, masses, plan.temperature_K),
+                "temperature": temperature(jnp.sum(kinetic_energy(state.momenta, masses), -1), dof) / plan.n_beads**2,
+                "conserved_energy": integrator.conserved(state),
+            }
+            extras = {k: jnp.mean(v, axis=-1) for k, v in state.extras.items()}
+            forces = rpmd.centroid(state.forces)
+        else:
+            kinetic = kinetic_energy(state.momenta, masses)
+            frame = {
+                "positions": state.positions,
+                "velocities": state.momenta / masses[:, None] * FS,
+                "potential_energy": state.potential_energy,
+                "kinetic_energy": kinetic,
+                "temperature": temperature(kinetic, dof),
+                "conserved_energy": integrator.conserved(state),
+            }
+            extras, forces = state.extras, state.forces
+        frame.update(extras)
+        if plan.write_forces:
+            frame["forces"] = forces
+        return frame
+
+    return observe
+
+
+def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: int):
+    def chunk(params, state: MDState):
+        def step(_, s):
+            return integrator.step(s, lambda x, n: compute(params, x, n))
+
+        def frame(s, _):
+            s = jax.lax.fori_loop(0, stride, step, s)
+            return s, observe(s)
+
+        return jax.lax.scan(frame, state.replace(overflow=jnp.zeros((), bool)), None, length=n_frames)
+
+    return jax.jit(chunk)
+
+
+def _settings_dict(plan: _Plan) -> dict:
+    return dataclasses.asdict(plan)
+
+
+def simulate(
+    model,
+    atoms: Atoms | Sequence[Atoms],
+    steps: int,
+    timestep_fs: float = 0.5,
+    ensemble: str = "nve",
+    temperature_K: float = 300.0,
+    friction_per_fs: float = 0.01,
+    tau_fs: float = 100.0,
+    n_replicas: int | None = None,
+    n_beads: int = 8,
+    rpmd_thermostat: str = "pile_l",
+    centroid_tau_fs: float = 100.0,
+    stride: int = 10,
+    frames_per_chunk: int = 100,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    velocities: str = "maxwell_boltzmann",
+    remove_rotation: bool = False,
+    neighbors: str = "auto",
+    skin: float = 1.0,
+    write_forces: bool = False,
+    progress: bool = True,
+) -> MDRun:
+    """Run molecular dynamics on the device in compiled chunks.
+
+    Args:
+        model: a :class:`~jaxatom.Potential`, a model directory/zip, a list of them (an ensemble: mean forces drive
+            the dynamics, the spread is written), or a :class:`~jaxatom.md.forces.ForceField`.
+        atoms: the starting structure, or one per replica (same atoms, e.g. different conformers).
+        steps: number of MD steps (a multiple of ``stride``).
+        timestep_fs: time step (fs).
+        ensemble: ``"nve"`` (velocity Verlet), ``"langevin"`` (BAOAB), ``"nose_hoover"`` (chain of 3) or ``"rpmd"``.
+        temperature_K: initial Maxwell–Boltzmann temperature and thermostat target (K).
+        friction_per_fs: Langevin friction γ (1/fs).
+        tau_fs: Nosé–Hoover chain period (fs).
+        n_replicas: independent copies run at once (own velocities and random streams); default: one per structure.
+        n_beads, rpmd_thermostat, centroid_tau_fs: ring-polymer beads, thermostat (``pile_l``, ``pile_g``, ``trpmd``,
+            ``none``) and centroid thermostat time (fs), for ``ensemble="rpmd"``.
+        stride: steps between written frames.
+        frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks).
+        output: HDF5 trajectory path; a checkpoint ``<output>.ckpt.npz`` is kept beside it. If both exist, the run
+            continues from the checkpoint (``overwrite=True`` starts afresh). ``None`` keeps frames in memory.
+        seed: random seed (velocities and thermostat noise; replica ``r`` uses key ``split(seed)[r]``).
+        velocities: ``"maxwell_boltzmann"`` or ``"atoms"`` (the structures' own momenta).
+        remove_rotation: also remove the initial angular momentum of molecules (NVE, Nosé–Hoover).
+        neighbors: ``"auto"`` (all pairs for molecules up to 256 atoms, else a jax-md list), ``"all_pairs"`` or
+            ``"list"``.
+        skin: neighbour-list skin (Å).
+        write_forces: also write forces.
+        progress: show a progress bar with steps/s and ns/day.
+    """
+    structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
+    if not structures:
+        raise ValueError("simulate needs a starting structure")
+    _check_atoms(structures)
+    n_replicas = len(structures) if n_replicas is None else int(n_replicas)
+    if len(structures) not in (1, n_replicas):
+        raise ValueError(f"got {len(structures)} structures for {n_replicas} replicas; give one or one per replica")
+    structures = structures * n_replicas if len(structures) == 1 else structures
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
+    for name, value in (
+        ("steps", steps),
+        ("stride", stride),
+        ("frames_per_chunk", frames_per_chunk),
+        ("n_replicas", n_replicas),
+        ("n_beads", n_beads),
+    ):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if steps % stride:
+        raise ValueError(f"steps ({steps}) must be a multiple of stride ({stride})")
+    for name, value in (
+        ("timestep_fs", timestep_fs),
+        ("temperature_K", temperature_K),
+        ("tau_fs", tau_fs),
+        ("centroid_tau_fs", centroid_tau_fs),
+    ):
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be positive, got {value}")
+    if not friction_per_fs >= 0:
+        raise ValueError(f"friction_per_fs must be >= 0, got {friction_per_fs}")
+    if velocities not in ("maxwell_boltzmann", "atoms"):
+        raise ValueError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
+
+    force_field = _load_force_field(model, structures[0], neighbors, skin)
+    plan = _Plan(
+        ensemble,
+        float(timestep_fs),
+        float(temperature_K),
+        float(friction_per_fs),
+        float(tau_fs),
+        n_replicas,
+        int(n_beads) if ensemble == "rpmd" else 1,
+        rpmd_thermostat,
+        float(centroid_tau_fs),
+        int(stride),
+        int(frames_per_chunk),
+        bool(remove_rotation),
+        bool(write_forces),
+        int(seed),
+        len(structures[0]),
+        float_dtype().name,
+    )
+    dtype = jnp.dtype(plan.dtype)
+    masses = jnp.asarray(masses_of(structures[0].numbers), dtype)
+    periodic = bool(np.all(structures[0].pbc))
+    integrator, dof = _integrator(plan, masses, periodic)
+    compute = _compute_fn(force_field, plan.n_atoms)
+    observe = _observe_fn(plan, integrator, masses, dof)
+    params = jax.device_put(force_field.params)
+
+    output = None if output is None else Path(output)
+    checkpoint = None if output is None else output.with_name(output.name + ".ckpt.npz")
+    state, writer, done_frames = None, None, 0
+    if output is not None and output.exists() and not overwrite:
+        if not checkpoint.exists():
+            raise FileExistsError(
+                f"{output} exists without a checkpoint to continue from; choose another output or pass overwrite=True"
+            )
+        template = _initial_state(plan, structures, masses, force_field, compute, integrator, velocities)
+        state, done_frames = _load_checkpoint(checkpoint, template, plan, force_field)
+        writer = TrajectoryWriter.resume(output, done_frames)
+    if state is None:
+        state = _initial_state(plan, structures, masses, force_field, compute, integrator, velocities)
+    if output is not None and writer is None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        frame_shapes = {k: (v.shape, v.dtype) for k, v in jax.eval_shape(observe, state).items()}
+        frame_shapes.update(time=((), np.float64), step=((), np.int64))
+        constants = {
+            "species": np.asarray(structures[0].numbers),
+            "masses": np.asarray(masses, np.float64),
+            "cell": np.asarray(structures[0].cell[:]),
+            "pbc": np.asarray(structures[0].pbc),
+        }
+        attributes = {**_settings_dict(plan), "degrees_of_freedom": dof, "energy_offset_eV": force_field.energy_offset}
+        writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes)
+
+    total_frames = steps // stride
+    compiled: dict[int, Any] = {}
+    timing = {"compile_s": 0.0, "run_s": 0.0, "reruns": 0}
+    collected: list[dict] = []
+    first_frame = done_frames
+    bar = _progress_bar(steps, done_frames * stride, progress)
+    start = time.perf_counter()
+    try:
+        while done_frames < total_frames:
+            n_frames = min(plan.frames_per_chunk - done_frames % plan.frames_per_chunk, total_frames - done_frames)
+            state, frames = _run_chunk(
+                compiled, timing, integrator, compute, observe, plan, force_field, params, state, n_frames
+            )
+            frames = _host_frames(frames, state, force_field, plan, n_frames)
+            done_frames += n_frames
+            if writer is not None:
+                writer.append(frames)
+                _save_checkpoint(checkpoint, state, done_frames, plan)
+            else:
+                collected.append(frames)
+            if bar is not None:
+                bar.update(n_frames * plan.stride)
+                rate = bar.n / max(timing["run_s"], 1e-9)
+                bar.set_postfix_str(f"{rate:.0f} steps/s, {rate * plan.timestep_fs * 86400e-6:.3g} ns/day")
+    finally:
+        if writer is not None:
+            writer.close()
+        if bar is not None:
+            bar.close()
+    timing["wall_s"] = time.perf_counter() - start
+    run_steps = (total_frames - first_frame) * plan.stride
+    timing["steps_per_s"] = run_steps / timing["run_s"] if timing["run_s"] > 0 else float("nan")
+    timing["ns_per_day"] = timing["steps_per_s"] * plan.timestep_fs * 86400e-6
+    frames = None
+    if writer is None:
+        frames = {k: np.concatenate([c[k] for c in collected]) for k in collected[0]} if collected else {}
+    return MDRun(state=state, frames=frames, output=output, timing=timing, settings=_settings_dict(plan))
+
+
+def _run_chunk(compiled, timing, integrator, compute, observe, plan, force_field, params, state, n_frames):
+    """Run one chunk; on a neighbour-list overflow grow the capacity and rerun it from the same state and keys."""
+    while True:
+        capacity = None if state.neighbors is None else state.neighbors.max_occupancy
+        key = (n_frames, capacity)
+        if key not in compiled:
+            tic = time.perf_counter()
+            function = _chunk_fn(integrator, compute, observe, plan.stride, n_frames)
+            compiled[key] = function.lower(params, state).compile()
+            timing["compile_s"] += time.perf_counter() - tic
+        tic = time.perf_counter()
+        new_state, frames = compiled[key](params, state)
+        overflow = bool(new_state.overflow)
+        frames = jax.device_get(frames)
+        timing["run_s"] += time.perf_counter() - tic
+        if not overflow:
+            return new_state, frames
+        timing["reruns"] += 1
+        flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
+        grown = force_field.edges.grow(state.neighbors, flat)
+        print(
+            f"jaxatom md: neighbour list overflow at step {int(state.step)}; capacity {capacity} -> "
+            f"{grown.max_occupancy}, rerunning the chunk",
+            file=sys.stderr,
+        )
+        state = state.replace(neighbors=grown)
+
+
+def _host_frames(frames: dict, state: MDState, force_field: ForceField, plan: _Plan, n_frames: int) -> dict:
+    frames = {k: np.asarray(v) for k, v in frames.items()}
+    offset = force_field.energy_offset
+    if offset:
+        frames["potential_energy"] = frames["potential_energy"].astype(np.float64) + offset
+        frames["conserved_energy"] = frames["conserved_energy"].astype(np.float64) + offset * plan.n_beads
+    last = int(state.step)
+    steps = last - plan.stride * np.arange(n_frames - 1, -1, -1)
+    frames["step"] = steps.astype(np.int64)
+    frames["time"] = steps * plan.timestep_fs
+    return frames
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", desc="md", dynamic_ncols=True)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------------
+def _save_checkpoint(path: Path, state: MDState, n_frames: int, plan: _Plan) -> None:
+    """Write the full state atomically (temporary file + rename), so a crash leaves the previous checkpoint intact."""
+    leaves = jax.tree.leaves(state.replace(neighbors=None))
+    arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    meta = {"n_frames": n_frames, "step": int(state.step), "settings": _settings_dict(plan)}
+    if state.neighbors is not None:
+        nbrs = state.neighbors
+        arrays.update(
+            nbr_idx=np.asarray(nbrs.idx),
+            nbr_reference=np.asarray(nbrs.reference_position),
+            nbr_error=np.asarray(nbrs.error.code),
+        )
+        meta.update(capacity=nbrs.max_occupancy, cell_capacity=nbrs.cell_list_capacity)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, template: MDState, plan: _Plan, force_field: ForceField) -> tuple[MDState, int]:
+    with np.load(path) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        if meta["settings"] != _settings_dict(plan):
+            changed = {
+                k: (v, _settings_dict(plan).get(k))
+                for k, v in meta["settings"].items()
+                if _settings_dict(plan).get(k) != v
+            }
+            raise CheckpointMismatch(
+                f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
+                "the original settings to continue, or pass overwrite=True to start afresh"
+            )
+        treedef = jax.tree.structure(template.replace(neighbors=None))
+        leaves = [jnp.asarray(data[f"leaf_{i:04d}"]) for i in range(treedef.num_leaves)]
+        state = jax.tree.unflatten(treedef, leaves)
+        neighbors = None
+        if "nbr_idx" in data:
+            edges = force_field.edges
+            flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
+            fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0)
+            neighbors = edges.restore(fresh, data["nbr_idx"], data["nbr_reference"], data["nbr_error"])
+    return state.replace(neighbors=neighbors), int(meta["n_frames"])

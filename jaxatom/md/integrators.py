@@ -1,0 +1,187 @@
+"""Classical integrators as ``init``/``step``/``conserved`` triples (the shape of jax-md's ``simulate``).
+
+Every function works on a whole :class:`MDState` whose arrays carry a leading replica axis ``[R, N, 3]``; the force
+call ``compute(positions, neighbors) -> (results, neighbors)`` evaluates all replicas at once, so an on-device
+neighbour list can be rebuilt for all replicas under one unbatched condition. Randomness comes from one key per
+replica, split every step, so a replica's trajectory does not depend on how many replicas run beside it.
+
+Time step and friction are in ASE units here (the public API takes fs and 1/fs and converts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax_md import simulate
+
+from jaxatom.md.state import BOLTZMANN, kinetic_energy
+
+__all__ = ["MDState", "Integrator", "ComputeFn", "velocity_verlet", "langevin", "nose_hoover", "split_keys"]
+
+#: ``compute(positions [R, ..., N, 3], neighbors) -> ({"energy": [R, ...], "forces": [R, ..., N, 3], ...}, neighbors)``
+ComputeFn = Callable[[jax.Array, Any], tuple[dict, Any]]
+
+
+@struct.dataclass
+class MDState:
+    """The full dynamical state of ``R`` replicas (a pytree; checkpointed whole).
+
+    Attributes:
+        positions: ``[R, N, 3]`` (``[R, P, N, 3]`` for ring polymers) unwrapped positions (Å).
+        momenta: same shape, amu·Å per ASE time unit.
+        forces: same shape, eV/Å, at ``positions``.
+        potential_energy: ``[R]`` (``[R, P]``) eV.
+        extras: further per-replica outputs of the force call (e.g. ensemble spread).
+        key: ``[R, 2]`` one PRNG key per replica.
+        thermostat: integrator-specific variables (Nosé–Hoover chain, ...), or ``None``.
+        heat: ``[R]`` energy (eV) the thermostat has taken out of the system, for the conserved quantity.
+        neighbors: the on-device neighbour list (batched over replicas), or ``None`` for all-pairs edges.
+        overflow: ``[]`` bool, set when a neighbour list overflowed since the chunk started.
+        step: ``[]`` int, MD steps done.
+    """
+
+    positions: jax.Array
+    momenta: jax.Array
+    forces: jax.Array
+    potential_energy: jax.Array
+    extras: dict
+    key: jax.Array
+    thermostat: Any
+    heat: jax.Array
+    neighbors: Any
+    overflow: jax.Array
+    step: jax.Array
+
+
+@dataclass(frozen=True)
+class Integrator:
+    """``init(state) -> state`` sets thermostat variables; ``step(state, compute) -> state`` advances one time
+    step; ``conserved(state) -> [R]`` is the quantity the exact dynamics conserves (eV)."""
+
+    init: Callable[[MDState], MDState]
+    step: Callable[[MDState, ComputeFn], MDState]
+    conserved: Callable[[MDState], jax.Array]
+    name: str
+
+
+def split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Split each replica's key: ``(new keys [R, 2], subkeys [R, 2])``."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def replica_normal(keys: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Standard normal numbers ``[R, *shape]``, one independent stream per replica key."""
+    return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
+
+
+def _force_update(state: MDState, compute: ComputeFn, positions: jax.Array) -> MDState:
+    results, neighbors = compute(positions, state.neighbors)
+    overflow = state.overflow
+    if neighbors is not None:
+        overflow = overflow | jnp.any(neighbors.did_buffer_overflow != 0)
+    extras = {k: v for k, v in results.items() if k not in ("energy", "forces")}
+    return state.replace(
+        positions=positions,
+        forces=results["forces"],
+        potential_energy=results["energy"],
+        extras=extras,
+        neighbors=neighbors,
+        overflow=overflow,
+    )
+
+
+def _kick(state: MDState, dt: float) -> MDState:
+    return state.replace(momenta=state.momenta + dt * state.forces)
+
+
+def velocity_verlet(masses: jax.Array, dt: float) -> Integrator:
+    """NVE velocity Verlet; conserved quantity: total energy."""
+    inv_m = 1.0 / masses[:, None]
+
+    def step(state: MDState, compute: ComputeFn) -> MDState:
+        state = _kick(state, 0.5 * dt)
+        state = _force_update(state, compute, state.positions + dt * state.momenta * inv_m)
+        return _kick(state, 0.5 * dt).replace(step=state.step + 1)
+
+    def conserved(state: MDState) -> jax.Array:
+        return state.potential_energy + kinetic_energy(state.momenta, masses)
+
+    return Integrator(init=lambda s: s, step=step, conserved=conserved, name="nve")
+
+
+def langevin(masses: jax.Array, dt: float, temperature_K: float, friction: float) -> Integrator:
+    """Langevin NVT, BAOAB splitting (Leimkuhler & Matthews), friction in 1/ASE time.
+
+    The O step is the exact Ornstein–Uhlenbeck update ``p <- c1 p + sqrt((1 - c1²) m kT) ξ`` with
+    ``c1 = exp(-γ dt)``; the energy it exchanges is accumulated in ``heat`` so that ``E - heat`` is conserved up to
+    the integrator's error.
+    """
+    kT = BOLTZMANN * temperature_K
+    m = masses[:, None]
+    c1 = jnp.exp(-friction * dt)
+    c2 = jnp.sqrt((1.0 - c1**2) * kT * m)
+
+    def step(state: MDState, compute: ComputeFn) -> MDState:
+        state = _kick(state, 0.5 * dt)
+        positions = state.positions + 0.5 * dt * state.momenta / m
+        keys, sub = split_keys(state.key)
+        noise = replica_normal(sub, state.momenta.shape[1:], state.momenta.dtype)
+        before = kinetic_energy(state.momenta, masses)
+        momenta = c1 * state.momenta + c2 * noise
+        heat = state.heat - (kinetic_energy(momenta, masses) - before)
+        positions = positions + 0.5 * dt * momenta / m
+        state = _force_update(state.replace(momenta=momenta, key=keys, heat=heat), compute, positions)
+        return _kick(state, 0.5 * dt).replace(step=state.step + 1)
+
+    def conserved(state: MDState) -> jax.Array:
+        return state.potential_energy + kinetic_energy(state.momenta, masses) + state.heat
+
+    return Integrator(init=lambda s: s, step=step, conserved=conserved, name="langevin")
+
+
+def nose_hoover(
+    masses: jax.Array,
+    dt: float,
+    temperature_K: float,
+    tau: float,
+    dof: int,
+    chain_length: int = 3,
+    chain_steps: int = 2,
+    sy_steps: int = 3,
+) -> Integrator:
+    """Nosé–Hoover chain NVT (Martyna–Tuckerman–Klein), using jax-md's chain with Suzuki–Yoshida substeps.
+
+    ``tau`` (ASE time) is the chain's oscillation period; ``dof`` the number of thermostatted degrees of freedom.
+    Conserved quantity: ``E + p_ξ0²/2Q0 + dof·kT·ξ0 + Σ_k (p_ξk²/2Qk + kT·ξk)``.
+    """
+    kT = BOLTZMANN * temperature_K
+    chain = simulate.nose_hoover_chain(dt, chain_length, chain_steps, sy_steps, tau)
+    inv_m = 1.0 / masses[:, None]
+    half_step = jax.vmap(chain.half_step, in_axes=(0, 0, None))
+
+    def init(state: MDState) -> MDState:
+        ke = kinetic_energy(state.momenta, masses)
+        return state.replace(thermostat=jax.vmap(lambda k: chain.initialize(dof, k, kT))(ke))
+
+    def step(state: MDState, compute: ComputeFn) -> MDState:
+        momenta, thermo = half_step(state.momenta, state.thermostat, kT)
+        state = _kick(state.replace(momenta=momenta), 0.5 * dt)
+        state = _force_update(state, compute, state.positions + dt * state.momenta * inv_m)
+        state = _kick(state, 0.5 * dt)
+        thermo = thermo.set(kinetic_energy=kinetic_energy(state.momenta, masses))
+        momenta, thermo = half_step(state.momenta, thermo, kT)
+        return state.replace(momenta=momenta, thermostat=thermo, step=state.step + 1)
+
+    def conserved(state: MDState) -> jax.Array:
+        c = state.thermostat
+        energy = state.potential_energy + kinetic_energy(state.momenta, masses)
+        chain_energy = jnp.sum(c.momentum**2 / (2 * c.mass), axis=-1)
+        return energy + chain_energy + dof * kT * c.position[:, 0] + kT * jnp.sum(c.position[:, 1:], axis=-1)
+
+    return Integrator(init=init, step=step, conserved=conserved, name="nose_hoover")

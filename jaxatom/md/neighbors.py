@@ -1,0 +1,255 @@
+"""Edges for MD on the device: static all-pairs edges for molecules, jax-md neighbour lists for periodic or large
+systems, and the :class:`Graph` of one structure built from its positions and its list.
+
+Neighbour lists follow DESIGN.md's overflow policy: jax-md flags an overflow instead of dropping pairs silently;
+the driver discards the chunk, grows the capacity (never shrinks it) and reruns the chunk from its saved state.
+Periodic cells use fractional coordinates internally (jax-md ``periodic_general``); edge shifts are the lattice
+vectors of the minimum image, which is exact as long as ``cutoff + skin`` is at most half the smallest
+perpendicular width of the cell, and that is enforced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax_md import partition, space
+
+from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
+from jaxatom.neighbors import all_pairs
+
+__all__ = ["EdgeBuilder", "perpendicular_widths", "MODES"]
+
+#: ``auto`` picks all-pairs for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms and a list otherwise.
+MODES = ("auto", "all_pairs", "list")
+ALL_PAIRS_MAX_ATOMS = 256
+EDGE_MULTIPLE = 64
+
+
+def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
+    """``[3]`` distances (Å) between opposite faces of the cell spanned by the rows of ``cell``."""
+    volume = abs(np.linalg.det(cell))
+    return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeBuilder:
+    """How the edges of one structure of ``N`` atoms are made on the device (static configuration).
+
+    Attributes:
+        species: ``[N]`` atomic numbers.
+        cell: ``[3, 3]`` cell rows (Å), zeros for molecules.
+        periodic: fully periodic (mixed periodicity is refused).
+        cutoff: model cutoff (Å).
+        skin: neighbour-list skin (Å); the list holds pairs within ``cutoff + skin`` and is rebuilt when an atom has
+            moved more than ``skin / 2``.
+        mode: ``"all_pairs"`` or ``"list"``.
+        capacity_margin: allocated edge capacity relative to the pairs present (rounded up to a multiple of 64).
+    """
+
+    species: np.ndarray
+    cell: np.ndarray
+    periodic: bool
+    cutoff: float
+    skin: float
+    mode: str
+    capacity_margin: float = 1.25
+
+    @classmethod
+    def create(
+        cls, species, cell, pbc, cutoff: float, skin: float = 1.0, mode: str = "auto", capacity_margin: float = 1.25
+    ) -> EdgeBuilder:
+        """Choose and validate the neighbour regime for a structure; see the class attributes."""
+        pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
+        cell = np.asarray(cell, np.float64).reshape(3, 3)
+        if mode not in MODES:
+            raise ValueError(f"neighbors must be one of {', '.join(MODES)}, got {mode!r}")
+        if pbc.any() and not pbc.all():
+            raise ValueError(
+                f"MD supports molecules (pbc all False) or fully periodic cells, got pbc={pbc.tolist()}; for a slab "
+                "or wire make the cell fully periodic with enough vacuum"
+            )
+        periodic = bool(pbc.all())
+        if periodic:
+            if abs(np.linalg.det(cell)) < 1e-9:
+                raise ValueError("a periodic structure needs a cell with non-zero volume; set atoms.cell")
+            half = 0.5 * perpendicular_widths(cell).min()
+            if cutoff + skin > half:
+                raise ValueError(
+                    f"the cell is too small for the cutoff: cutoff + skin = {cutoff + skin:.3g} Å exceeds half the "
+                    f"smallest cell width ({half:.3g} Å); repeat the cell (atoms.repeat) or lower the skin"
+                )
+            mode = "list" if mode == "auto" else mode
+            if mode == "all_pairs":
+                raise ValueError("all-pairs edges are for molecules; periodic cells need neighbors='list'")
+        elif mode == "auto":
+            mode = "all_pairs" if len(species) <= ALL_PAIRS_MAX_ATOMS else "list"
+        if skin < 0 or capacity_margin < 1:
+            raise ValueError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
+        return cls(np.asarray(species, np.int32), cell, periodic, float(cutoff), float(skin), mode, capacity_margin)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_node(self) -> int:
+        """Padded node count (real atoms + at least one padding node, rounded to 8)."""
+        return bucket_size(self.n_atoms + 1, 8)
+
+    # ---- neighbour lists (mode "list") -------------------------------------------------------------------------
+    def _neighbor_fn(self):
+        if self.periodic:
+            box = jnp.asarray(self.cell.T)
+            displacement, _ = space.periodic_general(box, fractional_coordinates=True)
+            lower = np.allclose(self.cell, np.tril(self.cell))  # jax-md cell lists need an upper-triangular box
+            return partition.neighbor_list(
+                displacement,
+                box,
+                self.cutoff,
+                dr_threshold=self.skin,
+                capacity_multiplier=1.0,
+                fractional_coordinates=True,
+                format=partition.Sparse,
+                disable_cell_list=not lower,
+            )
+        displacement, _ = space.free()
+        return partition.neighbor_list(
+            displacement,
+            1.0,
+            self.cutoff,
+            dr_threshold=self.skin,
+            capacity_multiplier=1.0,
+            format=partition.Sparse,
+            disable_cell_list=True,
+        )
+
+    def list_positions(self, positions: jax.Array) -> jax.Array:
+        """Positions as the neighbour list sees them: wrapped fractional coordinates for cells, else unchanged."""
+        if not self.periodic:
+            return positions
+        fractional = positions @ jnp.asarray(np.linalg.inv(self.cell), positions.dtype)
+        return fractional - jnp.floor(fractional)
+
+    def allocate(self, positions: np.ndarray, capacity: int = 0, cell_capacity: int = 0):
+        """Build the lists of replicas ``positions [R, N, 3]`` on the host, stacked into one batched pytree.
+
+        The edge capacity is the largest occupancy times ``capacity_margin`` (at least ``capacity``), rounded up to a
+        multiple of 64; the cell-list capacity is at least ``cell_capacity``. Returns ``None`` for all-pairs edges.
+        """
+        if self.mode != "list":
+            return None
+        neighbor_fn = self._neighbor_fn()
+        lists = [neighbor_fn.allocate(self.list_positions(jnp.asarray(r))) for r in positions]
+        occupancy = max(int(np.sum(np.asarray(n.idx[1]) < self.n_atoms)) for n in lists)
+        capacity = max(capacity, math.ceil(self.capacity_margin * occupancy))
+        capacity = EDGE_MULTIPLE * math.ceil(max(capacity, 1) / EDGE_MULTIPLE)
+        cells = [n.cell_list_capacity for n in lists if n.cell_list_capacity is not None]
+        cell_capacity = max([cell_capacity, *cells]) if cells else None
+        # a rebuild produces at most N x candidates pairs: the capacity may not exceed that
+        candidates = self.n_atoms if cell_capacity is None else 27 * cell_capacity
+        capacity = min(capacity, self.n_atoms * candidates)
+        template = dataclasses.replace(lists[0], max_occupancy=capacity, cell_list_capacity=cell_capacity)
+        padded = [self._pad(n.idx, capacity) for n in lists]
+        return dataclasses.replace(
+            template,
+            idx=jnp.stack(padded),
+            reference_position=jnp.stack([n.reference_position for n in lists]),
+            error=jax.tree.map(lambda *e: jnp.stack(e), *[n.error for n in lists]),
+        )
+
+    def _pad(self, idx: jax.Array, capacity: int) -> jax.Array:
+        idx = np.asarray(idx)
+        real = idx[:, idx[1] < self.n_atoms]
+        if real.shape[1] > capacity:
+            raise ValueError(f"capacity {capacity} below the {real.shape[1]} pairs present")
+        out = np.full((2, capacity), self.n_atoms, np.int32)
+        out[:, : real.shape[1]] = real
+        return jnp.asarray(out)
+
+    def grow(self, neighbors, positions: np.ndarray):
+        """A copy of batched ``neighbors`` with 1.5× the edge capacity (and cell-list capacity when that overflowed),
+        keeping their pairs and reference positions, so a rerun matches a run that had the capacity all along.
+        """
+        overflow_cells = np.any(np.asarray(neighbors.error.code) & int(partition.PEC.CELL_LIST_OVERFLOW))
+        capacity = EDGE_MULTIPLE * math.ceil(1.5 * neighbors.max_occupancy / EDGE_MULTIPLE)
+        cell_capacity = neighbors.cell_list_capacity
+        if overflow_cells and cell_capacity is not None:
+            cell_capacity = math.ceil(1.5 * cell_capacity)
+        fresh = self.allocate(positions, capacity, cell_capacity or 0)
+        return self.restore(
+            fresh,
+            np.asarray(neighbors.idx),
+            np.asarray(neighbors.reference_position),
+            np.zeros_like(np.asarray(neighbors.error.code)),
+        )
+
+    def restore(self, template, idx: np.ndarray, reference_position: np.ndarray, error_code: np.ndarray):
+        """Batched lists with the static layout of ``template`` and the given pairs ``idx [R, 2, C]`` (padded to the
+        template's capacity), reference positions and error codes (from a checkpoint or a chunk start)."""
+        capacity = template.max_occupancy
+        padded = jnp.stack([self._pad(i, capacity) for i in idx])
+        error = dataclasses.replace(template.error, code=jnp.asarray(error_code, template.error.code.dtype))
+        return dataclasses.replace(
+            template, idx=padded, reference_position=jnp.asarray(reference_position), error=error
+        )
+
+    def update(self, positions: jax.Array, neighbors):
+        """Update batched lists for ``positions [B, N, 3]``: rebuilt (each replica by its own rule) only when some
+        atom of some replica moved more than ``skin / 2`` — one unbatched condition, not a rebuild per step."""
+        if neighbors is None:
+            return None
+        wrapped = jax.vmap(self.list_positions)(positions)
+        moved = jnp.max(jnp.sum(self._displacement(wrapped, neighbors.reference_position) ** 2, -1))
+        return jax.lax.cond(
+            moved > (0.5 * self.skin) ** 2,
+            lambda: jax.vmap(lambda r, n: n.update(r))(wrapped, neighbors),
+            lambda: neighbors,
+        )
+
+    def _displacement(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        d = a - b
+        if self.periodic:
+            d = (d - jnp.round(d)) @ jnp.asarray(self.cell, d.dtype)
+        return d
+
+    # ---- graphs ------------------------------------------------------------------------------------------------
+    def graph(self, positions: jax.Array, neighbors=None) -> Graph:
+        """The padded :class:`Graph` of one structure with ``positions [N, 3]`` and its (unbatched) list."""
+        n, n_node = self.n_atoms, self.n_node
+        dtype = positions.dtype
+        padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
+        if self.mode == "all_pairs":
+            receivers, senders = all_pairs(n)
+            n_edge = bucket_size(max(len(senders), 1), EDGE_MULTIPLE)
+            receivers = jnp.asarray(np.pad(receivers, (0, n_edge - len(receivers)), constant_values=n))
+            senders = jnp.asarray(np.pad(senders, (0, n_edge - len(senders)), constant_values=n))
+            shifts = jnp.zeros((n_edge, 3), dtype)
+        else:
+            senders, receivers = neighbors.idx[0], neighbors.idx[1]  # jax-md: (neighbour j, centre i)
+            shifts = jnp.zeros((receivers.shape[0], 3), dtype)
+            if self.periodic:
+                cell = jnp.asarray(self.cell, dtype)
+                fractional = (padded[senders] - padded[receivers]) @ jnp.asarray(np.linalg.inv(self.cell), dtype)
+                shifts = jax.lax.stop_gradient(-jnp.round(fractional) @ cell)
+        padding = (receivers == n)[:, None]
+        shifts = jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
+        cell = np.zeros((2, 3, 3))
+        cell[0] = self.cell
+        pbc = np.zeros((2, 3), bool)
+        pbc[0] = self.periodic
+        return Graph(
+            positions=padded,
+            species=jnp.asarray(np.pad(self.species, (0, n_node - n))),
+            node_graph=jnp.asarray(np.r_[np.zeros(n, np.int32), np.ones(n_node - n, np.int32)]),
+            senders=senders,
+            receivers=receivers,
+            shifts=shifts,
+            cell=jnp.asarray(cell, dtype),
+            pbc=jnp.asarray(pbc),
+            n_node=jnp.asarray([n, 0], np.int32),
+        )

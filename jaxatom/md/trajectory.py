@@ -1,0 +1,175 @@
+"""HDF5 MD trajectories: resizable chunked datasets, units in attributes, readable while the run goes on (SWMR),
+truncation to a checkpoint, and export to ASE trajectories or extended XYZ.
+
+Layout (frames first, then replicas): ``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
+``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K), ``time`` ``[F]``
+(fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å), ``pbc [3]``.
+Run settings are root attributes. For ring-polymer runs positions, velocities and forces are centroid values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from jaxatom.md.state import FS
+
+__all__ = ["FORMAT", "UNITS", "TrajectoryWriter", "read_trajectory", "trajectory_atoms", "export_trajectory"]
+
+FORMAT = "jaxatom-md-trajectory"
+VERSION = 1
+
+#: Unit of every per-frame quantity the driver writes.
+UNITS = {
+    "time": "fs",
+    "step": "1",
+    "positions": "Ang",
+    "velocities": "Ang/fs",
+    "forces": "eV/Ang",
+    "potential_energy": "eV",
+    "kinetic_energy": "eV",
+    "kinetic_energy_primitive": "eV",
+    "temperature": "K",
+    "conserved_energy": "eV",
+    "energy_std": "eV",
+    "forces_std_max": "eV/Ang",
+}
+
+
+class TrajectoryWriter:
+    """Appends frames to an HDF5 trajectory, flushing after every append so readers see whole chunks.
+
+    Open with :meth:`create` (new file) or :meth:`resume` (truncate to a checkpoint's frame count and continue).
+    """
+
+    def __init__(self, file: h5py.File):
+        self.file = file
+
+    @classmethod
+    def create(
+        cls, path, constants: Mapping[str, np.ndarray], attributes: Mapping, frame_shapes: Mapping
+    ) -> TrajectoryWriter:
+        """Create ``path`` with the constant datasets, root ``attributes`` and empty per-frame datasets
+        ``{name: (shape_without_frames, dtype)}``."""
+        file = h5py.File(path, "w", libver="latest")
+        file.attrs["format"] = FORMAT
+        file.attrs["version"] = VERSION
+        for key, value in attributes.items():
+            file.attrs[key] = json.dumps(value) if isinstance(value, dict | list | tuple) or value is None else value
+        for name, value in constants.items():
+            file.create_dataset(name, data=value)
+        file["masses"].attrs["units"] = "amu"
+        file["cell"].attrs["units"] = "Ang"
+        for name, (shape, dtype) in frame_shapes.items():
+            frame_bytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
+            chunk_frames = int(np.clip(2**20 // frame_bytes, 1, 1024))
+            dataset = file.create_dataset(
+                name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(chunk_frames, *shape)
+            )
+            dataset.attrs["units"] = UNITS.get(name, "1")
+        file.swmr_mode = True
+        return cls(file)
+
+    @classmethod
+    def resume(cls, path, n_frames: int) -> TrajectoryWriter:
+        """Reopen ``path`` and drop every frame after the first ``n_frames`` (those of the last checkpoint)."""
+        file = h5py.File(path, "a", libver="latest")
+        if file.attrs.get("format") != FORMAT:
+            file.close()
+            raise ValueError(f"{path} is not a jaxatom MD trajectory; choose another output file")
+        for dataset in file.values():
+            if dataset.maxshape and dataset.maxshape[0] is None:
+                if dataset.shape[0] < n_frames:
+                    file.close()
+                    raise ValueError(
+                        f"{path} has {dataset.shape[0]} frames of {dataset.name}, fewer than the "
+                        f"{n_frames} its checkpoint records; the file does not belong to this checkpoint"
+                    )
+                dataset.resize(n_frames, axis=0)
+        file.swmr_mode = True
+        return cls(file)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.file["time"].shape[0])
+
+    def append(self, frames: Mapping[str, np.ndarray]) -> None:
+        """Append ``{name: [F, ...]}`` for every per-frame dataset, then flush."""
+        n = self.n_frames
+        count = len(frames["time"])
+        for name, values in frames.items():
+            dataset = self.file[name]
+            dataset.resize(n + count, axis=0)
+            dataset[n:] = values
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_trajectory(path, replica: int | None = None) -> dict:
+    """Read a trajectory (also while it is being written) into a dict of numpy arrays plus ``"attrs"``.
+
+    With ``replica`` set, per-frame arrays lose their replica axis (``positions [F, N, 3]``, energies ``[F]``).
+    """
+    with h5py.File(path, "r", libver="latest", swmr=True) as file:
+        if file.attrs.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a jaxatom MD trajectory")
+        n = int(file["time"].shape[0])
+        out = {}
+        for name, dataset in file.items():
+            dataset.refresh()
+            per_frame = bool(dataset.maxshape) and dataset.maxshape[0] is None
+            values = dataset[:n] if per_frame else dataset[()]
+            if per_frame and replica is not None and values.ndim >= 2:
+                values = values[:, replica]
+            out[name] = values
+        out["attrs"] = {k: _decode(v) for k, v in file.attrs.items()}
+    return out
+
+
+def _decode(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def trajectory_atoms(path, replica: int = 0, frames: slice = slice(None)) -> list[Atoms]:
+    """The frames of one replica as ``ase.Atoms`` with momenta, cell, and energy/forces attached."""
+    data = read_trajectory(path, replica=replica)
+    masses = data["masses"]
+    atoms_list = []
+    for index in range(len(data["time"]))[frames]:
+        atoms = Atoms(
+            numbers=data["species"],
+            positions=data["positions"][index],
+            cell=data["cell"],
+            pbc=data["pbc"],
+            masses=masses,
+        )
+        atoms.set_momenta(masses[:, None] * data["velocities"][index] / FS)
+        results = {"energy": float(data["potential_energy"][index])}
+        if "forces" in data:
+            results["forces"] = data["forces"][index]
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        atoms.info["time_fs"] = float(data["time"][index])
+        atoms_list.append(atoms)
+    return atoms_list
+
+
+def export_trajectory(path, out, replica: int = 0, frames: slice = slice(None)) -> Path:
+    """Write one replica to any format ``ase.io.write`` knows from the suffix (``.traj``, ``.extxyz``, ``.xyz``)."""
+    from ase.io import write
+
+    out = Path(out)
+    write(out, trajectory_atoms(path, replica, frames))
+    return out
