@@ -1,4 +1,4 @@
-"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate`` and ``import-schnetpack``."""
+"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate``, ``md`` and ``import-schnetpack``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,35 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_md(run, summary: dict) -> None:
+    timing = run.timing
+    drift = ", ".join(f"{d:.2e}" for d in summary["energy_drift_eV_per_atom_per_ps"])
+    print(
+        f"MD: {run.settings['ensemble']}, {summary['time_ps']:.3g} ps, {timing['steps_per_s']:.0f} steps/s "
+        f"({timing['ns_per_day']:.3g} ns/day; compile {timing['compile_s']:.1f} s)"
+    )
+    print(f"  energy drift: {drift} eV/atom/ps (conserved quantity, per replica)")
+    temperatures = ", ".join(f"{t:.0f}" for t in summary["mean_temperature_K"])
+    print(f"  mean temperature: {temperatures} K")
+    print(f"  trajectory:   {run.output}  (jaxatom.md.read_trajectory, export_trajectory)")
+    print(f"  plots:        {run.output}.energies.png, {run.output}.temperature.png")
+
+
+def _md(args: argparse.Namespace) -> int:
+    from jaxatom.md.driver import CheckpointMismatch
+    from jaxatom.md.run import MDConfigError, load_md_config, md_run, report
+    from jaxatom.potential import ModelFileError
+
+    try:
+        config = load_md_config(args.config, args.overrides)
+        run = md_run(config, progress=not args.quiet)
+    except (MDConfigError, CheckpointMismatch, ModelFileError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"jaxatom md: {err}", file=sys.stderr)
+        return 2
+    _print_md(run, report(run.output))
+    return 0
+
+
 #: The quickstart run: PaiNN on the shipped GFN2-xTB aspirin data, sized for about 10 minutes on 2 CPU cores.
 QUICKSTART = {
     "data": {"builtin": "aspirin", "train": 1000, "val": 100, "test": None, "seed": 0},
@@ -95,7 +124,24 @@ def _quickstart(args: argparse.Namespace) -> int:
     print(f"jaxatom quickstart: training PaiNN on 1000 GFN2-xTB aspirin frames for up to {args.minutes:g} min")
     train_run(load_run_config(config_path), progress=not args.quiet)
     _print_evaluation(run_dir, evaluate_run(run_dir))
+    if args.md_ps > 0:
+        _quickstart_md(run_dir, args)
     return 0
+
+
+def _quickstart_md(run_dir: Path, args: argparse.Namespace) -> None:
+    from jaxatom.data.builtin import load_builtin
+    from jaxatom.md.run import md_run, report
+
+    timestep_fs = 0.5
+    steps = 20 * round(args.md_ps * 1000 / timestep_fs / 20)
+    config = {"model": str(run_dir / "best_model"), "structure": load_builtin("aspirin").to_atoms(0),
+              "ensemble": "nve", "timestep_fs": timestep_fs, "steps": max(steps, 20), "stride": 20,
+              "frames_per_chunk": 100, "temperature_K": 300.0, "output": str(run_dir / "md" / "nve.h5"),
+              "overwrite": True, "precision": "float32"}  # fmt: skip
+    print(f"jaxatom quickstart: {args.md_ps:g} ps of NVE MD (0.5 fs, 300 K) with the trained model")
+    run = md_run(config, progress=not args.quiet)
+    _print_md(run, report(run.output))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,8 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--out", default="runs/quickstart", help="run directory (default runs/quickstart)")
     quick.add_argument("--minutes", type=float, default=8.0, help="training time budget (default 8)")
+    quick.add_argument("--md-ps", type=float, default=10.0, help="ps of NVE MD after training (default 10; 0 skips)")
     quick.add_argument("--quiet", action="store_true", help="no progress bar")
     quick.set_defaults(run=_quickstart)
+
+    md = commands.add_parser(
+        "md",
+        help="run molecular dynamics from a YAML configuration",
+        description="Run MD (nve, langevin, nose_hoover, rpmd) with a jaxatom model on a structure file. The YAML "
+        "holds model, structure, ensemble, timestep_fs, steps, temperature_K, output and any other argument of "
+        "jaxatom.md.simulate; rerunning the same command continues from the checkpoint beside the output.",
+    )
+    md.add_argument("config", nargs="?", help="YAML configuration")
+    md.add_argument("overrides", nargs="*", help="key=value settings, e.g. steps=20000 ensemble=langevin")
+    md.add_argument("--quiet", action="store_true", help="no progress bar")
+    md.set_defaults(run=_md)
 
     train = commands.add_parser("train", help="train from a YAML configuration, then evaluate on the test split")
     train.add_argument("config", nargs="?", help="YAML with sections run_dir, data, model, training")
@@ -140,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("quickstart", "train", "evaluate"):
+    if args.command in ("quickstart", "train", "evaluate", "md"):
         from jaxatom.runtime import tune_cpu_allocator
 
         with warnings.catch_warnings():  # called in-process after JAX started (tests, notebooks) it just does nothing

@@ -71,7 +71,11 @@ def test_evaluate_without_a_model_is_refused(tmp_path, capsys):
 
 
 def test_quickstart_runs_the_main_job(tmp_path, capsys):
-    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--minutes", "0.01", "--quiet"]) == 0
+    args = ["quickstart", "--out", str(tmp_path / "qs"), "--minutes", "0.01", "--md-ps", "0.02", "--quiet"]
+    assert main(args) == 0
     output = capsys.readouterr().out
     assert "test set (1900 structures)" in output
     assert jaxatom.load_model(tmp_path / "qs" / "best_model").model.representation.n_atom_basis == 64
+    assert "energy drift:" in output and "eV/atom/ps" in output
+    report = json.loads((tmp_path / "qs" / "md" / "nve.h5.report.json").read_text())
+    assert report["frames"] == 2 and report["time_ps"] == pytest.approx(0.01)
