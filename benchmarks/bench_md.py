@@ -3,38 +3,49 @@
 Work: molecular dynamics of aspirin (21 atoms, ``bench_inference.DEFAULT_STRUCTURE``) with randomly initialised
 SchNet (128 features, 6 interactions) and PaiNN (128 features, 3 interactions), 5 Å cosine cutoff, 20 Gaussian radial
 basis functions (the models of ``bench_inference.py``), float32, time step 0.5 fs, initial velocities drawn from the
-Maxwell-Boltzmann distribution at 300 K (centre-of-mass motion removed). Cases:
+Maxwell-Boltzmann distribution at 300 K (centre-of-mass momentum removed, rotation kept). Cases:
 
 * ``md1``: one molecule, NVE (velocity Verlet);
 * ``md64``: 64 independent copies of the molecule (same positions, different velocities) advanced together, NVE;
-* ``rpmd8``: ring-polymer MD of one molecule with 8 beads at 300 K (PILE-L thermostat by default).
+* ``rpmd8``: ring-polymer MD of one molecule with 8 beads at 300 K, PILE-L thermostat (centroid time constant
+  100 fs; ``--rpmd-thermostat none`` for plain RPMD).
+
+By default jaxatom runs the very weights SchNetPack runs (``build_spk_model`` with the same seed, converted by
+``jaxatom.interop.schnetpack.import_model``): random weights do not hold the molecule together (it heats to about
+1000 K and expands within a few hundred steps, which lowers the number of pairs within the cutoff and so SchNetPack's
+cost per step), so both sides should integrate the same potential. ``--jaxatom-weights fresh`` uses
+``Potential.create`` instead. The rows record the pairs within the cutoff at the end of each SchNetPack run.
 
 Frameworks:
 
 * ``jaxatom``: ``jaxatom.md.simulate`` (the ``lax.scan`` driver), whose own timing separates compilation from the
-  steady-state steps per second (see :func:`run_jaxatom_case`);
+  steady-state steps per second (see :func:`run_jaxatom_case`, the only function that calls it);
 * ``schnetpack.md``: SchNetPack's own MD, ``schnetpack.md.Simulator`` with a ``System`` (64 copies are
-  ``n_molecules=64`` in one ``System``; ``n_replicas`` are ring-polymer beads), ``VelocityVerlet`` or ``RingPolymer``
-  integrator, ``SchNetPackCalculator`` with a ``NeighborListMD`` (a Verlet list: ``--spk-neighbor-list`` built with
-  ``cutoff + --cutoff-shell`` and rebuilt for a molecule only when one of its atoms has moved more than half the shell,
-  filtered to the cutoff every step), no file-writing hooks, and ``Simulator.to(torch.float32)``;
-* ``ase``: ``ase.md.VelocityVerlet`` driving SchNetPack's ASE calculator ``SpkCalculator`` (``MatScipyNeighborList``,
-  rebuilt every step, as in ``bench_inference.py``). ASE advances one ``Atoms`` object, so it has no batched mode:
-  its ``md64`` row is *extrapolated* from the measured ``md1`` run as 64 x the step time and says so; it has no RPMD.
+  ``n_molecules=64`` in one ``System``; ``n_replicas`` are ring-polymer beads), ``MaxwellBoltzmannInit``,
+  ``VelocityVerlet`` or ``RingPolymer`` integrator (+ ``PILELocalThermostat`` hook), ``SchNetPackCalculator`` with a
+  ``NeighborListMD``: a Verlet list around ``--spk-neighbor-list`` (default vesin, the fastest rebuild of the four;
+  all four give identical pairs) built with ``cutoff + --cutoff-shell`` (1 Å) and rebuilt for a molecule only when one
+  of its atoms has moved more than half the shell, filtered to the cutoff every step; no file-writing hooks, and
+  ``Simulator.to(torch.float32)``;
+* ``ase``: ``ase.md.VelocityVerlet`` driving SchNetPack's ASE calculator ``SpkCalculator`` with the same neighbour
+  list transform, rebuilt every step (no skin). ASE advances one ``Atoms`` object, so it has no batched mode: its
+  ``md64`` row is *extrapolated* from the measured ``md1`` run as 64 x the step time and says so; it has no RPMD.
 
 Timing: every SchNetPack run is one ``simulate`` / ``run`` call of ``1 + warm-up + timed`` steps, with a hook (an ASE
 observer) stamping the wall clock after every step. *First step* is the time from the call to the end of step 1: it
-includes the initial force evaluation, the first neighbour list and the first step (torch has no compilation step).
+includes the initial force evaluation, the first neighbour list and the first step (torch compiles nothing).
 *Steady steps/s* is the number of timed steps over their wall time (the median step time is in the JSON). For jaxatom,
-*first step / compile* is ``run.timing["compile_s"]`` and steady steps/s is ``run.timing["steps_per_s"]``.
-*Replica-steps/s* is steps/s times the number of copies advanced per step (molecules, or beads for RPMD).
+*first step / compile* is ``run.timing["compile_s"]`` and steady steps/s is ``run.timing["steps_per_s"]`` of a run of
+the same total number of steps, rounded up to whole output strides. *Replica-steps/s* is steps/s times the number of
+copies advanced per step (molecules, or beads for RPMD). The ratio is steps/s over SchNetPack MD's steps/s.
 
 The driver (run with the jaxatom environment) times jaxatom in-process and SchNetPack in a subprocess, this same file
 in worker mode run with the SchNetPack environment (``--spk-python``; see ``setup_schnetpack_env.sh``); the two run one
-after the other, never concurrently. The worker imports only torch, schnetpack, ase and numpy.
+after the other, never concurrently. The worker imports only torch, schnetpack, ase and numpy (and vesin/matscipy
+through SchNetPack).
 
-The energy drift of a long NVE run is not part of this file's SchNetPack side; the worker only reports the change of
-the total energy over its own short NVE runs as a sanity check of the set-up.
+The energy drift of a long NVE run is not measured here for SchNetPack; its NVE rows only report the largest change
+of the total energy over the short run, as a check of the set-up (units, float32).
 
 Usage (from the repository root)::
 
@@ -145,14 +156,19 @@ def step_row(framework: str, model: str, case: str, start: float, stamps: Sequen
 # ------------------------------------------------------------------------------------------------ SchNetPack worker
 
 
+def spk_neighbor_transform(name: str):
+    """One of SchNetPack's neighbour list transforms (a class taking the cutoff)."""
+    import schnetpack as spk
+
+    return {"matscipy": spk.transform.MatScipyNeighborList, "ase": spk.transform.ASENeighborList,
+            "torch": spk.transform.TorchNeighborList, "vesin": spk.transform.VesinNeighborList}[name]  # fmt: skip
+
+
 def spk_neighbor_list(name: str, cutoff_shell: float):
     """SchNetPack's MD neighbour list: a Verlet list around one of SchNetPack's neighbour list transforms."""
-    import schnetpack as spk
     from schnetpack.md.neighborlist_md import NeighborListMD
 
-    bases = {"matscipy": spk.transform.MatScipyNeighborList, "ase": spk.transform.ASENeighborList,
-             "torch": spk.transform.TorchNeighborList, "vesin": spk.transform.VesinNeighborList}  # fmt: skip
-    return NeighborListMD(cutoff=CUTOFF, cutoff_shell=cutoff_shell, base_nbl=bases[name])
+    return NeighborListMD(cutoff=CUTOFF, cutoff_shell=cutoff_shell, base_nbl=spk_neighbor_transform(name))
 
 
 def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +242,6 @@ def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: arg
 
 def ase_case(model_module, atoms: Atoms, model: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run ``md1`` with ASE's ``VelocityVerlet`` and SchNetPack's ``SpkCalculator``; return its timing row."""
-    import schnetpack as spk
     import torch
     from ase import units
     from ase.md import velocitydistribution
@@ -235,8 +250,9 @@ def ase_case(model_module, atoms: Atoms, model: str, args: argparse.Namespace) -
 
     warmup, steps = case_steps(args, "md1")
     atoms = atoms.copy()
-    atoms.calc = SpkCalculator(model_module, neighbor_list=spk.transform.MatScipyNeighborList(cutoff=CUTOFF),
-                               energy_unit="eV", position_unit="Angstrom", dtype=torch.float32)  # fmt: skip
+    neighbor_list = spk_neighbor_transform(args.spk_neighbor_list)(cutoff=CUTOFF)
+    atoms.calc = SpkCalculator(model_module, neighbor_list=neighbor_list, energy_unit="eV", position_unit="Angstrom",
+                               dtype=torch.float32)  # fmt: skip
     rng = np.random.default_rng(args.seed)
     if hasattr(velocitydistribution, "thermalize_momenta"):  # ASE >= 3.29
         velocitydistribution.thermalize_momenta(atoms, TEMPERATURE_K, rng=rng)
@@ -500,7 +516,7 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
         f"steps: {args.steps} timed after 1 + {args.warmup} warm-up (md1, rpmd{N_BEADS}), {args.steps_batch} timed "
         f"after 1 + {args.warmup_batch} (md{N_COPIES}); jaxatom: the same totals rounded up to multiples of 10",
         f"SchNetPack MD: NeighborListMD({args.spk_neighbor_list}, {shell}); RPMD thermostat: {thermostat}; "
-        "ASE: SpkCalculator with MatScipyNeighborList rebuilt every step",
+        f"ASE: SpkCalculator with {args.spk_neighbor_list} rebuilt every step",
     ]
     if jax_info:
         weights = {"schnetpack": "SchNetPack's model, same seed, imported", "fresh": "Potential.create, own init"}
@@ -536,8 +552,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the model weights and the initial velocities")
     parser.add_argument("--threads", type=int, default=core_count(), help="torch threads (default: all cores)")
     parser.add_argument("--spk-python", type=Path, default=DEFAULT_SPK_PYTHON, help="python of the SchNetPack env")
-    parser.add_argument("--spk-neighbor-list", choices=["matscipy", "ase", "torch", "vesin"], default="matscipy",
-                        help="base neighbour list of SchNetPack's NeighborListMD")  # fmt: skip
+    parser.add_argument("--spk-neighbor-list", choices=["matscipy", "ase", "torch", "vesin"], default="vesin",
+                        help="SchNetPack neighbour list transform (NeighborListMD base, SpkCalculator)")  # fmt: skip
     parser.add_argument("--cutoff-shell", type=float, default=1.0, help="NeighborListMD buffer (Å)")
     parser.add_argument("--rpmd-thermostat", choices=["pile-l", "none"], default="pile-l", help="SchNetPack RPMD")
     parser.add_argument("--pile-time-constant-fs", type=float, default=100.0, help="PILE-L centroid time constant")

@@ -364,3 +364,70 @@ def test_restart_with_other_settings_is_refused(tmp_path):
     simulate(force_field, atoms, steps=10, stride=5, output=path, progress=False)
     with pytest.raises(jaxatom.md.CheckpointMismatch, match="timestep_fs"):
         simulate(force_field, atoms, steps=20, stride=5, timestep_fs=1.0, output=path, progress=False)
+
+
+# ---- initial conditions and ring-polymer variants ------------------------------------------------------------------
+def test_initial_conditions_remove_momentum_and_rotation(x64):
+    from jaxatom.md.state import (
+        degrees_of_freedom,
+        kinetic_energy,
+        maxwell_boltzmann,
+        remove_com_momentum,
+        remove_rotation,
+        temperature,
+    )
+
+    atoms = molecule("CH3CH2OH")
+    masses = jnp.asarray(masses_of(atoms.numbers))
+    momenta = maxwell_boltzmann(jax.random.PRNGKey(0), masses, 300.0, (4000,))
+    # Maxwell-Boltzmann: every momentum component has variance m kT
+    variance = np.var(np.asarray(momenta), axis=(0, 2))
+    np.testing.assert_allclose(variance / (np.asarray(masses) * BOLTZMANN * 300.0), 1.0, atol=0.05)
+    assert np.mean(temperature(kinetic_energy(momenta, masses), 3 * len(atoms))) == pytest.approx(300.0, rel=0.01)
+    positions = jnp.asarray(atoms.positions)
+    fixed = remove_rotation(positions, remove_com_momentum(momenta[:3], masses), masses)
+    assert np.abs(np.sum(fixed, axis=1)).max() < 1e-10
+    com = np.sum(np.asarray(masses)[:, None] * atoms.positions, 0) / np.sum(masses)
+    angular = np.sum(np.cross(atoms.positions - com, np.asarray(fixed)), axis=1)
+    assert np.abs(angular).max() < 1e-10
+    assert degrees_of_freedom(9, True, True) == 21 and degrees_of_freedom(9, False) == 27
+
+
+def test_ring_polymer_without_thermostat_conserves_its_hamiltonian_and_trpmd_leaves_the_centroid_alone(x64):
+    atoms = hydrogen_atoms(2)
+    force_field = harmonic(0.5, jnp.asarray(atoms.positions))
+    options = dict(
+        steps=2000,
+        timestep_fs=0.5,
+        stride=20,
+        frames_per_chunk=100,
+        ensemble="rpmd",
+        n_beads=8,
+        temperature_K=300.0,
+        n_replicas=2,
+        progress=False,
+    )
+    microcanonical = simulate(force_field, atoms, rpmd_thermostat="none", **options).frames["conserved_energy"]
+    assert np.abs(microcanonical - microcanonical[0]).max() < 1e-3 * np.abs(microcanonical[0]).max()
+    free = from_energy(lambda x: 0.0 * jnp.sum(x))
+    velocities = simulate(free, atoms, rpmd_thermostat="trpmd", **options).frames["velocities"]
+    np.testing.assert_allclose(velocities, np.broadcast_to(velocities[:1], velocities.shape), rtol=1e-10, atol=1e-14)
+
+
+def test_trajectory_is_readable_while_the_writer_has_it_open(tmp_path):
+    from jaxatom.md.trajectory import TrajectoryWriter
+
+    path = tmp_path / "live.h5"
+    writer = TrajectoryWriter.create(
+        path,
+        {"species": np.array([1]), "masses": np.array([1.008]), "cell": np.zeros((3, 3)), "pbc": np.zeros(3, bool)},
+        {"ensemble": "nve"},
+        {"time": ((), np.float64), "positions": ((1, 1, 3), np.float32)},
+    )
+    try:
+        writer.append({"time": np.array([0.5]), "positions": np.ones((1, 1, 1, 3), np.float32)})
+        assert read_trajectory(path)["time"].tolist() == [0.5]
+        writer.append({"time": np.array([1.0]), "positions": np.ones((1, 1, 1, 3), np.float32)})
+        assert read_trajectory(path)["time"].tolist() == [0.5, 1.0]
+    finally:
+        writer.close()

@@ -37,7 +37,7 @@ from jaxatom.md.state import (
     temperature,
 )
 from jaxatom.md.trajectory import TrajectoryWriter
-from jaxatom.potential import Potential, load_model
+from jaxatom.potential import Potential, PotentialEnsemble, load_model
 
 __all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch"]
 
@@ -72,16 +72,14 @@ class MDRun:
 def _load_force_field(model, atoms: Atoms, neighbors: str, skin: float) -> ForceField:
     if isinstance(model, ForceField):
         return model
-    models = list(model) if isinstance(model, list | tuple) else [model]
-    potentials = [m if isinstance(m, Potential) else load_model(m) for m in models]
-    for potential in potentials:
-        potential.check_elements(atoms.numbers)
-    edges = EdgeBuilder.create(
-        atoms.numbers, np.asarray(atoms.cell[:]), atoms.pbc, potentials[0].cutoff, skin, neighbors
-    )
-    if len(potentials) == 1:
-        return from_potential(potentials[0], edges)
-    return from_ensemble(potentials, edges)
+    if isinstance(model, list | tuple):
+        model = model[0] if len(model) == 1 else PotentialEnsemble.from_potentials(model)
+    if not isinstance(model, Potential | PotentialEnsemble):
+        model = load_model(model)
+    model.check_elements(atoms.numbers)
+    cell = np.asarray(atoms.cell[:])
+    edges = EdgeBuilder.create(atoms.numbers, cell, atoms.pbc, model.cutoff, skin, neighbors)
+    return from_ensemble(model, edges) if isinstance(model, PotentialEnsemble) else from_potential(model, edges)
 
 
 def _check_atoms(structures: Sequence[Atoms]) -> None:
@@ -271,8 +269,9 @@ def simulate(
     """Run molecular dynamics on the device in compiled chunks.
 
     Args:
-        model: a :class:`~jaxatom.Potential`, a model directory/zip, a list of them (an ensemble: mean forces drive
-            the dynamics, the spread is written), or a :class:`~jaxatom.md.forces.ForceField`.
+        model: a :class:`~jaxatom.Potential`, a model directory/zip, a list of them or a
+            :class:`~jaxatom.potential.PotentialEnsemble` (mean forces drive the dynamics, the spread is written), or
+            a :class:`~jaxatom.md.forces.ForceField`.
         atoms: the starting structure, or one per replica (same atoms, e.g. different conformers).
         steps: number of MD steps (a multiple of ``stride``).
         timestep_fs: time step (fs).

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxatom.md.neighbors import EdgeBuilder
-from jaxatom.potential import Potential
+from jaxatom.nn.model import EnergyModel
+from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.evaluate import cast_params, evaluate
 
 __all__ = ["ForceField", "from_energy", "from_potential", "from_ensemble"]
@@ -47,9 +48,7 @@ def from_energy(energy_fn: Callable[[jax.Array], jax.Array], params: Any = None)
     return ForceField(apply=apply, params=params)
 
 
-def _model_apply(potential: Potential, edges: EdgeBuilder):
-    model = potential.model
-
+def _model_apply(model: EnergyModel, edges: EdgeBuilder):
     def member(params, scale, offsets, positions, neighbors):
         graph = edges.graph(positions, neighbors)
         out = evaluate(model, params, graph, scale, offsets)
@@ -60,7 +59,7 @@ def _model_apply(potential: Potential, edges: EdgeBuilder):
 
 def from_potential(potential: Potential, edges: EdgeBuilder) -> ForceField:
     """The MD force field of a :class:`Potential`; its offsets become ``energy_offset``."""
-    member = _model_apply(potential, edges)
+    member = _model_apply(potential.model, edges)
 
     def apply(p, positions, neighbors):
         dtype = positions.dtype
@@ -78,18 +77,11 @@ def from_potential(potential: Potential, edges: EdgeBuilder) -> ForceField:
     return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset)
 
 
-def from_ensemble(potentials: list[Potential], edges: EdgeBuilder) -> ForceField:
-    """The mean force field of an ensemble of potentials with one architecture (parameters stacked, members
-    ``vmap``ped). The dynamics follow the mean forces; ``energy_std`` (eV, across members) and ``forces_std_max``
-    (eV/Å, the largest per-atom norm of the force standard deviation) are reported per frame."""
-    first = potentials[0]
-    for index, other in enumerate(potentials[1:], start=1):
-        if other.model != first.model:
-            raise ValueError(
-                f"ensemble member {index} has a different architecture than member 0; "
-                "an ensemble needs models of one architecture"
-            )
-    member = jax.vmap(_model_apply(first, edges), in_axes=(0, 0, 0, None, None))
+def from_ensemble(ensemble: PotentialEnsemble, edges: EdgeBuilder) -> ForceField:
+    """The mean force field of a :class:`~jaxatom.potential.PotentialEnsemble` (members ``vmap``ped over their
+    stacked parameters). The dynamics follow the mean forces; ``energy_std`` (eV, population std across members) and
+    ``forces_std_max`` (eV/Å, the largest per-atom norm of the force standard deviation) are reported per frame."""
+    member = jax.vmap(_model_apply(ensemble.model, edges), in_axes=(0, 0, 0, None, None))
 
     def apply(p, positions, neighbors):
         dtype = positions.dtype
@@ -104,10 +96,10 @@ def from_ensemble(potentials: list[Potential], edges: EdgeBuilder) -> ForceField
             "forces_std_max": jnp.max(force_std),
         }
 
-    tables = np.stack([p.atom_offsets() for p in potentials])  # float64 [M, 100]
+    tables = np.asarray(ensemble.atom_offsets, np.float64)  # [M, 100]
     params = {
-        "model": jax.tree.map(lambda *x: jnp.stack(x), *[p.params for p in potentials]),
-        "scale": jnp.asarray([p.energy_scale for p in potentials]),
+        "model": ensemble.params,
+        "scale": jnp.asarray(ensemble.energy_scales),
         "offsets": jnp.asarray(tables - tables.mean(axis=0)),  # member differences stay on the device
     }
     offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))

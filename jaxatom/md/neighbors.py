@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import jax
@@ -34,6 +36,15 @@ def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     """``[3]`` distances (Å) between opposite faces of the cell spanned by the rows of ``cell``."""
     volume = abs(np.linalg.det(cell))
     return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
+
+
+@contextmanager
+def _quiet_jax_md():
+    """jax-md 0.2 scatters int64 into int32 buffers under x64, which JAX flags with a FutureWarning at trace time;
+    the values are indices far below 2³¹, so the cast is exact."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
+        yield
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +155,8 @@ class EdgeBuilder:
         if self.mode != "list":
             return None
         neighbor_fn = self._neighbor_fn()
-        lists = [neighbor_fn.allocate(self.list_positions(jnp.asarray(r))) for r in positions]
+        with _quiet_jax_md():
+            lists = [neighbor_fn.allocate(self.list_positions(jnp.asarray(r))) for r in positions]
         occupancy = max(int(np.sum(np.asarray(n.idx[1]) < self.n_atoms)) for n in lists)
         capacity = max(capacity, math.ceil(self.capacity_margin * occupancy))
         capacity = EDGE_MULTIPLE * math.ceil(max(capacity, 1) / EDGE_MULTIPLE)
@@ -205,11 +217,12 @@ class EdgeBuilder:
             return None
         wrapped = jax.vmap(self.list_positions)(positions)
         moved = jnp.max(jnp.sum(self._displacement(wrapped, neighbors.reference_position) ** 2, -1))
-        return jax.lax.cond(
-            moved > (0.5 * self.skin) ** 2,
-            lambda: jax.vmap(lambda r, n: n.update(r))(wrapped, neighbors),
-            lambda: neighbors,
-        )
+        with _quiet_jax_md():
+            return jax.lax.cond(
+                moved > (0.5 * self.skin) ** 2,
+                lambda: jax.vmap(lambda r, n: n.update(r))(wrapped, neighbors),
+                lambda: neighbors,
+            )
 
     def _displacement(self, a: jax.Array, b: jax.Array) -> jax.Array:
         d = a - b
