@@ -66,6 +66,9 @@ class Graph:
         cell: ``[G, 3, 3]`` cell vectors as rows (Å); zeros for molecules.
         pbc: ``[G, 3]`` periodic directions.
         n_node: ``[G]`` number of real atoms per graph (0 for padding graphs).
+        reverse_halves: static; when True, ``E`` is even and edge ``e + E/2`` has the same length as edge ``e`` (its
+            reverse, for real edges), so models may compute distance-only edge features (radial basis, cutoff,
+            SchNet's filter network) for the first half and reuse them for the second.
     """
 
     positions: jax.Array
@@ -77,6 +80,7 @@ class Graph:
     cell: jax.Array
     pbc: jax.Array
     n_node: jax.Array
+    reverse_halves: bool = struct.field(pytree_node=False, default=False)
 
     @property
     def n_graph(self) -> int:
@@ -98,10 +102,15 @@ class Graph:
         """``[G]`` True for real structures."""
         return self.n_node > 0
 
-    def edge_vectors(self, positions: jax.Array | None = None) -> jax.Array:
-        """``[E, 3]`` edge vectors ``r_ij = R[j] - R[i] + shift_ij`` (Å), optionally for other ``positions``."""
+    def edge_vectors(self, positions: jax.Array | None = None, first_half: bool = False) -> jax.Array:
+        """``[E, 3]`` edge vectors ``r_ij = R[j] - R[i] + shift_ij`` (Å), optionally for other ``positions``;
+        with ``first_half`` only those of the first ``E/2`` edges (for graphs with ``reverse_halves``)."""
         positions = self.positions if positions is None else positions
-        return positions[self.senders] - positions[self.receivers] + self.shifts
+        senders, receivers, shifts = self.senders, self.receivers, self.shifts
+        if first_half:
+            half = senders.shape[0] // 2
+            senders, receivers, shifts = senders[:half], receivers[:half], shifts[:half]
+        return positions[senders] - positions[receivers] + shifts
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,25 @@ def test_periodic_md_graph_matches_host_neighbour_list(x64):
     np.testing.assert_allclose(out["forces"], reference["forces"], atol=1e-10)
 
 
+@pytest.mark.parametrize("make", [tiny_schnet, tiny_painn], ids=["schnet", "painn"])
+def test_all_pairs_md_graph_with_reverse_halves_matches_predict(x64, make):
+    from jaxatom.md.forces import from_potential
+
+    atoms = molecule("CH3CH2OH")
+    pot = jaxatom.Potential.create(make(), ELEMENTS, seed=5, energy_shift=-1.0)
+    edges = EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, pot.cutoff)
+    assert edges.mode == "all_pairs"
+    graph = edges.graph(jnp.asarray(atoms.positions))
+    assert graph.reverse_halves and graph.senders.shape[0] % 64 == 0
+    half = graph.senders.shape[0] // 2
+    np.testing.assert_allclose(graph.edge_vectors()[half:], -graph.edge_vectors()[:half])
+    force_field = from_potential(pot, edges)
+    out = force_field.apply(force_field.params, jnp.asarray(atoms.positions), None)
+    reference = pot.predict(atoms)
+    assert float(out["energy"]) + force_field.energy_offset == pytest.approx(reference["energy"], abs=1e-10)
+    np.testing.assert_allclose(out["forces"], reference["forces"], atol=1e-10)
+
+
 def pair_force_field(atoms: Atoms, cutoff: float, **edge_options) -> ForceField:
     """A smooth repulsive pair potential evaluated on the MD graph (exercises the on-device neighbour list)."""
     edges = EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, cutoff, **edge_options)

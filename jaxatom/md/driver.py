@@ -108,6 +108,7 @@ class _Plan:
     n_beads: int
     rpmd_thermostat: str
     centroid_tau_fs: float
+    pile_lambda: float
     stride: int
     frames_per_chunk: int
     remove_rotation: bool
@@ -130,7 +131,7 @@ def _integrator(plan: _Plan, masses: jax.Array, periodic: bool) -> tuple[Integra
         dof = degrees_of_freedom(plan.n_atoms, True, rotation)
         return nose_hoover(masses, dt, plan.temperature_K, plan.tau_fs * FS, dof), dof
     integrator = rpmd.ring_polymer(
-        masses, dt, plan.temperature_K, plan.n_beads, plan.rpmd_thermostat, plan.centroid_tau_fs * FS
+        masses, dt, plan.temperature_K, plan.n_beads, plan.rpmd_thermostat, plan.centroid_tau_fs * FS, plan.pile_lambda
     )
     return integrator, degrees_of_freedom(plan.n_atoms, False)
 
@@ -254,6 +255,7 @@ def simulate(
     n_beads: int = 8,
     rpmd_thermostat: str = "pile_l",
     centroid_tau_fs: float = 100.0,
+    pile_lambda: float = 1.0,
     stride: int = 10,
     frames_per_chunk: int = 100,
     output: str | os.PathLike | None = None,
@@ -280,8 +282,9 @@ def simulate(
         friction_per_fs: Langevin friction γ (1/fs).
         tau_fs: Nosé–Hoover chain period (fs).
         n_replicas: independent copies run at once (own velocities and random streams); default: one per structure.
-        n_beads, rpmd_thermostat, centroid_tau_fs: ring-polymer beads, thermostat (``pile_l``, ``pile_g``, ``trpmd``,
-            ``none``) and centroid thermostat time (fs), for ``ensemble="rpmd"``.
+        n_beads, rpmd_thermostat, centroid_tau_fs, pile_lambda: ring-polymer beads, thermostat (``pile_l``,
+            ``pile_g``, ``trpmd``, ``none``), centroid thermostat time (fs) and internal-mode friction
+            ``γ_k = 2 λ ω_k`` (λ = 1: critical damping), for ``ensemble="rpmd"``.
         stride: steps between written frames.
         frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks).
         output: HDF5 trajectory path; a checkpoint ``<output>.ckpt.npz`` is kept beside it. If both exist, the run
@@ -321,6 +324,7 @@ def simulate(
         ("temperature_K", temperature_K),
         ("tau_fs", tau_fs),
         ("centroid_tau_fs", centroid_tau_fs),
+        ("pile_lambda", pile_lambda),
     ):
         if not value > 0 or not math.isfinite(value):
             raise ValueError(f"{name} must be positive, got {value}")
@@ -331,22 +335,23 @@ def simulate(
 
     force_field = _load_force_field(model, structures[0], neighbors, skin)
     plan = _Plan(
-        ensemble,
-        float(timestep_fs),
-        float(temperature_K),
-        float(friction_per_fs),
-        float(tau_fs),
-        n_replicas,
-        int(n_beads) if ensemble == "rpmd" else 1,
-        rpmd_thermostat,
-        float(centroid_tau_fs),
-        int(stride),
-        int(frames_per_chunk),
-        bool(remove_rotation),
-        bool(write_forces),
-        int(seed),
-        len(structures[0]),
-        float_dtype().name,
+        ensemble=ensemble,
+        timestep_fs=float(timestep_fs),
+        temperature_K=float(temperature_K),
+        friction_per_fs=float(friction_per_fs),
+        tau_fs=float(tau_fs),
+        n_replicas=n_replicas,
+        n_beads=int(n_beads) if ensemble == "rpmd" else 1,
+        rpmd_thermostat=rpmd_thermostat,
+        centroid_tau_fs=float(centroid_tau_fs),
+        pile_lambda=float(pile_lambda),
+        stride=int(stride),
+        frames_per_chunk=int(frames_per_chunk),
+        remove_rotation=bool(remove_rotation),
+        write_forces=bool(write_forces),
+        seed=int(seed),
+        n_atoms=len(structures[0]),
+        dtype=float_dtype().name,
     )
     dtype = jnp.dtype(plan.dtype)
     masses = jnp.asarray(masses_of(structures[0].numbers), dtype)

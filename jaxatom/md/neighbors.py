@@ -22,7 +22,6 @@ import numpy as np
 from jax_md import partition, space
 
 from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
-from jaxatom.neighbors import all_pairs
 
 __all__ = ["EdgeBuilder", "perpendicular_widths", "MODES"]
 
@@ -237,20 +236,36 @@ class EdgeBuilder:
         dtype = positions.dtype
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
         if self.mode == "all_pairs":
-            receivers, senders = all_pairs(n)
-            n_edge = bucket_size(max(len(senders), 1), EDGE_MULTIPLE)
-            receivers = jnp.asarray(np.pad(receivers, (0, n_edge - len(receivers)), constant_values=n))
-            senders = jnp.asarray(np.pad(senders, (0, n_edge - len(senders)), constant_values=n))
-            shifts = jnp.zeros((n_edge, 3), dtype)
-        else:
-            senders, receivers = neighbors.idx[0], neighbors.idx[1]  # jax-md: (neighbour j, centre i)
-            shifts = jnp.zeros((receivers.shape[0], 3), dtype)
-            if self.periodic:
-                cell = jnp.asarray(self.cell, dtype)
-                fractional = (padded[senders] - padded[receivers]) @ jnp.asarray(np.linalg.inv(self.cell), dtype)
-                shifts = jax.lax.stop_gradient(-jnp.round(fractional) @ cell)
+            return self._all_pairs_graph(padded)
+        senders, receivers = neighbors.idx[0], neighbors.idx[1]  # jax-md: (neighbour j, centre i)
+        shifts = jnp.zeros((receivers.shape[0], 3), dtype)
+        if self.periodic:
+            cell = jnp.asarray(self.cell, dtype)
+            fractional = (padded[senders] - padded[receivers]) @ jnp.asarray(np.linalg.inv(self.cell), dtype)
+            shifts = jax.lax.stop_gradient(-jnp.round(fractional) @ cell)
         padding = (receivers == n)[:, None]
         shifts = jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
+        return self._graph(padded, senders, receivers, shifts)
+
+    def _all_pairs_graph(self, padded: jax.Array) -> Graph:
+        """All pairs ``i < j`` in the first half of the edges and their reverses in the second (``reverse_halves``),
+        each half padded to a multiple of 32 with padding edges of length :data:`PADDING_DISTANCE`."""
+        n = self.n_atoms
+        i, j = np.triu_indices(n, 1)
+        half = EDGE_MULTIPLE // 2 * math.ceil(max(len(i), 1) / (EDGE_MULTIPLE // 2))
+        receivers = np.full(2 * half, n, np.int32)
+        senders = np.full(2 * half, n, np.int32)
+        receivers[: len(i)], senders[: len(i)] = i, j
+        receivers[half : half + len(i)], senders[half : half + len(i)] = j, i
+        shifts = np.zeros((2 * half, 3))
+        shifts[len(i) : half, 0] = PADDING_DISTANCE
+        shifts[half + len(i) :, 0] = -PADDING_DISTANCE  # the reverse of a padding edge
+        dtype = padded.dtype
+        graph = self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), jnp.asarray(shifts, dtype))
+        return graph.replace(reverse_halves=True)
+
+    def _graph(self, padded: jax.Array, senders: jax.Array, receivers: jax.Array, shifts: jax.Array) -> Graph:
+        n, n_node, dtype = self.n_atoms, self.n_node, padded.dtype
         cell = np.zeros((2, 3, 3))
         cell[0] = self.cell
         pbc = np.zeros((2, 3), bool)

@@ -114,7 +114,7 @@ def ring_polymer(
     n_beads: int,
     thermostat: str = "pile_l",
     centroid_tau: float | None = None,
-    pile_lambda: float = 0.5,
+    pile_lambda: float = 1.0,
 ) -> Integrator:
     """RPMD integrator for ``[R, P, N, 3]`` states (time in ASE units).
 
@@ -125,8 +125,8 @@ def ring_polymer(
         n_beads: ``P``.
         thermostat: one of :data:`THERMOSTATS`.
         centroid_tau: centroid thermostat time constant (PILE-L friction ``1/τ``, PILE-G Bussi time ``τ``).
-        pile_lambda: internal-mode friction ``γ_k = 2 λ ω_k`` (λ = 1/2 as in TRPMD, Rossi et al. 2014; 1 is
-            critical damping).
+        pile_lambda: internal-mode friction ``γ_k = 2 λ ω_k``; 1 is critical damping (Ceriotti et al. 2010, and
+            SchNetPack's default), 1/2 the value Rossi et al. (2014) suggest for TRPMD spectra.
     """
     if thermostat not in THERMOSTATS:
         raise ValueError(f"unknown ring-polymer thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")

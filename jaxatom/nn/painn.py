@@ -110,12 +110,15 @@ class PaiNN(nn.Module):
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         f, k = self.n_atom_basis, self.n_interactions
-        r = graph.edge_vectors()
+        r = graph.edge_vectors(first_half=graph.reverse_halves)
         d = safe_norm(r)
         unit = r / jnp.where(d == 0, 1.0, d)[:, None]
         rbf, fcut = expand_distances(self, d)
         n_filter_sets = 1 if self.shared_filters else k
         filter_list = PaiNNFilter(3 * f, n_filter_sets, k, name="filter_net")(rbf, fcut)
+        if graph.reverse_halves:  # second half: the same pairs reversed, same filters, opposite directions
+            unit = jnp.concatenate([unit, -unit])
+            filter_list = [jnp.concatenate([w, w]) for w in filter_list]
 
         q = nn.Embed(MAX_Z, f, embedding_init=nn.initializers.normal(1.0), name="embedding")(graph.species)
         mu = jnp.zeros((q.shape[0], 3, f), q.dtype)

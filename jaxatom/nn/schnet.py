@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxatom.graph import Graph
 from jaxatom.nn.activations import get_activation
@@ -29,6 +30,8 @@ class SchNetInteraction(nn.Module):
         x = Dense(self.n_filters, use_bias=False, name="in2f")(x)
         w = Dense(self.n_filters, name="filter_0")(rbf)
         w = Dense(self.n_filters, name="filter_1")(act(w)) * fcut[:, None]
+        if graph.reverse_halves:  # the filters were computed for the first half of the edges only
+            w = jnp.concatenate([w, w])
         x = jax.ops.segment_sum(x[graph.senders] * w, graph.receivers, num_segments=x.shape[0])
         x = act(Dense(self.n_atom_basis, name="f2out_0")(x))
         return Dense(self.n_atom_basis, name="f2out_1")(x)
@@ -59,7 +62,8 @@ class SchNet(nn.Module):
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
-        d = safe_norm(graph.edge_vectors())
+        # with reverse halves the filters depend on the first half's distances only (half the filter-network work)
+        d = safe_norm(graph.edge_vectors(first_half=graph.reverse_halves))
         rbf, fcut = expand_distances(self, d)
         embed = nn.Embed(MAX_Z, self.n_atom_basis, embedding_init=nn.initializers.normal(1.0), name="embedding")
         x = embed(graph.species)
