@@ -75,10 +75,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _print_md(run, summary: dict) -> None:
     timing = run.timing
     drift = ", ".join(f"{d:.2e}" for d in summary["energy_drift_eV_per_atom_per_ps"])
-    print(
-        f"MD: {run.settings['ensemble']}, {summary['time_ps']:.3g} ps, {timing['steps_per_s']:.0f} steps/s "
-        f"({timing['ns_per_day']:.3g} ns/day; compile {timing['compile_s']:.1f} s)"
-    )
+    if timing["steps_per_s"] == timing["steps_per_s"]:  # not NaN: some steps ran in this call
+        rate, per_day, compile_s = timing["steps_per_s"], timing["ns_per_day"], timing["compile_s"]
+        speed = f"{rate:.0f} steps/s ({per_day:.3g} ns/day; compile {compile_s:.1f} s)"
+    else:
+        speed = "already complete (nothing to run)"
+    print(f"MD: {run.settings['ensemble']}, {summary['time_ps']:.3g} ps, {speed}")
     print(f"  energy drift: {drift} eV/atom/ps (conserved quantity, per replica)")
     temperatures = ", ".join(f"{t:.0f}" for t in summary["mean_temperature_K"])
     print(f"  mean temperature: {temperatures} K")
