@@ -118,7 +118,8 @@ class HostGraph:
     """One unpadded structure with its edges, as numpy arrays on the host. Units: Å.
 
     ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``,
-    ``shifts [e, 3]``.
+    ``shifts [e, 3]``. With ``reverse_halves`` the second half of the edges reverses the first, edge for edge
+    (``e`` is even), and :func:`batch_graphs` keeps that layout for the batch.
     """
 
     positions: np.ndarray
@@ -128,6 +129,7 @@ class HostGraph:
     senders: np.ndarray
     receivers: np.ndarray
     shifts: np.ndarray
+    reverse_halves: bool = False
 
     @property
     def n_node(self) -> int:
@@ -169,6 +171,9 @@ def batch_graphs(
         n_node, n_edge, n_graph: padded sizes; by default the bucket sizes (:func:`bucket_size`) above the totals, with
             at least one padding node and a dummy graph.
         node_multiple, edge_multiple: granularity of the node and edge buckets.
+
+    When every structure lists its edges as reverse halves (as :mod:`jaxatom.neighbors` does) and ``n_edge`` is
+    even, the batch keeps that layout and sets :attr:`Graph.reverse_halves`.
     """
     if len(graphs) == 0:
         raise ValueError("batch_graphs needs at least one structure")
@@ -195,20 +200,31 @@ def batch_graphs(
     cell = np.zeros((n_graph, 3, 3), dtype)
     pbc = np.zeros((n_graph, 3), bool)
     counts = np.zeros(n_graph, np.int32)
+    # Reverse halves: every structure's first half of edges goes to the batch's first half, its second half (the
+    # reverses) to the same offsets in the batch's second half; second-half padding edges point the other way.
+    halves = n_edge % 2 == 0 and all(g.reverse_halves for g in graphs)
+    half = n_edge // 2
+    if halves:
+        shifts[half:, 0] = -PADDING_DISTANCE
 
     node0 = edge0 = 0
     for index, g in enumerate(graphs):
-        node1, edge1 = node0 + g.n_node, edge0 + g.n_edge
+        node1 = node0 + g.n_node
         positions[node0:node1] = g.positions
         species[node0:node1] = g.species
         node_graph[node0:node1] = index
-        senders[edge0:edge1] = g.senders + node0
-        receivers[edge0:edge1] = g.receivers + node0
-        shifts[edge0:edge1] = g.shifts
+        parts = [(slice(edge0, edge0 + g.n_edge), slice(None))]
+        if halves:
+            m = g.n_edge // 2
+            parts = [(slice(edge0, edge0 + m), slice(0, m)), (slice(half + edge0, half + edge0 + m), slice(m, None))]
+        for target, source in parts:
+            senders[target] = g.senders[source] + node0
+            receivers[target] = g.receivers[source] + node0
+            shifts[target] = g.shifts[source]
         cell[index] = g.cell
         pbc[index] = g.pbc
         counts[index] = g.n_node
-        node0, edge0 = node1, edge1
+        node0, edge0 = node1, edge0 + (g.n_edge // 2 if halves else g.n_edge)
     return Graph(
         positions=positions,
         species=species,
@@ -219,4 +235,5 @@ def batch_graphs(
         cell=cell,
         pbc=pbc,
         n_node=counts,
+        reverse_halves=halves,
     )

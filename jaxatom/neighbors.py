@@ -2,10 +2,10 @@
 
 Host-built graphs (data sets, ``Potential.predict``) use the exact full list within the cutoff, with Cartesian image
 shifts, for molecules and for any triclinic cell, mixed periodicity and cells smaller than twice the cutoff (several
-images of one atom are then neighbours); ``ase.neighborlist`` is the test oracle. Edges come sorted by receiver
-(a deterministic order). ``edges="all_pairs"`` gives the static all-pairs regime of DESIGN.md for
-small molecules (every ordered pair; the model's cutoff masks distant ones), which on-device MD uses to avoid lists
-that can overflow.
+images of one atom are then neighbours); ``ase.neighborlist`` is the test oracle. Each pair is listed once in the
+first half of the edges (vesin's half list, sorted) and reversed in the second, so models compute distance-only edge
+features once per pair (:attr:`HostGraph.reverse_halves`). ``edges="all_pairs"`` gives the static all-pairs regime
+of DESIGN.md for small molecules (every ordered pair; the model's cutoff masks distant ones).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ MIN_DISTANCE = 0.1
 
 
 def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs ``(i, j)``, ``i != j``, of ``n_atoms`` atoms: ``(receivers, senders)``, each ``[n(n-1)]``."""
-    i, j = np.nonzero(~np.eye(n_atoms, dtype=bool))
-    return i.astype(np.int32), j.astype(np.int32)
+    """All ordered pairs ``(i, j)``, ``i != j``, of ``n_atoms`` atoms: ``(receivers, senders)``, each ``[n(n-1)]``;
+    the pairs ``i < j`` first, then the same pairs reversed."""
+    i, j = np.triu_indices(n_atoms, 1)
+    return np.concatenate([i, j]).astype(np.int32), np.concatenate([j, i]).astype(np.int32)
 
 
 def neighbor_list(
@@ -40,16 +41,19 @@ def neighbor_list(
     """Exact full neighbour list within ``cutoff`` (Å).
 
     Returns ``(receivers i, senders j, shifts [e, 3] in Å, distances [e])`` with
-    ``positions[j] - positions[i] + shift`` the edge vector.
+    ``positions[j] - positions[i] + shift`` the edge vector. Each pair is listed once in the first half and reversed
+    (``j, i, -shift``) at the same place in the second half (:attr:`HostGraph.reverse_halves`).
     """
     pbc = np.asarray(pbc, bool)
     cell = np.asarray(cell, np.float64)
     if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
         raise ValueError("a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False")
-    calculator = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
+    calculator = NeighborList(cutoff=float(cutoff), full_list=False, sorted=True)
     i, j, s, d = calculator.compute(points=np.asarray(positions, np.float64), box=cell, periodic=pbc, quantities="ijSd")
     shifts = np.asarray(s, np.float64) @ cell
-    return i.astype(np.int32), j.astype(np.int32), shifts, np.asarray(d)
+    receivers = np.concatenate([i, j]).astype(np.int32)
+    senders = np.concatenate([j, i]).astype(np.int32)
+    return receivers, senders, np.concatenate([shifts, -shifts]), np.concatenate([d, d])
 
 
 def _check_structure(positions: np.ndarray, species: np.ndarray) -> None:
@@ -110,6 +114,7 @@ def host_graph(
         senders=senders,
         receivers=receivers,
         shifts=shifts.astype(dtype),
+        reverse_halves=True,
     )
 
 

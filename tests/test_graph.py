@@ -39,12 +39,19 @@ def test_batch_follows_the_padding_contract():
     assert np.all(batch.species[batch.senders[pad]] == 0) and np.all(batch.species[batch.receivers[pad]] == 0)
     lengths = np.linalg.norm(np.asarray(batch.edge_vectors())[pad], axis=1)
     assert np.all(lengths >= PADDING_DISTANCE)
-    # real edges keep their structure's offsets
+    # real edges keep their structure's offsets; each structure's reversed half sits in the batch's second half
+    assert batch.reverse_halves
+    half = batch.senders.shape[0] // 2
     first_water_node = 9
-    water = graphs[1]
-    start = graphs[0].n_edge
-    np.testing.assert_array_equal(batch.senders[start : start + water.n_edge], water.senders + first_water_node)
+    water, m = graphs[1], graphs[1].n_edge // 2
+    start = graphs[0].n_edge // 2
+    np.testing.assert_array_equal(batch.senders[start : start + m], water.senders[:m] + first_water_node)
+    np.testing.assert_array_equal(batch.senders[half + start : half + start + m], water.senders[m:] + first_water_node)
+    vectors = np.asarray(batch.edge_vectors())
+    np.testing.assert_allclose(vectors[half:], -vectors[:half])
     assert batch.pbc[2].all() and not batch.pbc[0].any()
+    # an odd edge count cannot be halved: the plain layout is used
+    assert not batch_graphs(graphs, n_edge=batch.senders.shape[0] + 1).reverse_halves
 
 
 def test_batch_with_explicit_sizes_and_errors():

@@ -58,15 +58,30 @@ def test_small_cell_has_several_images_of_the_same_atom():
     assert len(i) == 42  # 12 + 6 + 24 neighbours of fcc within 5 Å
 
 
+def _assert_reverse_halves(graph):
+    """The second half of the edges reverses the first, edge for edge."""
+    assert graph.reverse_halves and graph.n_edge % 2 == 0
+    half = graph.n_edge // 2
+    np.testing.assert_array_equal(graph.receivers[half:], graph.senders[:half])
+    np.testing.assert_array_equal(graph.senders[half:], graph.receivers[:half])
+    np.testing.assert_array_equal(graph.shifts[half:], -graph.shifts[:half])
+
+
+def test_periodic_lists_come_in_reverse_halves():
+    for atoms, cutoff in _structures().values():
+        _assert_reverse_halves(graph_from_atoms(atoms, cutoff))
+
+
 def test_molecules_get_cutoff_lists_or_all_pairs():
     atoms = molecule("CH3CH2OH")
     cutoff_graph = graph_from_atoms(atoms, cutoff=1.5)
     assert 0 < cutoff_graph.n_edge < 9 * 8
-    assert np.all(np.diff(cutoff_graph.receivers) >= 0)
+    _assert_reverse_halves(cutoff_graph)
     graph = graph_from_atoms(atoms, cutoff=1.0, edges="all_pairs")
     assert graph.n_edge == 9 * 8
     assert not np.any(graph.senders == graph.receivers)
     assert np.all(graph.shifts == 0)
+    _assert_reverse_halves(graph)
     receivers, senders = all_pairs(3)
     assert sorted(zip(receivers.tolist(), senders.tolist(), strict=True)) == [
         (0, 1),

@@ -119,7 +119,9 @@ def test_predictions_are_written_as_npz_or_hdf5(tmp_path, potential, split):
 
     predictions = predict_dataset(potential, split[1], batch_size=8)
     direct = potential.predict([split[1].to_atoms(i) for i in range(len(split[1]))])
-    np.testing.assert_allclose(predictions["energy"], [r["energy"] for r in direct], rtol=1e-9)
+    # different batch sizes round the float32 model energy differently (~1e-7 eV); offsets are added in float64, so
+    # the totals (-310 eV, where a float32 step is 3e-5 eV) still agree far below float32 resolution
+    np.testing.assert_allclose(predictions["energy"], [r["energy"] for r in direct], rtol=0, atol=2e-6)
     np.testing.assert_allclose(predictions["forces"], np.concatenate([r["forces"] for r in direct]), atol=1e-6)
     metrics = error_metrics(predictions, split[1])
     assert metrics["energy_mae_kcal_mol"] == pytest.approx(metrics["energy_mae_eV"] / 0.0433641, rel=1e-5)
