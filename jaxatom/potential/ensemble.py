@@ -22,11 +22,10 @@ from ase import Atoms
 from flax import serialization
 
 from jaxatom.graph import Graph, HostGraph, batch_graphs
-from jaxatom.neighbors import graph_from_atoms
 from jaxatom.nn.model import EnergyModel
 from jaxatom.potential.evaluate import evaluate
 from jaxatom.potential.io import load_model
-from jaxatom.potential.potential import Potential, _symbols
+from jaxatom.potential.potential import Potential, _symbols, predict_structures
 
 __all__ = ["PotentialEnsemble", "evaluate_ensemble", "evaluate_ensemble_jit"]
 
@@ -185,16 +184,7 @@ class PotentialEnsemble:
 
         Offsets are added and the statistics taken in float64 on the host.
         """
-        single = isinstance(structures, Atoms)
-        atoms_list = [structures] if single else list(structures)
-        graphs = []
-        for atoms in atoms_list:
-            self.check_elements(atoms.numbers)
-            graphs.append(graph_from_atoms(atoms, self.cutoff))
-        results = []
-        for start in range(0, len(graphs), batch_size):
-            results.extend(self.predict_graphs(graphs[start : start + batch_size]))
-        return results[0] if single else results
+        return predict_structures(structures, self.cutoff, self.check_elements, self.predict_graphs, batch_size)
 
     def predict_graphs(
         self, graphs: Sequence[HostGraph], n_node: int | None = None, n_edge: int | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -136,16 +136,7 @@ class Potential:
         Takes one ``ase.Atoms`` (returns one dict) or a list of them (returns a list of dicts), evaluated in padded
         batches of up to ``batch_size`` structures.
         """
-        single = isinstance(structures, Atoms)
-        atoms_list = [structures] if single else list(structures)
-        graphs = []
-        for atoms in atoms_list:
-            self.check_elements(atoms.numbers)
-            graphs.append(graph_from_atoms(atoms, self.cutoff))
-        results = []
-        for start in range(0, len(graphs), batch_size):
-            results.extend(self._predict_batch(graphs[start : start + batch_size]))
-        return results[0] if single else results
+        return predict_structures(structures, self.cutoff, self.check_elements, self._predict_batch, batch_size)
 
     def _predict_batch(self, graphs: list[HostGraph]) -> list[dict]:
         batch = batch_graphs(graphs)
@@ -172,6 +163,27 @@ class Potential:
         from jaxatom.potential.io import save_model
 
         save_model(self, path)
+
+
+def predict_structures(
+    structures: Atoms | Sequence[Atoms],
+    cutoff: float,
+    check_elements: Callable[[Iterable[int]], None],
+    predict_batch: Callable[[list[HostGraph]], list[dict]],
+    batch_size: int,
+) -> dict | list[dict]:
+    """Check each structure's elements, build its host graph and predict in batches of ``batch_size``: one dict for
+    one ``ase.Atoms``, a list for a list (shared by :class:`Potential` and ensembles)."""
+    single = isinstance(structures, Atoms)
+    atoms_list = [structures] if single else list(structures)
+    graphs = []
+    for atoms in atoms_list:
+        check_elements(atoms.numbers)
+        graphs.append(graph_from_atoms(atoms, cutoff))
+    results = []
+    for start in range(0, len(graphs), batch_size):
+        results.extend(predict_batch(graphs[start : start + batch_size]))
+    return results[0] if single else results
 
 
 def _normalise_elements(elements: Sequence[int | str]) -> tuple[int, ...]:
