@@ -450,3 +450,16 @@ def test_trajectory_is_readable_while_the_writer_has_it_open(tmp_path):
         assert read_trajectory(path)["time"].tolist() == [0.5, 1.0]
     finally:
         writer.close()
+
+
+def test_remove_rotation_fixes_angular_momentum_and_counts_degrees_of_freedom(x64):
+    atoms = molecule("CH3CH2OH")
+    free = from_energy(lambda x: 0.0 * jnp.sum(x))
+    run = simulate(free, atoms, steps=20, stride=10, frames_per_chunk=2, remove_rotation=True, progress=False)
+    masses = masses_of(atoms.numbers)
+    positions, velocities = run.frames["positions"][:, 0], run.frames["velocities"][:, 0]
+    com = np.einsum("n,fnk->fk", masses, positions) / masses.sum()
+    angular = np.einsum("n,fnk->fk", masses, np.cross(positions - com[:, None], velocities))
+    assert np.abs(angular).max() < 1e-10
+    kinetic = run.frames["kinetic_energy"][:, 0]
+    np.testing.assert_allclose(run.frames["temperature"][:, 0], 2 * kinetic / ((3 * len(atoms) - 6) * BOLTZMANN))

@@ -152,7 +152,7 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
         momenta = draw(keys)
         if plan.ensemble in ("nve", "nose_hoover"):
             momenta = remove_com_momentum(momenta, masses)
-            if plan.remove_rotation and force_field.edges is not None and not force_field.edges.periodic:
+            if plan.remove_rotation and not np.any(structures[0].pbc):
                 momenta = remove_rotation(positions, momenta, masses)
     if beads:
         positions = jnp.broadcast_to(positions[:, None], momenta.shape)
@@ -355,7 +355,7 @@ def simulate(
     )
     dtype = jnp.dtype(plan.dtype)
     masses = jnp.asarray(masses_of(structures[0].numbers), dtype)
-    periodic = bool(np.all(structures[0].pbc))
+    periodic = bool(np.any(structures[0].pbc))
     integrator, dof = _integrator(plan, masses, periodic)
     compute = _compute_fn(force_field, plan.n_atoms)
     observe = _observe_fn(plan, integrator, masses, dof)
