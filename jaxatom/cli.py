@@ -89,14 +89,13 @@ def _print_md(run, summary: dict) -> None:
 
 
 def _md(args: argparse.Namespace) -> int:
-    from jaxatom.md.driver import CheckpointMismatch
     from jaxatom.md.run import MDConfigError, load_md_config, md_run, report
     from jaxatom.potential import ModelFileError
 
     try:
         config = load_md_config(args.config, args.overrides)
         run = md_run(config, progress=not args.quiet)
-    except (MDConfigError, CheckpointMismatch, ModelFileError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (MDConfigError, ModelFileError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
         print(f"jaxatom md: {err}", file=sys.stderr)
         return 2
     _print_md(run, report(run.output))

@@ -463,3 +463,13 @@ def test_remove_rotation_fixes_angular_momentum_and_counts_degrees_of_freedom(x6
     assert np.abs(angular).max() < 1e-10
     kinetic = run.frames["kinetic_energy"][:, 0]
     np.testing.assert_allclose(run.frames["temperature"][:, 0], 2 * kinetic / ((3 * len(atoms) - 6) * BOLTZMANN))
+
+
+def test_an_exploding_simulation_stops_with_a_clear_error_and_keeps_the_written_frames(x64, tmp_path):
+    atoms = hydrogen_atoms(2)
+    stiff = harmonic(1.0e4, jnp.asarray(atoms.positions))  # ω·dt ≈ 10 at 1 fs: velocity Verlet is unstable
+    path = tmp_path / "boom.h5"
+    with pytest.raises(FloatingPointError, match="blew up between steps"):
+        simulate(stiff, atoms, steps=1000, timestep_fs=1.0, stride=1, frames_per_chunk=50, output=path, progress=False)
+    frames = read_trajectory(path)
+    assert len(frames["time"]) > 0 and np.all(np.isfinite(frames["positions"]))

@@ -42,6 +42,8 @@ from jaxatom.potential import Potential, PotentialEnsemble, load_model
 __all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch"]
 
 ENSEMBLES = ("nve", "langevin", "nose_hoover", "rpmd")
+#: Reruns of one chunk with growing neighbour-list capacity before the run is stopped.
+MAX_RERUNS = 8
 
 
 class CheckpointMismatch(ValueError):
@@ -401,6 +403,7 @@ def simulate(
                 compiled, timing, integrator, compute, observe, plan, force_field, params, state, n_frames
             )
             frames = _host_frames(frames, state, force_field, plan, n_frames)
+            _check_finite(frames, done_frames * plan.stride, output)
             done_frames += n_frames
             if writer is not None:
                 writer.append(frames)
@@ -428,7 +431,7 @@ def simulate(
 
 def _run_chunk(compiled, timing, integrator, compute, observe, plan, force_field, params, state, n_frames):
     """Run one chunk; on a neighbour-list overflow grow the capacity and rerun it from the same state and keys."""
-    while True:
+    for _attempt in range(MAX_RERUNS + 1):
         capacity = None if state.neighbors is None else state.neighbors.max_occupancy
         key = (n_frames, capacity)
         if key not in compiled:
@@ -452,6 +455,24 @@ def _run_chunk(compiled, timing, integrator, compute, observe, plan, force_field
             file=sys.stderr,
         )
         state = state.replace(neighbors=grown)
+    raise RuntimeError(
+        f"the neighbour list still overflowed after {MAX_RERUNS} reruns of the chunk at step {int(state.step)} "
+        f"(capacity {state.neighbors.max_occupancy}); the system is probably collapsing or exploding: check the "
+        "structure, the time step and the model"
+    )
+
+
+def _check_finite(frames: dict, first_step: int, output: Path | None) -> None:
+    """Stop before writing a chunk whose energies or positions are not finite (an exploding simulation)."""
+    checked = ("positions", "potential_energy", "kinetic_energy")
+    bad = [name for name in checked if not np.all(np.isfinite(frames[name]))]
+    if bad:
+        kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
+        raise FloatingPointError(
+            f"the simulation blew up between steps {first_step} and {int(frames['step'][-1])}: {', '.join(bad)} "
+            f"became NaN or infinite{kept}. Use a smaller time step, check the starting structure (overlapping "
+            "atoms, wrong units) and whether the model was trained on such configurations"
+        )
 
 
 def _host_frames(frames: dict, state: MDState, force_field: ForceField, plan: _Plan, n_frames: int) -> dict:
