@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from jaxatom.errors import JaxAtomError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, enable_x64
 from jaxatom.neighbors import graph_from_atoms
 from jaxatom.potential import ModelFileError, Potential, load_model
@@ -15,6 +16,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 __all__ = [
     "Graph",
     "HostGraph",
+    "JaxAtomError",
     "ModelFileError",
     "Potential",
     "batch_graphs",

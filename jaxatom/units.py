@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from ase import units as _ase
 
+from jaxatom.errors import JaxAtomError
+
 __all__ = [
     "UnitError",
     "Unit",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class UnitError(ValueError):
+class UnitError(JaxAtomError, ValueError):
     """A unit string that cannot be parsed or converted."""
 
 

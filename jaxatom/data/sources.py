@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from jaxatom.data.dataset import Dataset, internal_unit
 from jaxatom.data.formats import read_md17_npz, read_rmd17_npz
+from jaxatom.errors import JaxAtomError
 from jaxatom.units import unit_factor
 
 __all__ = [
@@ -172,7 +173,7 @@ _QM9_ATOMREF_COLUMNS = ("zpve", "energy_U0", "energy_U", "enthalpy_H", "free_ene
 # -- data directory and downloads --------------------------------------------------------------------------------
 
 
-class DownloadError(RuntimeError):
+class DownloadError(JaxAtomError, RuntimeError):
     """A download that failed or fetched something other than what was expected."""
 
 

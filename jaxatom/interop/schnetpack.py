@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxatom.errors import JaxAtomError
 from jaxatom.nn import Atomwise, PaiNN, SchNet
 from jaxatom.nn.schnet import MAX_Z
 from jaxatom.potential import Potential
@@ -36,7 +37,7 @@ SUPPORTED = (
 )
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(JaxAtomError, ValueError):
     """The SchNetPack model contains a module or setting that jaxatom cannot reproduce exactly."""
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
+from jaxatom.errors import JaxAtomError
 from jaxatom.graph import float_dtype
 from jaxatom.md import rpmd
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
@@ -46,7 +47,7 @@ ENSEMBLES = ("nve", "langevin", "nose_hoover", "rpmd")
 MAX_RERUNS = 8
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(JaxAtomError, ValueError):
     """The checkpoint next to an output file was written by a run with different settings."""
 
 

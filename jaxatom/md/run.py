@@ -15,6 +15,7 @@ import yaml
 from ase import Atoms
 from ase.io import read
 
+from jaxatom.errors import ConfigError
 from jaxatom.graph import enable_x64
 from jaxatom.md import analysis
 from jaxatom.md.driver import simulate
@@ -33,7 +34,7 @@ DEFAULT_MD: dict[str, Any] = {
 }
 
 
-class MDConfigError(ValueError):
+class MDConfigError(ConfigError):
     """An MD configuration is incomplete or names unknown settings."""
 
 

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from flax import serialization, traverse_util
 
+from jaxatom.errors import JaxAtomError
 from jaxatom.nn.heads import Atomwise
 from jaxatom.nn.model import EnergyModel
 from jaxatom.nn.painn import PaiNN
@@ -36,7 +37,7 @@ PARAMS_FILE = "params.msgpack"
 MODULES = {"SchNet": SchNet, "PaiNN": PaiNN, "Atomwise": Atomwise}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(JaxAtomError, ValueError):
     """A model file that is missing, incomplete, from a newer format or inconsistent with its parameters."""
 
 

@@ -6,11 +6,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from jaxatom.errors import ConfigError
+
 __all__ = ["TrainConfig", "StepConfig", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot work; raised before anything is computed."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
+from jaxatom.errors import JaxAtomError
 from jaxatom.potential import Potential
 from jaxatom.train.checkpoint import Checkpoints
 from jaxatom.train.config import ConfigError, TrainConfig
@@ -32,7 +33,7 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(JaxAtomError, RuntimeError):
     """The loss or its gradient became NaN or infinite."""
 
 
