@@ -44,14 +44,14 @@ def _print_evaluation(run_dir: Path, metrics: dict) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from jaxatom.train.config import ConfigError
+    from jaxatom.errors import JaxAtomError
     from jaxatom.train.run import evaluate_run, load_run_config, train_run
 
     try:
         config = load_run_config(args.config, args.overrides)
         train_run(config, progress=not args.quiet)
         metrics = evaluate_run(config["run_dir"]) if config["data"]["test"] != 0 else None
-    except (ConfigError, FileNotFoundError, KeyError) as err:
+    except (JaxAtomError, FileNotFoundError, KeyError) as err:
         print(f"jaxatom train: {err}", file=sys.stderr)
         return 2
     if metrics is not None:
@@ -89,15 +89,9 @@ def _print_md(run, summary: dict) -> None:
 
 
 def _md(args: argparse.Namespace) -> int:
-    from jaxatom.md.run import MDConfigError, load_md_config, md_run, report
-    from jaxatom.potential import ModelFileError
+    from jaxatom.md.run import load_md_config, md_run, report
 
-    try:
-        config = load_md_config(args.config, args.overrides)
-        run = md_run(config, progress=not args.quiet)
-    except (MDConfigError, ModelFileError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
-        print(f"jaxatom md: {err}", file=sys.stderr)
-        return 2
+    run = md_run(load_md_config(args.config, args.overrides), progress=not args.quiet)
     _print_md(run, report(run.output))
     return 0
 
@@ -198,15 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may also follow options (``md run.yaml --quiet steps=10``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     if args.command in ("quickstart", "train", "evaluate", "md"):
         from jaxatom.runtime import tune_cpu_allocator
 
         with warnings.catch_warnings():  # called in-process after JAX started (tests, notebooks) it just does nothing
             warnings.simplefilter("ignore")
             tune_cpu_allocator()  # the CLI is a launcher, so it may make this process-wide choice
-    return args.run(args)
+    from jaxatom.errors import JaxAtomError
+
+    try:
+        return args.run(args)
+    except (JaxAtomError, FileNotFoundError, FileExistsError, PermissionError) as err:
+        print(f"jaxatom {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

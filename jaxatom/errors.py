@@ -13,6 +13,7 @@ __all__ = [
     "StructureError",
     "DataError",
     "DiskFullError",
+    "OutputExistsError",
     "RunInUseError",
 ]
 
@@ -36,6 +37,10 @@ class DataError(JaxAtomError, ValueError):
 
 class DiskFullError(JaxAtomError, OSError):
     """There is not enough free space to write a result; what was written before is kept."""
+
+
+class OutputExistsError(JaxAtomError, FileExistsError):
+    """An output file exists that the run cannot continue from; choose another output or overwrite it."""
 
 
 class RunInUseError(JaxAtomError, RuntimeError):

@@ -14,10 +14,12 @@ import numpy as np
 from ase import Atoms
 from vesin import NeighborList
 
+from jaxatom.errors import StructureError
 from jaxatom.graph import HostGraph, float_dtype
 
 __all__ = [
     "MIN_DISTANCE",
+    "check_structure",
     "all_pairs",
     "neighbor_list",
     "host_graph",
@@ -46,8 +48,6 @@ def neighbor_list(
     """
     pbc = np.asarray(pbc, bool)
     cell = np.asarray(cell, np.float64)
-    if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
-        raise ValueError("a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False")
     calculator = NeighborList(cutoff=float(cutoff), full_list=False, sorted=True)
     i, j, s, d = calculator.compute(points=np.asarray(positions, np.float64), box=cell, periodic=pbc, quantities="ijSd")
     shifts = np.asarray(s, np.float64) @ cell
@@ -56,18 +56,41 @@ def neighbor_list(
     return receivers, senders, np.concatenate([shifts, -shifts]), np.concatenate([d, d])
 
 
-def _check_structure(positions: np.ndarray, species: np.ndarray) -> None:
+def check_structure(
+    positions: np.ndarray, species: np.ndarray, cell: np.ndarray | None = None, pbc: np.ndarray | bool = False
+) -> None:
+    """Refuse a structure no model can evaluate: wrong shapes, no atoms, NaN or infinite positions, atomic numbers
+    outside 1..99, a periodic structure without a cell, or two atoms closer than :data:`MIN_DISTANCE` (also across
+    periodic boundaries). Every entry point (data sets, ``predict``, the ASE calculator, MD) uses this check.
+
+    Raises:
+        StructureError: naming the problem, the atoms involved and the fix.
+    """
+    positions = np.asarray(positions, np.float64)
+    species = np.asarray(species)
     if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) != len(species):
-        raise ValueError(
+        raise StructureError(
             f"positions must have shape [n_atoms, 3] matching {len(species)} atomic numbers, got {positions.shape}"
         )
     if len(species) == 0:
-        raise ValueError("a structure needs at least one atom")
+        raise StructureError("a structure needs at least one atom")
     if not np.all(np.isfinite(positions)):
         bad = np.nonzero(~np.all(np.isfinite(positions), axis=1))[0]
-        raise ValueError(f"positions of atoms {bad.tolist()} are NaN or infinite; fix the input structure")
+        raise StructureError(f"positions of atoms {bad.tolist()} are NaN or infinite; fix the input structure")
     if np.any(species < 1) or np.any(species > 99):
-        raise ValueError(f"atomic numbers must be in 1..99, got {sorted(set(species.tolist()))}")
+        raise StructureError(f"atomic numbers must be in 1..99, got {sorted(set(species.tolist()))}")
+    pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
+    if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
+        raise StructureError("a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False")
+    calculator = NeighborList(cutoff=MIN_DISTANCE, full_list=False)
+    i, j, d = calculator.compute(points=positions, box=cell, periodic=pbc, quantities="ijd")
+    if len(d):
+        k = int(np.argmin(d))
+        raise StructureError(
+            f"atoms {int(i[k])} and {int(j[k])} overlap (distance {d[k]:.3g} Å < {MIN_DISTANCE} Å); check the "
+            "structure, its units (Å) and its cell"
+        )
 
 
 def host_graph(
@@ -81,11 +104,11 @@ def host_graph(
     """Build the :class:`HostGraph` of one structure given as arrays (positions in Å, atomic numbers).
 
     ``edges="cutoff"`` lists the pairs within ``cutoff``; ``"all_pairs"`` lists every ordered pair of a non-periodic
-    structure. Raises ``ValueError`` for wrong shapes, NaN positions, invalid atomic numbers and overlapping atoms.
+    structure. Raises :class:`~jaxatom.errors.StructureError` for what :func:`check_structure` refuses.
     """
     positions = np.asarray(positions, np.float64)
     species = np.asarray(species, np.int32)
-    _check_structure(positions, species)
+    check_structure(positions, species, cell, pbc)
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, bool), (3,)).copy()
     if edges == "all_pairs":
@@ -93,18 +116,10 @@ def host_graph(
             raise ValueError("all-pairs edges are for non-periodic molecules; use edges='cutoff' for periodic input")
         receivers, senders = all_pairs(len(species))
         shifts = np.zeros((len(senders), 3))
-        distances = np.linalg.norm(positions[senders] - positions[receivers], axis=1)
     elif edges == "cutoff":
-        receivers, senders, shifts, distances = neighbor_list(positions, cell, pbc, cutoff)
+        receivers, senders, shifts, _ = neighbor_list(positions, cell, pbc, cutoff)
     else:
         raise ValueError(f"edges must be 'cutoff' or 'all_pairs', got {edges!r}")
-    close = distances < MIN_DISTANCE
-    if close.any():
-        k = int(np.argmax(close))
-        raise ValueError(
-            f"atoms {int(receivers[k])} and {int(senders[k])} overlap (distance {distances[k]:.3g} Å < "
-            f"{MIN_DISTANCE} Å); check the structure and its cell"
-        )
     dtype = float_dtype()
     return HostGraph(
         positions=positions.astype(dtype),

@@ -16,6 +16,8 @@ import numpy as np
 from ase import units as ase_units
 from numpy.typing import ArrayLike
 
+from jaxatom.errors import DataError
+
 __all__ = [
     "CM1_PER_THZ",
     "Spectrum",
@@ -52,26 +54,26 @@ def _array(
     array = np.asarray(values, dtype=np.float64)
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if array.ndim not in ndims or (last is not None and array.shape[-1] != last):
-        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+        raise DataError(f"{name} must have shape {shape}, got {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or inf; remove or repair those frames before the analysis")
+        raise DataError(f"{name} contains NaN or inf; remove or repair those frames before the analysis")
     return array
 
 
 def _frames(n_frames: int, minimum: int, name: str) -> None:
     if n_frames < minimum:
-        raise ValueError(f"{name} has {n_frames} frames, at least {minimum} are needed; run or store more frames")
+        raise DataError(f"{name} has {n_frames} frames, at least {minimum} are needed; run or store more frames")
 
 
 def _positive(value: float, name: str) -> float:
     if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
+        raise DataError(f"{name} must be a positive finite number, got {value}")
     return float(value)
 
 
 def _positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise DataError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -84,10 +86,10 @@ def energy_drift(time_fs: ArrayLike, energy: ArrayLike, n_atoms: int) -> float |
     time = _array(time_fs, "time_fs", "[T]", 1)
     values = _array(energy, "energy", "[T] or [T, R]", (1, 2))
     if values.shape[0] != time.shape[0]:
-        raise ValueError(f"time_fs has {time.shape[0]} frames, energy {values.shape[0]}; pass one time per frame")
+        raise DataError(f"time_fs has {time.shape[0]} frames, energy {values.shape[0]}; pass one time per frame")
     _frames(time.shape[0], 2, "energy")
     if np.any(np.diff(time) <= 0):
-        raise ValueError("time_fs must be strictly increasing (one time per frame, in fs)")
+        raise DataError("time_fs must be strictly increasing (one time per frame, in fs)")
     slope = np.polyfit(time / 1000.0, values, 1)[0] / _positive_int(n_atoms, "n_atoms")
     return float(slope) if values.ndim == 1 else slope
 
@@ -103,9 +105,9 @@ def energy_fluctuation(energy: ArrayLike, n_atoms: int) -> float | np.ndarray:
 def _masses(masses: ArrayLike, n_atoms: int) -> np.ndarray:
     m = _array(masses, "masses", f"[N] = [{n_atoms}]", 1)
     if m.shape[0] != n_atoms:
-        raise ValueError(f"masses has {m.shape[0]} entries but there are {n_atoms} atoms; pass one mass per atom")
+        raise DataError(f"masses has {m.shape[0]} entries but there are {n_atoms} atoms; pass one mass per atom")
     if np.any(m <= 0):
-        raise ValueError("masses must be positive (amu)")
+        raise DataError("masses must be positive (amu)")
     return m
 
 
@@ -121,7 +123,7 @@ def degrees_of_freedom(n_atoms: int, remove_com: bool = True, remove_rotation: b
     removed (or conserved, as in NVE), minus 3 more when the overall rotation is removed too (3N − 6)."""
     n_dof = 3 * _positive_int(n_atoms, "n_atoms") - 3 * int(remove_com) - 3 * int(remove_rotation)
     if n_dof < 1:
-        raise ValueError(f"{n_atoms} atoms leave {n_dof} degrees of freedom after removing COM motion/rotation")
+        raise DataError(f"{n_atoms} atoms leave {n_dof} degrees of freedom after removing COM motion/rotation")
     return n_dof
 
 
@@ -155,7 +157,7 @@ def _power_spectrum(
     n_frames = series.shape[0]
     _frames(n_frames, _MIN_SPECTRUM_FRAMES, "the time series")
     if window is not None and window not in _WINDOWS:
-        raise ValueError(f"unknown window {window!r}; use one of {sorted(_WINDOWS)} or None (no window)")
+        raise DataError(f"unknown window {window!r}; use one of {sorted(_WINDOWS)} or None (no window)")
     n_fft = n_frames * _positive_int(pad_factor, "pad_factor")
     centred = series - series.mean(axis=0)
     if window is not None:
@@ -169,7 +171,7 @@ def _spectrum(frequency_per_fs: np.ndarray, intensity: np.ndarray, what: str) ->
     cm1 = thz * CM1_PER_THZ
     area = intensity.sum() * (cm1[1] - cm1[0])
     if not area > 0:
-        raise ValueError(f"the {what} do not change in time (after removing the mean), so the spectrum is zero")
+        raise DataError(f"the {what} do not change in time (after removing the mean), so the spectrum is zero")
     return Spectrum(frequency_cm1=cm1, frequency_thz=thz, intensity=intensity / area)
 
 
@@ -231,14 +233,14 @@ def _atom_indices(atoms: ArrayLike | None, n_atoms: int) -> np.ndarray:
     selection = np.asarray(atoms)
     if selection.dtype == bool:
         if selection.shape != (n_atoms,):
-            raise ValueError(f"a boolean atom mask must have shape [N] = [{n_atoms}], got {selection.shape}")
+            raise DataError(f"a boolean atom mask must have shape [N] = [{n_atoms}], got {selection.shape}")
         selection = np.flatnonzero(selection)
     elif selection.ndim != 1 or not np.issubdtype(selection.dtype, np.integer):
-        raise ValueError("atoms must be None, a 1D array of integer atom indices, or a boolean mask [N]")
+        raise DataError("atoms must be None, a 1D array of integer atom indices, or a boolean mask [N]")
     if selection.size == 0:
-        raise ValueError("the atom selection is empty; select at least one atom")
+        raise DataError("the atom selection is empty; select at least one atom")
     if selection.min() < -n_atoms or selection.max() >= n_atoms:
-        raise ValueError(f"atom indices must lie in [0, {n_atoms}), got {selection.min()}..{selection.max()}")
+        raise DataError(f"atom indices must lie in [0, {n_atoms}), got {selection.min()}..{selection.max()}")
     return selection
 
 
@@ -259,7 +261,7 @@ def mean_square_displacement(
     _frames(n_frames, 2, "positions")
     max_lag = max(n_frames // 2, 1) if max_lag_fs is None else int(round(_positive(max_lag_fs, "max_lag_fs") / dt))
     if not 1 <= max_lag <= n_frames - 1:
-        raise ValueError(
+        raise DataError(
             f"max_lag_fs = {max_lag_fs} fs is {max_lag} frames; it must be between dt_fs and {(n_frames - 1) * dt} fs"
         )
     selected = x[:, _atom_indices(atoms, x.shape[1])]
@@ -297,20 +299,20 @@ def diffusion_coefficient(
     lag = _array(lag_fs, "lag_fs", "[L]", 1)
     values = _array(msd, "msd", "[L]", 1)
     if lag.shape != values.shape:
-        raise ValueError(f"lag_fs {lag.shape} and msd {values.shape} must have the same shape [L]")
+        raise DataError(f"lag_fs {lag.shape} and msd {values.shape} must have the same shape [L]")
     if dim not in (1, 2, 3):
-        raise ValueError(f"dim must be 1, 2 or 3, got {dim!r}")
+        raise DataError(f"dim must be 1, 2 or 3, got {dim!r}")
     if fit_range_fs is not None and fit_fraction is not None:
-        raise ValueError("give either fit_range_fs (in fs) or fit_fraction (of the largest lag), not both")
+        raise DataError("give either fit_range_fs (in fs) or fit_fraction (of the largest lag), not both")
     if fit_range_fs is None:
         low, high = (0.2, 0.8) if fit_fraction is None else fit_fraction
         if not 0.0 <= low < high <= 1.0:
-            raise ValueError(f"fit_fraction must satisfy 0 <= start < end <= 1, got {fit_fraction}")
+            raise DataError(f"fit_fraction must satisfy 0 <= start < end <= 1, got {fit_fraction}")
         fit_range_fs = (low * lag.max(), high * lag.max())
     start, end = (float(t) for t in fit_range_fs)
     inside = (lag >= start) & (lag <= end)
     if inside.sum() < 2:
-        raise ValueError(
+        raise DataError(
             f"the fit range {start}..{end} fs holds {inside.sum()} MSD points, at least 2 are needed; "
             f"widen it (the lags span {lag.min()}..{lag.max()} fs)"
         )
@@ -327,10 +329,10 @@ def _pair_indices(species: ArrayLike | None, pair: tuple[int, int] | None, n_ato
     if pair is None:
         return np.triu_indices(n_atoms, 1)
     if species is None:
-        raise ValueError("pair = (Za, Zb) needs species, the atomic number of every atom [N]")
+        raise DataError("pair = (Za, Zb) needs species, the atomic number of every atom [N]")
     z = np.asarray(species)
     if z.shape != (n_atoms,):
-        raise ValueError(f"species must have shape [N] = [{n_atoms}], got {z.shape}")
+        raise DataError(f"species must have shape [N] = [{n_atoms}], got {z.shape}")
     first, second = np.flatnonzero(z == pair[0]), np.flatnonzero(z == pair[1])
     if pair[0] == pair[1]:
         i, j = np.triu_indices(first.size, 1)
@@ -342,16 +344,16 @@ def _pair_indices(species: ArrayLike | None, pair: tuple[int, int] | None, n_ato
 def _cells(cell: ArrayLike | None, n_frames: int) -> np.ndarray:
     """Cells ``[T, 3, 3]`` (rows = lattice vectors) from one cell ``[3, 3]`` or one per frame."""
     if cell is None:
-        raise ValueError(
+        raise DataError(
             "cell is None: g(r) is normalised by the number density of a periodic system, so it needs the cell "
             "[3, 3] (rows = lattice vectors, Å); for a free molecule histogram the pair distances directly"
         )
     cells = _array(cell, "cell", "[3, 3] or [T, 3, 3]", (2, 3), last=3)
     cells = np.broadcast_to(cells, (n_frames, 3, 3)) if cells.shape == (3, 3) else cells
     if cells.shape != (n_frames, 3, 3):
-        raise ValueError(f"cell must have shape [3, 3] or [T, 3, 3] = [{n_frames}, 3, 3], got {cells.shape}")
+        raise DataError(f"cell must have shape [3, 3] or [T, 3, 3] = [{n_frames}, 3, 3], got {cells.shape}")
     if np.any(np.abs(np.linalg.det(cells)) < 1e-8):
-        raise ValueError("the cell is singular (zero volume); pass three independent lattice vectors as rows")
+        raise DataError("the cell is singular (zero volume); pass three independent lattice vectors as rows")
     return cells
 
 
@@ -386,13 +388,13 @@ def radial_distribution_function(
     r_max = _positive(r_max, "r_max")
     limit = min(_perpendicular_widths(c).min() for c in cells) / 2
     if r_max > limit:
-        raise ValueError(
+        raise DataError(
             f"r_max = {r_max} Å exceeds half the smallest perpendicular cell width ({limit:.4g} Å), where the minimum "
             "image is no longer unique; lower r_max or use a larger supercell"
         )
     i, j = _pair_indices(species, pair, n_atoms)
     if i.size == 0:
-        raise ValueError(f"no atom pairs for pair = {pair}; check species and pair (atomic numbers)")
+        raise DataError(f"no atom pairs for pair = {pair}; check species and pair (atomic numbers)")
     edges = np.linspace(0.0, r_max, _positive_int(n_bins, "n_bins") + 1)
     shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
     g = np.zeros(edges.size - 1)
@@ -454,7 +456,7 @@ def plot_spectrum(spectrum: Spectrum, path: str | Path, unit: str = "cm-1", max_
     ``max_frequency`` in that unit (default: the whole grid); writes a PNG to ``path``."""
     axes_by_unit = {"cm-1": (spectrum.frequency_cm1, "wavenumber (cm⁻¹)"), "THz": (spectrum.frequency_thz, "THz")}
     if unit not in axes_by_unit:
-        raise ValueError(f"unit must be 'cm-1' or 'THz', got {unit!r}")
+        raise DataError(f"unit must be 'cm-1' or 'THz', got {unit!r}")
     frequency, label = axes_by_unit[unit]
     figure, (axes,) = _figure()
     axes.plot(frequency, spectrum.intensity, lw=1)

@@ -5,7 +5,9 @@ and reports progress. A restart truncates the trajectory to the checkpoint and c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -16,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
-from jaxatom.errors import JaxAtomError
+from jaxatom.errors import ConfigError, DiskFullError, JaxAtomError, OutputExistsError, StructureError
+from jaxatom.files import exclusive_lock, format_bytes, free_bytes, is_disk_full, require_free_space
 from jaxatom.graph import float_dtype
 from jaxatom.md import rpmd
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
@@ -37,10 +41,12 @@ from jaxatom.md.state import (
     remove_rotation,
     temperature,
 )
+from jaxatom.md.trajectory import FORMAT as TRAJECTORY_FORMAT
 from jaxatom.md.trajectory import TrajectoryWriter
+from jaxatom.neighbors import check_structure
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
 
-__all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch"]
+__all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
 
 ENSEMBLES = ("nve", "langevin", "nose_hoover", "rpmd")
 #: Reruns of one chunk with growing neighbour-list capacity before the run is stopped.
@@ -48,7 +54,15 @@ MAX_RERUNS = 8
 
 
 class CheckpointMismatch(JaxAtomError, ValueError):
-    """The checkpoint next to an output file was written by a run with different settings."""
+    """The checkpoint next to an output file was written by a run with different settings or another model."""
+
+
+class SimulationFailed(JaxAtomError, RuntimeError):
+    """The simulation cannot go on (e.g. its neighbour list keeps overflowing); what was written is kept."""
+
+
+class SimulationBlewUp(SimulationFailed, FloatingPointError):
+    """Positions or energies became NaN or infinite; the chunk was not written."""
 
 
 @dataclass
@@ -91,11 +105,10 @@ def _check_atoms(structures: Sequence[Atoms]) -> None:
         if not isinstance(atoms, Atoms):
             raise TypeError(f"expected ase.Atoms, got {type(atoms).__name__}")
         if not np.array_equal(atoms.numbers, first.numbers):
-            raise ValueError(
+            raise StructureError(
                 "all starting structures of a multi-replica run must have the same atoms in the same order"
             )
-        if not np.all(np.isfinite(atoms.positions)):
-            raise ValueError("the starting structure has NaN or infinite positions; fix the input structure")
+        check_structure(atoms.positions, atoms.numbers, np.asarray(atoms.cell[:]), atoms.pbc)
 
 
 @dataclass(frozen=True)
@@ -303,14 +316,14 @@ def simulate(
     """
     structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
     if not structures:
-        raise ValueError("simulate needs a starting structure")
+        raise ConfigError("simulate needs a starting structure")
     _check_atoms(structures)
     n_replicas = len(structures) if n_replicas is None else int(n_replicas)
     if len(structures) not in (1, n_replicas):
-        raise ValueError(f"got {len(structures)} structures for {n_replicas} replicas; give one or one per replica")
+        raise ConfigError(f"got {len(structures)} structures for {n_replicas} replicas; give one or one per replica")
     structures = structures * n_replicas if len(structures) == 1 else structures
     if ensemble not in ENSEMBLES:
-        raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
+        raise ConfigError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
     for name, value in (
         ("steps", steps),
         ("stride", stride),
@@ -319,9 +332,9 @@ def simulate(
         ("n_beads", n_beads),
     ):
         if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
     if steps % stride:
-        raise ValueError(f"steps ({steps}) must be a multiple of stride ({stride})")
+        raise ConfigError(f"steps ({steps}) must be a multiple of stride ({stride})")
     for name, value in (
         ("timestep_fs", timestep_fs),
         ("temperature_K", temperature_K),
@@ -330,11 +343,11 @@ def simulate(
         ("pile_lambda", pile_lambda),
     ):
         if not value > 0 or not math.isfinite(value):
-            raise ValueError(f"{name} must be positive, got {value}")
+            raise ConfigError(f"{name} must be positive, got {value}")
     if not friction_per_fs >= 0:
-        raise ValueError(f"friction_per_fs must be >= 0, got {friction_per_fs}")
+        raise ConfigError(f"friction_per_fs must be >= 0, got {friction_per_fs}")
     if velocities not in ("maxwell_boltzmann", "atoms"):
-        raise ValueError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
+        raise ConfigError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
 
     force_field = _load_force_field(model, structures[0], neighbors, skin)
     plan = _Plan(
@@ -364,57 +377,64 @@ def simulate(
     observe = _observe_fn(plan, integrator, masses, dof)
     params = jax.device_put(force_field.params)
 
+    setup = _Setup(plan, structures, masses, force_field, integrator, dof, compute, observe, params, velocities)
     output = None if output is None else Path(output)
-    checkpoint = None if output is None else output.with_name(output.name + ".ckpt.npz")
-    state, writer, done_frames = None, None, 0
-    if output is not None and output.exists() and not overwrite:
-        if not checkpoint.exists():
-            raise FileExistsError(
-                f"{output} exists without a checkpoint to continue from; choose another output or pass overwrite=True"
-            )
-        template = _initial_state(plan, structures, masses, force_field, compute, integrator, velocities)
-        state, done_frames = _load_checkpoint(checkpoint, template, plan, force_field)
-        writer = TrajectoryWriter.resume(output, done_frames)
-    if state is None:
-        state = _initial_state(plan, structures, masses, force_field, compute, integrator, velocities)
-    if output is not None and writer is None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        frame_shapes = {k: (v.shape, v.dtype) for k, v in jax.eval_shape(observe, state).items()}
-        frame_shapes.update(time=((), np.float64), step=((), np.int64))
-        constants = {
-            "species": np.asarray(structures[0].numbers),
-            "masses": np.asarray(masses, np.float64),
-            "cell": np.asarray(structures[0].cell[:]),
-            "pbc": np.asarray(structures[0].pbc),
-        }
-        attributes = {**_settings_dict(plan), "degrees_of_freedom": dof, "energy_offset_eV": force_field.energy_offset}
-        writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes)
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            stack.enter_context(exclusive_lock(output, f"the MD trajectory {output}"))
+        return _drive(setup, steps // stride, output, overwrite, progress)
 
-    total_frames = steps // stride
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a run needs besides its output: the plan and the compiled-to-be functions."""
+
+    plan: _Plan
+    structures: list[Atoms]
+    masses: jax.Array
+    force_field: ForceField
+    integrator: Integrator
+    dof: int
+    compute: Any
+    observe: Any
+    params: Any
+    velocities: str
+
+    def initial_state(self) -> MDState:
+        return _initial_state(
+            self.plan, self.structures, self.masses, self.force_field, self.compute, self.integrator, self.velocities
+        )
+
+
+def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: bool, progress: bool) -> MDRun:
+    """Run chunks until ``total_frames`` frames exist, writing and checkpointing each (or collecting it in memory)."""
+    plan = setup.plan
+    if output is not None:
+        state, writer, done_frames = _open_output(setup, output, overwrite)
+    else:
+        state, writer, done_frames = setup.initial_state(), None, 0
     compiled: dict[int, Any] = {}
     timing = {"compile_s": 0.0, "run_s": 0.0, "reruns": 0}
     collected: list[dict] = []
     first_frame = done_frames
-    bar = _progress_bar(steps, done_frames * stride, progress)
+    bar = _progress_bar(plan.stride * total_frames, done_frames * plan.stride, progress)
     start = time.perf_counter()
     try:
+        if writer is not None:
+            _require_space(writer, output, total_frames - done_frames, int(state.step))
         while done_frames < total_frames:
             n_frames = min(plan.frames_per_chunk - done_frames % plan.frames_per_chunk, total_frames - done_frames)
-            state, frames = _run_chunk(
-                compiled, timing, integrator, compute, observe, plan, force_field, params, state, n_frames
-            )
-            frames = _host_frames(frames, state, force_field, plan, n_frames)
-            _check_finite(frames, done_frames * plan.stride, output)
-            done_frames += n_frames
             if writer is not None:
-                writer.append(frames)
-                _save_checkpoint(checkpoint, state, done_frames, plan)
+                _reserve(writer, output, n_frames, int(state.step))
+            state, frames = _run_chunk(compiled, timing, setup, state, n_frames)
+            frames = _host_frames(frames, state, setup.force_field, plan, n_frames)
+            _check_finite(frames, done_frames * plan.stride, output)
+            if writer is not None:
+                _write(writer, output, frames, state, done_frames + n_frames, setup)
             else:
                 collected.append(frames)
-            if bar is not None:
-                bar.update(n_frames * plan.stride)
-                rate = bar.n / max(timing["run_s"], 1e-9)
-                bar.set_postfix_str(f"{rate:.0f} steps/s, {rate * plan.timestep_fs * 86400e-6:.3g} ns/day")
+            done_frames += n_frames
+            _advance(bar, n_frames * plan.stride, timing, plan.timestep_fs)
     finally:
         if writer is not None:
             writer.close()
@@ -430,14 +450,107 @@ def simulate(
     return MDRun(state=state, frames=frames, output=output, timing=timing, settings=_settings_dict(plan))
 
 
-def _run_chunk(compiled, timing, integrator, compute, observe, plan, force_field, params, state, n_frames):
+def _advance(bar, steps: int, timing: dict, timestep_fs: float) -> None:
+    if bar is not None:
+        bar.update(steps)
+        rate = bar.n / max(timing["run_s"], 1e-9)
+        bar.set_postfix_str(f"{rate:.0f} steps/s, {rate * timestep_fs * 86400e-6:.3g} ns/day")
+
+
+# ---- output: open, resume, write ---------------------------------------------------------------------------------
+def _checkpoint_path(output: Path) -> Path:
+    return output.with_name(output.name + ".ckpt.npz")
+
+
+def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState, TrajectoryWriter, int]:
+    """Continue the run ``output`` holds (from its checkpoint) or start a new trajectory with a checkpoint at 0."""
+    checkpoint = _checkpoint_path(output)
+    if output.exists() and not overwrite:
+        if checkpoint.exists():
+            state, done_frames = _load_checkpoint(checkpoint, setup.initial_state(), setup)
+            return state, TrajectoryWriter.resume(output, done_frames), done_frames
+        if _written_frames(output) != 0:
+            raise OutputExistsError(
+                f"{output} exists without a checkpoint to continue from; choose another output or pass overwrite=True"
+            )  # a file with no frames and no checkpoint is a run killed before it started: start it again
+    checkpoint.unlink(missing_ok=True)  # never pair a new trajectory with an old checkpoint, even after a kill
+    output.parent.mkdir(parents=True, exist_ok=True)
+    state = setup.initial_state()
+    plan = setup.plan
+    frame_shapes = {k: (v.shape, v.dtype) for k, v in jax.eval_shape(setup.observe, state).items()}
+    frame_shapes.update(time=((), np.float64), step=((), np.int64))
+    constants = {
+        "species": np.asarray(setup.structures[0].numbers),
+        "masses": np.asarray(setup.masses, np.float64),
+        "cell": np.asarray(setup.structures[0].cell[:]),
+        "pbc": np.asarray(setup.structures[0].pbc),
+    }
+    attributes = {
+        **_settings_dict(plan),
+        "degrees_of_freedom": setup.dof,
+        "energy_offset_eV": setup.force_field.energy_offset,
+    }
+    writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes)
+    _save_checkpoint(checkpoint, state, 0, setup)
+    return state, writer, 0
+
+
+def _written_frames(output: Path) -> int | None:
+    """Frames in a jaxatom trajectory (readable even if its writer was killed), or ``None`` for any other file."""
+    try:
+        with h5py.File(output, "r", libver="latest", swmr=True) as file:
+            if file.attrs.get("format") != TRAJECTORY_FORMAT:
+                return None
+            return int(file["time"].shape[0])
+    except (OSError, KeyError):
+        return None
+
+
+def _kept_until(output: Path, step: int) -> str:
+    return (
+        f"{output} and its checkpoint keep the run up to step {step}; free space and rerun the same command to continue"
+    )
+
+
+def _require_space(writer: TrajectoryWriter, output: Path, frames: int, step: int) -> None:
+    """Refuse to start if the rest of the run would not fit on the disk (checked again before every chunk)."""
+    needed = writer.append_bytes(frames) + 2 * _checkpoint_path(output).stat().st_size
+    try:
+        require_free_space(output, needed, f"the {frames} frames still to write to {output}")
+    except DiskFullError as err:
+        raise DiskFullError(
+            f"{err}; {_kept_until(output, step)} (or raise stride, set write_forces=False, or write elsewhere)"
+        ) from None
+
+
+def _reserve(writer: TrajectoryWriter, output: Path, frames: int, step: int) -> None:
+    """Allocate the next chunk's disk blocks and check room for its checkpoint before computing it."""
+    try:
+        writer.reserve(frames)
+        require_free_space(output, 2 * _checkpoint_path(output).stat().st_size, f"the checkpoint of {output}")
+    except DiskFullError as err:
+        raise DiskFullError(f"{err}; {_kept_until(output, step)}") from None
+
+
+def _write(writer: TrajectoryWriter, output: Path, frames: dict, state: MDState, n_frames: int, setup) -> None:
+    """Append a chunk, then checkpoint the state after it (a kill in between is undone by the next resume)."""
+    first_step = int(frames["step"][0]) - setup.plan.stride
+    try:
+        writer.append(frames)
+        _save_checkpoint(_checkpoint_path(output), state, n_frames, setup)
+    except DiskFullError as err:
+        raise DiskFullError(f"{err}; {_kept_until(output, first_step)}") from None
+
+
+def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_frames: int):
     """Run one chunk; on a neighbour-list overflow grow the capacity and rerun it from the same state and keys."""
+    plan, params = setup.plan, setup.params
     for _attempt in range(MAX_RERUNS + 1):
         capacity = None if state.neighbors is None else state.neighbors.max_occupancy
         key = (n_frames, capacity)
         if key not in compiled:
             tic = time.perf_counter()
-            function = _chunk_fn(integrator, compute, observe, plan.stride, n_frames)
+            function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames)
             compiled[key] = function.lower(params, state).compile()
             timing["compile_s"] += time.perf_counter() - tic
         tic = time.perf_counter()
@@ -449,14 +562,14 @@ def _run_chunk(compiled, timing, integrator, compute, observe, plan, force_field
             return new_state, frames
         timing["reruns"] += 1
         flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
-        grown = force_field.edges.grow(state.neighbors, flat)
+        grown = setup.force_field.edges.grow(state.neighbors, flat)
         print(
             f"jaxatom md: neighbour list overflow at step {int(state.step)}; capacity {capacity} -> "
             f"{grown.max_occupancy}, rerunning the chunk",
             file=sys.stderr,
         )
         state = state.replace(neighbors=grown)
-    raise RuntimeError(
+    raise SimulationFailed(
         f"the neighbour list still overflowed after {MAX_RERUNS} reruns of the chunk at step {int(state.step)} "
         f"(capacity {state.neighbors.max_occupancy}); the system is probably collapsing or exploding: check the "
         "structure, the time step and the model"
@@ -469,7 +582,7 @@ def _check_finite(frames: dict, first_step: int, output: Path | None) -> None:
     bad = [name for name in checked if not np.all(np.isfinite(frames[name]))]
     if bad:
         kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
-        raise FloatingPointError(
+        raise SimulationBlewUp(
             f"the simulation blew up between steps {first_step} and {int(frames['step'][-1])}: {', '.join(bad)} "
             f"became NaN or infinite{kept}. Use a smaller time step, check the starting structure (overlapping "
             "atoms, wrong units) and whether the model was trained on such configurations"
@@ -498,11 +611,26 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------------
-def _save_checkpoint(path: Path, state: MDState, n_frames: int, plan: _Plan) -> None:
+def _model_fingerprint(force_field: ForceField) -> str:
+    """SHA-256 of the force field's parameters (names, shapes, dtypes and values), to tie a checkpoint to its model."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(force_field.params)[0]:
+        array = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _save_checkpoint(path: Path, state: MDState, n_frames: int, setup: _Setup) -> None:
     """Write the full state atomically (temporary file + rename), so a crash leaves the previous checkpoint intact."""
     leaves = jax.tree.leaves(state.replace(neighbors=None))
     arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    meta = {"n_frames": n_frames, "step": int(state.step), "settings": _settings_dict(plan)}
+    meta = {
+        "n_frames": n_frames,
+        "step": int(state.step),
+        "settings": _settings_dict(setup.plan),
+        "model_sha256": _model_fingerprint(setup.force_field),
+    }
     if state.neighbors is not None:
         nbrs = state.neighbors
         arrays.update(
@@ -513,33 +641,52 @@ def _save_checkpoint(path: Path, state: MDState, n_frames: int, plan: _Plan) -> 
         meta.update(capacity=nbrs.max_occupancy, cell_capacity=nbrs.cell_list_capacity)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if not is_disk_full(err):
+            raise
+        needed = sum(a.nbytes for a in arrays.values())
+        raise DiskFullError(
+            f"the disk holding the MD checkpoint {path} is full: it needs about {format_bytes(needed)}, "
+            f"{format_bytes(free_bytes(path))} are free"
+        ) from err
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, template: MDState, plan: _Plan, force_field: ForceField) -> tuple[MDState, int]:
+def _load_checkpoint(path: Path, template: MDState, setup: _Setup) -> tuple[MDState, int]:
+    plan = setup.plan
     with np.load(path) as data:
         meta = json.loads(bytes(data["meta"]).decode())
-        if meta["settings"] != _settings_dict(plan):
-            changed = {
-                k: (v, _settings_dict(plan).get(k))
-                for k, v in meta["settings"].items()
-                if _settings_dict(plan).get(k) != v
-            }
-            raise CheckpointMismatch(
-                f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
-                "the original settings to continue, or pass overwrite=True to start afresh"
-            )
+        _check_checkpoint_matches(path, meta, setup)
         treedef = jax.tree.structure(template.replace(neighbors=None))
         leaves = [jnp.asarray(data[f"leaf_{i:04d}"]) for i in range(treedef.num_leaves)]
         state = jax.tree.unflatten(treedef, leaves)
         neighbors = None
         if "nbr_idx" in data:
-            edges = force_field.edges
+            edges = setup.force_field.edges
             flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
             fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0)
             neighbors = edges.restore(fresh, data["nbr_idx"], data["nbr_reference"], data["nbr_error"])
     return state.replace(neighbors=neighbors), int(meta["n_frames"])
+
+
+def _check_checkpoint_matches(path: Path, meta: dict, setup: _Setup) -> None:
+    """Refuse to continue from a checkpoint written with other settings or another model (checkpoints written
+    before models were fingerprinted are accepted on their settings alone)."""
+    now = _settings_dict(setup.plan)
+    if meta["settings"] != now:
+        changed = {k: (v, now.get(k)) for k, v in meta["settings"].items() if now.get(k) != v}
+        raise CheckpointMismatch(
+            f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
+            "the original settings to continue, or pass overwrite=True to start afresh"
+        )
+    if meta.get("model_sha256", _model_fingerprint(setup.force_field)) != _model_fingerprint(setup.force_field):
+        raise CheckpointMismatch(
+            f"the checkpoint {path} was written with another model (its parameters differ); rerun with the "
+            "original model to continue, or pass overwrite=True to start afresh with this one"
+        )

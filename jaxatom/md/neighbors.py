@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax_md import partition, space
 
+from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
 
 __all__ = ["EdgeBuilder", "perpendicular_widths", "MODES"]
@@ -77,29 +78,29 @@ class EdgeBuilder:
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
         cell = np.asarray(cell, np.float64).reshape(3, 3)
         if mode not in MODES:
-            raise ValueError(f"neighbors must be one of {', '.join(MODES)}, got {mode!r}")
+            raise ConfigError(f"neighbors must be one of {', '.join(MODES)}, got {mode!r}")
         if pbc.any() and not pbc.all():
-            raise ValueError(
+            raise StructureError(
                 f"MD supports molecules (pbc all False) or fully periodic cells, got pbc={pbc.tolist()}; for a slab "
                 "or wire make the cell fully periodic with enough vacuum"
             )
         periodic = bool(pbc.all())
         if periodic:
             if abs(np.linalg.det(cell)) < 1e-9:
-                raise ValueError("a periodic structure needs a cell with non-zero volume; set atoms.cell")
+                raise StructureError("a periodic structure needs a cell with non-zero volume; set atoms.cell")
             half = 0.5 * perpendicular_widths(cell).min()
             if cutoff + skin > half:
-                raise ValueError(
+                raise StructureError(
                     f"the cell is too small for the cutoff: cutoff + skin = {cutoff + skin:.3g} Å exceeds half the "
                     f"smallest cell width ({half:.3g} Å); repeat the cell (atoms.repeat) or lower the skin"
                 )
             mode = "list" if mode == "auto" else mode
             if mode == "all_pairs":
-                raise ValueError("all-pairs edges are for molecules; periodic cells need neighbors='list'")
+                raise ConfigError("all-pairs edges are for molecules; periodic cells need neighbors='list'")
         elif mode == "auto":
             mode = "all_pairs" if len(species) <= ALL_PAIRS_MAX_ATOMS else "list"
         if skin < 0 or capacity_margin < 1:
-            raise ValueError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
+            raise ConfigError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
         return cls(np.asarray(species, np.int32), cell, periodic, float(cutoff), float(skin), mode, capacity_margin)
 
     @property

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase import units
 
+from jaxatom.errors import ConfigError
 from jaxatom.md.integrators import ComputeFn, Integrator, MDState, _force_update, split_keys
 from jaxatom.md.state import BOLTZMANN, kinetic_energy
 
@@ -129,9 +130,9 @@ def ring_polymer(
             SchNetPack's default), 1/2 the value Rossi et al. (2014) suggest for TRPMD spectra.
     """
     if thermostat not in THERMOSTATS:
-        raise ValueError(f"unknown ring-polymer thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
+        raise ConfigError(f"unknown ring-polymer thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
     if thermostat in ("pile_l", "pile_g") and not centroid_tau:
-        raise ValueError(f"thermostat {thermostat!r} needs centroid_tau (the centroid thermostat time constant)")
+        raise ConfigError(f"thermostat {thermostat!r} needs centroid_tau (the centroid thermostat time constant)")
     dtype = masses.dtype
     kT_p = n_beads * BOLTZMANN * temperature_K
     omega_p = kT_p / HBAR

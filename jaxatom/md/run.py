@@ -15,7 +15,7 @@ import yaml
 from ase import Atoms
 from ase.io import read
 
-from jaxatom.errors import ConfigError
+from jaxatom.errors import ConfigError, DataError
 from jaxatom.graph import enable_x64
 from jaxatom.md import analysis
 from jaxatom.md.driver import simulate
@@ -96,7 +96,7 @@ def report(output: str | Path) -> dict:
     n_atoms = len(data["species"])
     time_fs = data["time"]
     if len(time_fs) < 2:
-        raise ValueError(f"{output} has fewer than two frames; nothing to report")
+        raise DataError(f"{output} has fewer than two frames; nothing to report")
     conserved = data["conserved_energy"]
     summary = {
         "frames": len(time_fs),

@@ -9,7 +9,9 @@ Run settings are root attributes. For ring-polymer runs positions, velocities an
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,12 +20,17 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from jaxatom.errors import DataError, DiskFullError
+from jaxatom.files import format_bytes, free_bytes, is_disk_full
+from jaxatom.md.hdf5_files import open_for_append
 from jaxatom.md.state import FS
 
 __all__ = ["FORMAT", "UNITS", "TrajectoryWriter", "read_trajectory", "trajectory_atoms", "export_trajectory"]
 
 FORMAT = "jaxatom-md-trajectory"
 VERSION = 1
+#: Bytes reserved beyond the frames' chunks for HDF5's own bookkeeping when frames are appended.
+METADATA_MARGIN = 256 * 1024
 
 #: Unit of every per-frame quantity the driver writes.
 UNITS = {
@@ -45,19 +52,27 @@ UNITS = {
 class TrajectoryWriter:
     """Appends frames to an HDF5 trajectory, flushing after every append so readers see whole chunks.
 
-    Open with :meth:`create` (new file) or :meth:`resume` (truncate to a checkpoint's frame count and continue).
+    Open with :meth:`create` (new file) or :meth:`resume` (truncate to a checkpoint's frame count and continue; this
+    also opens a file whose writer was killed). :meth:`reserve` allocates the disk blocks of the next frames before
+    they are computed, so a full disk stops the run with :class:`~jaxatom.errors.DiskFullError` before HDF5 writes
+    anything (a write that fails inside HDF5 leaves its library unable to close the file).
     """
 
-    def __init__(self, file: h5py.File):
+    def __init__(self, file: h5py.File, path: Path):
         self.file = file
+        self.path = path
+        self._descriptor = os.open(path, os.O_RDWR)
 
     @classmethod
     def create(
         cls, path, constants: Mapping[str, np.ndarray], attributes: Mapping, frame_shapes: Mapping
     ) -> TrajectoryWriter:
         """Create ``path`` with the constant datasets, root ``attributes`` and empty per-frame datasets
-        ``{name: (shape_without_frames, dtype)}``."""
-        file = h5py.File(path, "w", libver="latest")
+        ``{name: (shape_without_frames, dtype)}``. The file is built under a temporary name and renamed when
+        complete, so ``path`` is never a half-made file."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        file = h5py.File(partial, "w", libver="latest")
         file.attrs["format"] = FORMAT
         file.attrs["version"] = VERSION
         for key, value in attributes.items():
@@ -74,35 +89,63 @@ class TrajectoryWriter:
             )
             dataset.attrs["units"] = UNITS.get(name, "1")
         file.swmr_mode = True
-        return cls(file)
+        os.replace(partial, path)
+        return cls(file, path)
 
     @classmethod
     def resume(cls, path, n_frames: int) -> TrajectoryWriter:
         """Reopen ``path`` and drop every frame after the first ``n_frames`` (those of the last checkpoint)."""
-        file = h5py.File(path, "a", libver="latest")
+        file = open_for_append(path)
         if file.attrs.get("format") != FORMAT:
             file.close()
-            raise ValueError(f"{path} is not a jaxatom MD trajectory; choose another output file")
-        for dataset in file.values():
-            if dataset.maxshape and dataset.maxshape[0] is None:
-                if dataset.shape[0] < n_frames:
-                    file.close()
-                    raise ValueError(
-                        f"{path} has {dataset.shape[0]} frames of {dataset.name}, fewer than the "
-                        f"{n_frames} its checkpoint records; the file does not belong to this checkpoint"
-                    )
-                dataset.resize(n_frames, axis=0)
+            raise DataError(f"{path} is not a jaxatom MD trajectory; choose another output file")
+        for dataset in _per_frame(file):
+            if dataset.shape[0] < n_frames:
+                file.close()
+                raise DataError(
+                    f"{path} has {dataset.shape[0]} frames of {dataset.name}, fewer than the "
+                    f"{n_frames} its checkpoint records; the file does not belong to this checkpoint"
+                )
+            dataset.resize(n_frames, axis=0)
         file.swmr_mode = True
-        return cls(file)
+        return cls(file, Path(path))
 
     @property
     def n_frames(self) -> int:
         return int(self.file["time"].shape[0])
 
+    def append_bytes(self, count: int) -> int:
+        """Upper bound of the bytes that appending ``count`` frames adds to the file (whole chunks are allocated)."""
+        first = self.n_frames
+        total = METADATA_MARGIN
+        for dataset in _per_frame(self.file):
+            chunk_frames = dataset.chunks[0]
+            new_chunks = (first + count - 1) // chunk_frames - (first - 1) // chunk_frames if count else 0
+            chunk_bytes = int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
+            total += new_chunks * chunk_bytes
+        return total
+
+    def reserve(self, count: int) -> None:
+        """Allocate disk blocks for appending ``count`` frames; raise :class:`DiskFullError` if the disk is full."""
+        needed = self.append_bytes(count)
+        allocate = getattr(os, "posix_fallocate", None)  # not on macOS: the driver's free-space checks remain
+        try:
+            if allocate is not None:
+                allocate(self._descriptor, 0, self.file.id.get_filesize() + needed)
+        except OSError as err:
+            if is_disk_full(err):
+                raise DiskFullError(
+                    f"the disk holding {self.path} is full: the next {count} frames need about "
+                    f"{format_bytes(needed)}, {format_bytes(free_bytes(self.path))} are free"
+                ) from err
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
     def append(self, frames: Mapping[str, np.ndarray]) -> None:
         """Append ``{name: [F, ...]}`` for every per-frame dataset, then flush."""
         n = self.n_frames
         count = len(frames["time"])
+        self.reserve(count)
         for name, values in frames.items():
             dataset = self.file[name]
             dataset.resize(n + count, axis=0)
@@ -110,7 +153,18 @@ class TrajectoryWriter:
         self.file.flush()
 
     def close(self) -> None:
+        """Close the file and give back the blocks reserved but not used (HDF5 trims the file when it closes a
+        file that it opened longer than its data)."""
         self.file.close()
+        os.close(self._descriptor)
+        try:
+            h5py.File(self.path, "a", libver="latest").close()
+        except OSError:  # a reader holds it open: the unused tail stays, which is harmless
+            pass
+
+
+def _per_frame(file: h5py.File) -> list[h5py.Dataset]:
+    return [d for d in file.values() if isinstance(d, h5py.Dataset) and d.maxshape and d.maxshape[0] is None]
 
 
 def read_trajectory(path, replica: int | None = None) -> dict:
@@ -120,7 +174,7 @@ def read_trajectory(path, replica: int | None = None) -> dict:
     """
     with h5py.File(path, "r", libver="latest", swmr=True) as file:
         if file.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a jaxatom MD trajectory")
+            raise DataError(f"{path} is not a jaxatom MD trajectory")
         n = int(file["time"].shape[0])
         out = {}
         for name, dataset in file.items():

@@ -1,0 +1,85 @@
+"""Safe writing of run outputs: an exclusive lock per output so two live processes never write the same run, and
+free-space checks that stop a run with a clear message before a write could fail on a full disk.
+
+The lock is an advisory ``flock`` on a small ``<path>.lock`` file. The operating system releases it when the process
+ends in any way (``kill -9``, a segmentation fault), so a crashed run never blocks its own restart.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jaxatom.errors import DiskFullError, RunInUseError
+
+__all__ = ["exclusive_lock", "free_bytes", "require_free_space", "is_disk_full", "format_bytes"]
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``<path>.lock`` for the ``with`` block; raise :class:`RunInUseError` naming ``what``
+    and the holder's process id if another live process holds it. The lock file is removed on a clean exit."""
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunInUseError(
+                f"{what} is being written by another running process (pid {holder}, lock {lock_path}); wait for it "
+                "to finish or stop it, or choose another output"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield lock_path
+        lock_path.unlink(missing_ok=True)
+    finally:
+        handle.close()
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes available to this user on the file system holding ``path`` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def format_bytes(count: float) -> str:
+    """``count`` bytes in a human unit (B, kB, MB, GB; powers of 1000)."""
+    for unit in ("B", "kB", "MB"):
+        if abs(count) < 1000:
+            return f"{count:.3g} {unit}"
+        count /= 1000
+    return f"{count:.3g} GB"
+
+
+def require_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise :class:`DiskFullError` if fewer than ``needed`` bytes are free where ``path`` lives; the message names
+    ``what`` needs the space, how much and where (callers add what is kept and how to continue)."""
+    available = free_bytes(path)
+    if needed > available:
+        raise DiskFullError(
+            f"not enough disk space for {what}: it needs about {format_bytes(needed)}, only "
+            f"{format_bytes(available)} are free on {Path(path).absolute().parent}"
+        )
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (an ``OSError``, or an h5py error whose message carries the errno) means a full disk or a
+    file-size limit."""
+    codes = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    if isinstance(error, OSError) and error.errno in codes:
+        return True
+    text = str(error)
+    return any(f"errno = {code}," in text for code in codes) or "No space left on device" in text
