@@ -1,8 +1,9 @@
 """Data sets: in-memory ragged structures with units, file formats, splits, statistics and batching."""
 
 from jaxatom.data.builtin import BUILTIN_DATASETS, load_builtin
-from jaxatom.data.dataset import PER_ATOM_PROPERTIES, PROPERTY_UNITS, Dataset
+from jaxatom.data.dataset import PER_ATOM_PROPERTIES, PROPERTY_UNITS, Dataset, MissingPropertyError
 from jaxatom.data.formats import (
+    DataFileNotFoundError,
     read_ase_db,
     read_dataset,
     read_extxyz,
@@ -25,6 +26,8 @@ __all__ = [
     "mean_energy_per_atom",
     "random_split",
     "Dataset",
+    "DataFileNotFoundError",
+    "MissingPropertyError",
     "PER_ATOM_PROPERTIES",
     "PROPERTY_UNITS",
     "read_ase_db",

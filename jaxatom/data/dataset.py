@@ -9,10 +9,20 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
 
+from jaxatom.errors import DataError
 from jaxatom.units import UnitError, parse_unit, unit_factor
 
-__all__ = ["Dataset", "PROPERTY_UNITS", "PER_ATOM_PROPERTIES", "internal_unit"]
+__all__ = [
+    "Dataset",
+    "PROPERTY_UNITS",
+    "PROPERTY_SHAPES",
+    "PER_ATOM_PROPERTIES",
+    "MissingPropertyError",
+    "internal_unit",
+    "describe_structures",
+]
 
 #: The jaxatom unit of each known property; other properties keep any unit with a known dimension.
 PROPERTY_UNITS = {
@@ -24,6 +34,9 @@ PROPERTY_UNITS = {
 }
 #: Properties with one value per atom (all others have one value per structure).
 PER_ATOM_PROPERTIES = frozenset({"forces", "charges"})
+#: The shape of one value (per structure or per atom) of the properties whose shape is fixed.
+PROPERTY_SHAPES = {"energy": (), "forces": (3,), "charges": ()}
+_MAX_Z = len(chemical_symbols) - 1
 _BASE_UNITS = ("eV", "Ang", "amu", "fs", "e", "eV/Ang", "eV/Ang^3", "e*Ang", "eV/Ang^2")
 
 
@@ -42,6 +55,22 @@ def internal_unit(name: str, unit: str) -> str:
         if parse_unit(target).dimension == source.dimension:
             return target
     return unit
+
+
+class MissingPropertyError(DataError, KeyError):
+    """A data set or structure lacks a property that was asked for (also a ``KeyError``)."""
+
+    def __str__(self) -> str:  # the message as given, not quoted as ``KeyError`` would
+        return Exception.__str__(self)
+
+
+def describe_structures(indices: np.ndarray | Sequence[int], limit: int = 5) -> str:
+    """``"structure 3"`` or ``"3 structures (indices 2, 4, 7)"``, listing the first ``limit`` indices."""
+    indices = np.unique(np.asarray(indices, np.int64))
+    if len(indices) == 1:
+        return f"structure {indices[0]}"
+    shown = ", ".join(str(i) for i in indices[:limit]) + (", ..." if len(indices) > limit else "")
+    return f"{len(indices)} structures (indices {shown})"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,23 +98,68 @@ class Dataset:
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_shapes()
+        self._check_atoms()
+        for name, values in self.properties.items():
+            bad = ~np.isfinite(values).all(axis=tuple(range(1, np.ndim(values))))
+            if bad.any():
+                where = self._structures_of(np.flatnonzero(bad), per_atom=name in PER_ATOM_PROPERTIES)
+                raise DataError(
+                    f"property {name!r} is NaN or infinite in {where}; remove those structures or fix the data"
+                )
+
+    def _check_shapes(self) -> None:
         n_total, n_structures = int(np.sum(self.n_atoms)), len(self.n_atoms)
-        if self.numbers.shape != (n_total,) or self.positions.shape != (n_total, 3):
-            raise ValueError(
+        if self.positions.ndim != 2 or self.positions.shape[1] != 3:
+            raise DataError(f"positions must have shape [atoms, 3], got {list(self.positions.shape)}; give x, y, z")
+        if self.numbers.shape != (n_total,) or len(self.positions) != n_total:
+            raise DataError(
                 f"numbers {self.numbers.shape} and positions {self.positions.shape} must hold the {n_total} atoms "
-                "that n_atoms counts"
+                "that n_atoms counts: one atomic number and one [x, y, z] position per atom"
             )
         if self.cell.shape != (n_structures, 3, 3) or self.pbc.shape != (n_structures, 3):
-            raise ValueError(f"cell must be [{n_structures}, 3, 3] and pbc [{n_structures}, 3]")
+            raise DataError(
+                f"cell {self.cell.shape} and pbc {self.pbc.shape} must be [{n_structures}, 3, 3] and "
+                f"[{n_structures}, 3]: one 3x3 cell and three periodic flags per structure"
+            )
         for name, values in self.properties.items():
-            expected = n_total if name in PER_ATOM_PROPERTIES else n_structures
+            per_atom = name in PER_ATOM_PROPERTIES
+            expected = n_total if per_atom else n_structures
+            kind = "atom" if per_atom else "structure"
             if len(values) != expected:
-                kind = "per-atom" if name in PER_ATOM_PROPERTIES else "per-structure"
-                raise ValueError(f"{kind} property {name!r} has {len(values)} entries, expected {expected}")
-            if not np.all(np.isfinite(values)):
-                raise ValueError(f"property {name!r} contains NaN or infinite values")
-        if not np.all(np.isfinite(self.positions)):
-            raise ValueError("positions contain NaN or infinite values")
+                raise DataError(
+                    f"property {name!r} has {len(values)} entries, expected {expected} (one per {kind}); "
+                    f"give one value per {kind}"
+                )
+            shape = PROPERTY_SHAPES.get(name)
+            if shape is not None and tuple(np.shape(values)[1:]) != shape:
+                wanted = ", ".join([f"{kind}s", *map(str, shape)])
+                raise DataError(
+                    f"property {name!r} must have shape [{wanted}], got {list(np.shape(values))}; reshape it"
+                )
+
+    def _check_atoms(self) -> None:
+        empty = np.flatnonzero(self.n_atoms < 1)
+        if empty.size:
+            raise DataError(f"no atoms in {describe_structures(empty)}; remove those structures from the data")
+        bad_z = (self.numbers < 1) | (self.numbers > _MAX_Z)
+        if bad_z.any():
+            found = ", ".join(str(z) for z in np.unique(self.numbers[bad_z])[:5])
+            raise DataError(
+                f"atomic numbers must lie in 1..{_MAX_Z}, found {found} in "
+                f"{self._structures_of(np.flatnonzero(bad_z), per_atom=True)}; remove dummy atoms (e.g. 'X', Z=0) "
+                "or fix the data"
+            )
+        bad_positions = ~np.isfinite(self.positions).all(axis=1)
+        if bad_positions.any():
+            where = self._structures_of(np.flatnonzero(bad_positions), per_atom=True)
+            raise DataError(f"positions are NaN or infinite in {where}; remove those structures or fix the data")
+
+    def _structures_of(self, indices: np.ndarray, per_atom: bool) -> str:
+        """Name the structures that ``indices`` (of atoms when ``per_atom``, else of structures) belong to."""
+        if per_atom:
+            indices = np.searchsorted(self.atom_offsets, indices, side="right") - 1
+        return describe_structures(indices)
 
     # -- construction -------------------------------------------------------------------------------------------
 
@@ -111,14 +185,20 @@ class Dataset:
             length_unit: unit of ``positions`` and ``cell``.
             cell, pbc: ``[S, 3, 3]`` or ``[3, 3]`` cells and periodicity (default: molecules).
         """
-        positions_list = [np.asarray(p, np.float64) for p in positions]
+        positions_list = [_float_array("positions", p) for p in positions]
         n_structures = len(positions_list)
+        if n_structures == 0:
+            raise DataError("no structures given; a data set needs at least one structure")
         if isinstance(numbers, np.ndarray) and numbers.ndim == 1:
             numbers_list = [numbers] * n_structures
         else:
             numbers_list = [np.asarray(z) for z in numbers]
         if len(numbers_list) != n_structures:
-            raise ValueError(f"{len(numbers_list)} sets of atomic numbers for {n_structures} structures")
+            raise DataError(
+                f"{len(numbers_list)} sets of atomic numbers for {n_structures} structures; give one per structure"
+            )
+        atom_counts = [len(z) for z in numbers_list]
+        _check_atom_counts("positions", positions_list, atom_counts)
         length = unit_factor(length_unit, "Ang")
         missing = sorted(set(properties) - set(units))
         if missing:
@@ -127,9 +207,11 @@ class Dataset:
         for name, values in properties.items():
             factor = unit_factor(units[name], internal_unit(name, units[name]))
             if name in PER_ATOM_PROPERTIES:
-                data = np.concatenate([np.asarray(v, np.float64) for v in values])
+                per_structure = [_float_array(name, v) for v in values]
+                _check_atom_counts(name, per_structure, atom_counts)
+                data = np.concatenate(per_structure)
             else:
-                data = np.asarray(values, np.float64)
+                data = _float_array(name, values)
             converted[name] = data * factor
             source_units[name] = units[name]
         cells = np.zeros((n_structures, 3, 3)) if cell is None else np.asarray(cell, np.float64) * length
@@ -138,7 +220,7 @@ class Dataset:
         return cls(
             numbers=np.concatenate(numbers_list).astype(np.int32),
             positions=np.concatenate(positions_list) * length,
-            n_atoms=np.array([len(z) for z in numbers_list], np.int64),
+            n_atoms=np.array(atom_counts, np.int64),
             cell=cells,
             pbc=np.broadcast_to(np.asarray(pbc, bool), (n_structures, 3)).copy(),
             properties=converted,
@@ -158,7 +240,11 @@ class Dataset:
             for name in properties:
                 source = results if name in results else atoms.arrays if name in atoms.arrays else atoms.info
                 if name not in source:
-                    raise KeyError(f"structure {index} has no property {name!r}; it has {_available(atoms)}")
+                    have = ", ".join(sorted(atoms_properties(atoms))) or "nothing"
+                    raise MissingPropertyError(
+                        f"structure {index} has no property {name!r} (it has {have}); ask only for properties "
+                        "every structure has (properties=...)"
+                    )
                 values[name].append(source[name])
         return cls.from_arrays(
             numbers=[a.numbers for a in structures],
@@ -191,11 +277,15 @@ class Dataset:
         return slice(int(start), int(stop))
 
     def require(self, *names: str) -> None:
-        """Raise ``KeyError`` naming what is missing unless every property in ``names`` is present."""
+        """Raise :class:`MissingPropertyError` (a ``KeyError``) naming what is missing unless every property in
+        ``names`` is present."""
         missing = [name for name in names if name not in self.properties]
         if missing:
             have = ", ".join(sorted(self.properties)) or "none"
-            raise KeyError(f"the data set lacks {', '.join(missing)} (it has: {have})")
+            raise MissingPropertyError(
+                f"the data set lacks {', '.join(missing)} (it has: {have}); use data that has them or do not ask "
+                "for them"
+            )
 
     def to_atoms(self, index: int) -> Atoms:
         """Structure ``index`` as ``ase.Atoms`` with its properties as single-point calculator results."""
@@ -235,8 +325,32 @@ class Dataset:
         )
 
 
-def _available(atoms: Atoms) -> str:
+def _float_array(name: str, values) -> np.ndarray:
+    """``values`` as a float64 array; a :class:`DataError` naming ``name`` if they are ragged or not numbers."""
+    try:
+        return np.asarray(values, np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(
+            f"{name!r} cannot be read as numbers ({err}); give numeric values of the same shape for every structure"
+        ) from err
+
+
+def _check_atom_counts(name: str, arrays: Sequence[np.ndarray], atom_counts: Sequence[int]) -> None:
+    """Every structure's ``name`` array must have one row per atom."""
+    if len(arrays) != len(atom_counts):
+        raise DataError(f"{name!r} is given for {len(arrays)} structures, expected {len(atom_counts)}; give one each")
+    wrong = [i for i, (a, n) in enumerate(zip(arrays, atom_counts, strict=True)) if a.ndim == 0 or len(a) != n]
+    if wrong:
+        first = wrong[0]
+        raise DataError(
+            f"{name!r} does not have one row per atom in {describe_structures(wrong)} (structure {first}: "
+            f"{atom_counts[first]} atomic numbers, {name} shaped {list(arrays[first].shape)}); give one row per atom"
+        )
+
+
+def atoms_properties(atoms: Atoms) -> set[str]:
+    """The names of the properties ``atoms`` carries: calculator results, ``info`` entries and per-atom arrays."""
     names = set(atoms.info) | (set(atoms.arrays) - {"numbers", "positions"})
     if atoms.calc is not None:
         names |= set(atoms.calc.results)
-    return ", ".join(sorted(names)) or "nothing"
+    return names

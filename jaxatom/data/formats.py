@@ -6,16 +6,27 @@ temporary file next to the target and move it into place, so an interrupted writ
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import h5py
 import numpy as np
 from ase.db import connect
 from ase.io import read
 
-from jaxatom.data.dataset import PER_ATOM_PROPERTIES, PROPERTY_UNITS, Dataset
+from jaxatom.data.dataset import (
+    PER_ATOM_PROPERTIES,
+    PROPERTY_UNITS,
+    Dataset,
+    MissingPropertyError,
+    atoms_properties,
+)
+from jaxatom.errors import DataError, JaxAtomError
 
 __all__ = [
     "read_ase_db",
@@ -26,14 +37,60 @@ __all__ = [
     "read_hdf5",
     "write_hdf5",
     "read_dataset",
+    "DataFileNotFoundError",
+    "SUFFIXES",
 ]
+
+#: The data file suffixes :func:`read_dataset` understands.
+SUFFIXES = ".db, .xyz/.extxyz, .npz or .h5/.hdf5"
+Reader = TypeVar("Reader", bound=Callable[..., Dataset])
+
+
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """There is no data file at the given path (also a ``FileNotFoundError``)."""
 
 
 def _check_file(path: str | os.PathLike) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file; pass one data file ({SUFFIXES})")
     if not path.is_file():
-        raise FileNotFoundError(f"no data file at {path}")
+        raise DataFileNotFoundError(f"no data file at {path}; check the path")
     return path
+
+
+def _names_file(reader: Reader) -> Reader:
+    """Make every jaxatom error of ``reader(path, ...)`` name the file (Dataset's checks do not know it)."""
+
+    @functools.wraps(reader)
+    def read_file(path, *args, **kwargs) -> Dataset:
+        try:
+            return reader(path, *args, **kwargs)
+        except JaxAtomError as err:
+            if str(Path(path)) in str(err):
+                raise
+            raise type(err)(f"in {Path(path)}: {err}") from err
+
+    return read_file  # type: ignore[return-value]
+
+
+@contextmanager
+def _parsing(path: Path, kind: str) -> Iterator[None]:
+    """Turn any failure of a third-party parser on ``path`` into a :class:`DataError` naming file and format."""
+    try:
+        yield
+    except JaxAtomError:
+        raise
+    except Exception as err:  # parsers raise many unrelated types on malformed input
+        raise DataError(
+            f"cannot read {path} as {kind} ({type(err).__name__}: {err}); check that the file is {kind} and "
+            "complete (the reader is chosen by the file's suffix)"
+        ) from err
+
+
+def _require_structures(count: int, path: Path) -> None:
+    if count == 0:
+        raise DataError(f"{path} holds no structures; pass a data file with at least one structure")
 
 
 def _partial(path: Path) -> Path:
@@ -43,6 +100,7 @@ def _partial(path: Path) -> Path:
 # -- ASE databases -------------------------------------------------------------------------------------------------
 
 
+@_names_file
 def read_ase_db(path, properties: Sequence[str] | None = None, units: Mapping[str, str] | None = None) -> Dataset:
     """Read an ASE database; SchNetPack's ``ASEAtomsData`` layout (properties in ``row.data``, units in the metadata
     ``_property_unit_dict`` and ``_distance_unit``, ``atomrefs``) is understood.
@@ -53,11 +111,10 @@ def read_ase_db(path, properties: Sequence[str] | None = None, units: Mapping[st
         units: units of properties for databases without SchNetPack metadata (default: jaxatom units).
     """
     path = _check_file(path)
-    with connect(path) as db:
+    with _parsing(path, "an ASE database"), connect(path) as db:
         meta = db.metadata
         rows = list(db.select())
-    if not rows:
-        raise ValueError(f"the database {path} holds no structures")
+    _require_structures(len(rows), path)
     unit_dict = dict(meta.get("_property_unit_dict", {}))
     unit_dict.update(units or {})
     length_unit = meta.get("_distance_unit", "Ang")
@@ -65,7 +122,10 @@ def read_ase_db(path, properties: Sequence[str] | None = None, units: Mapping[st
     names = list(properties) if properties is not None else sorted(available)
     missing = [n for n in names if n not in available]
     if missing:
-        raise KeyError(f"not every structure in {path} has {', '.join(missing)}; common: {sorted(available)}")
+        raise MissingPropertyError(
+            f"not every structure in {path} has {', '.join(missing)} (all have: {', '.join(sorted(available))}); "
+            "ask only for properties every structure has (properties=...)"
+        )
     values = {name: [_row_property(r, name) for r in rows] for name in names}
     metadata = {"source": "ase_db", "file": str(path)}
     if "atomrefs" in meta:
@@ -119,10 +179,22 @@ def write_ase_db(dataset: Dataset, path) -> None:
 # -- extended XYZ ----------------------------------------------------------------------------------------------------
 
 
-def read_extxyz(path, properties: Sequence[str] = ("energy", "forces"), units: Mapping[str, str] | None = None):
-    """Read an extended XYZ file (``energy`` in the comment line, ``forces`` as a column, or calculator results)."""
+@_names_file
+def read_extxyz(path, properties: Sequence[str] | None = None, units: Mapping[str, str] | None = None) -> Dataset:
+    """Read an extended XYZ file (``energy`` in the comment line, ``forces`` as a column, or calculator results).
+
+    Args:
+        path: the ``.xyz``/``.extxyz`` file.
+        properties: which properties to read (default: ``energy`` and ``forces``, each if every structure has it).
+        units: units of the properties as stored (default: jaxatom units).
+    """
     path = _check_file(path)
-    structures = read(path, index=":", format="extxyz")
+    with _parsing(path, "extended XYZ"):
+        structures = read(path, index=":", format="extxyz")
+    _require_structures(len(structures), path)
+    if properties is None:
+        common = set.intersection(*(atoms_properties(a) for a in structures))
+        properties = [name for name in ("energy", "forces") if name in common]
     dataset = Dataset.from_atoms(structures, properties=properties, metadata={"source": "extxyz", "file": str(path)})
     if not units:
         return dataset
@@ -147,15 +219,29 @@ def _split(dataset: Dataset, name: str):
 # -- MD17-style npz --------------------------------------------------------------------------------------------------
 
 
-def _npz(path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def _load_npz(path) -> dict[str, np.ndarray]:
+    """All arrays of an npz file (no pickled objects)."""
     path = _check_file(path)
-    with np.load(path) as data:
-        missing = [k for k in keys if k not in data.files]
-        if missing:
-            raise KeyError(f"{path} lacks {', '.join(missing)} (it has {', '.join(data.files)})")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not an npz archive (a zip of named arrays); write it with np.savez")
+    with _parsing(path, "an npz archive"), np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
+def _npz(path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    data = _load_npz(path)
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise MissingPropertyError(
+            f"{path} lacks {', '.join(missing)} (it has {', '.join(data) or 'nothing'}); an MD17-style npz needs "
+            f"{', '.join(keys)}"
+        )
+    positions = data[keys[1]]
+    _require_structures(positions.shape[0] if positions.ndim == 3 else 0, Path(path))
+    return data
+
+
+@_names_file
 def read_md17_npz(path, energy_unit: str = "kcal/mol", length_unit: str = "Ang") -> Dataset:
     """Read an sGDML/MD17/MD22 npz (``z [N]``, ``R [S, N, 3]``, ``E [S]`` or ``[S, 1]``, ``F [S, N, 3]``).
 
@@ -175,6 +261,7 @@ def read_md17_npz(path, energy_unit: str = "kcal/mol", length_unit: str = "Ang")
     )
 
 
+@_names_file
 def read_rmd17_npz(path) -> Dataset:
     """Read a revised-MD17 npz (``nuclear_charges``, ``coords`` Å, ``energies`` and ``forces`` in kcal/mol(/Å))."""
     data = _npz(path, ("nuclear_charges", "coords", "energies", "forces"))
@@ -220,40 +307,54 @@ def write_hdf5(dataset: Dataset, path) -> None:
     os.replace(partial, path)
 
 
+@_names_file
 def read_hdf5(path) -> Dataset:
     """Read a data set written by :func:`write_hdf5`, or a built-in GFN2-xTB trajectory file."""
     path = _check_file(path)
-    with h5py.File(path, "r") as data:
+    with _parsing(path, "an HDF5 file"):
+        data = h5py.File(path, "r")
+    with data, _parsing(path, "a jaxatom HDF5 data set or trajectory"):
         if data.attrs.get("format") == "jaxatom-dataset":
-            properties = {name: data["properties"][name][:] for name in data["properties"]}
-            units = {name: str(data["properties"][name].attrs["unit"]) for name in properties}
-            metadata = {k[5:]: _attr(v) for k, v in data.attrs.items() if k.startswith("meta:")}
-            n_atoms = data["n_atoms"][:]
-            offsets = np.concatenate([[0], np.cumsum(n_atoms)])
-            split = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-            return Dataset.from_arrays(
-                numbers=[data["numbers"][s] for s in split],
-                positions=[data["positions"][s] for s in split],
-                properties={n: [v[s] for s in split] if n in PER_ATOM_PROPERTIES else v for n, v in properties.items()},
-                units=units,
-                cell=data["cell"][:],
-                pbc=data["pbc"][:],
-                metadata=metadata,
-            )
+            return _read_hdf5_dataset(data, path)
         if {"numbers", "positions", "energy", "forces"} <= set(data):
-            return Dataset.from_arrays(
-                numbers=data["numbers"][:],
-                positions=data["positions"][:].astype(np.float64),
-                properties={"energy": data["energy"][:], "forces": data["forces"][:].astype(np.float64)},
-                units={"energy": str(data["energy"].attrs["unit"]), "forces": str(data["forces"].attrs["unit"])},
-                length_unit=str(data["positions"].attrs["unit"]),
-                metadata={
-                    "source": "trajectory_hdf5",
-                    "file": str(path),
-                    **{k: _attr(v) for k, v in data.attrs.items()},
-                },  # noqa: E501
-            )
-    raise ValueError(f"{path} is neither a jaxatom data set nor a trajectory with numbers/positions/energy/forces")
+            return _read_hdf5_trajectory(data, path)
+        members = ", ".join(sorted(data)) or "nothing"
+    raise DataError(
+        f"{path} is neither a jaxatom data set (written by write_hdf5) nor a trajectory with numbers, positions, "
+        f"energy and forces (it holds: {members}); convert it with write_hdf5"
+    )
+
+
+def _read_hdf5_dataset(data: h5py.File, path: Path) -> Dataset:
+    properties = {name: data["properties"][name][:] for name in data["properties"]}
+    units = {name: str(data["properties"][name].attrs["unit"]) for name in properties}
+    metadata = {k[5:]: _attr(v) for k, v in data.attrs.items() if k.startswith("meta:")}
+    n_atoms = data["n_atoms"][:]
+    _require_structures(len(n_atoms), path)
+    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    split = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return Dataset.from_arrays(
+        numbers=[data["numbers"][s] for s in split],
+        positions=[data["positions"][s] for s in split],
+        properties={n: [v[s] for s in split] if n in PER_ATOM_PROPERTIES else v for n, v in properties.items()},
+        units=units,
+        cell=data["cell"][:],
+        pbc=data["pbc"][:],
+        metadata=metadata,
+    )
+
+
+def _read_hdf5_trajectory(data: h5py.File, path: Path) -> Dataset:
+    positions = data["positions"][:].astype(np.float64)
+    _require_structures(len(positions), path)
+    return Dataset.from_arrays(
+        numbers=data["numbers"][:],
+        positions=positions,
+        properties={"energy": data["energy"][:], "forces": data["forces"][:].astype(np.float64)},
+        units={"energy": str(data["energy"].attrs["unit"]), "forces": str(data["forces"].attrs["unit"])},
+        length_unit=str(data["positions"].attrs["unit"]),
+        metadata={"source": "trajectory_hdf5", "file": str(path), **{k: _attr(v) for k, v in data.attrs.items()}},
+    )
 
 
 def _attr(value):
@@ -266,6 +367,8 @@ def read_dataset(path, **options) -> Dataset:
     """Read any supported file, chosen by its extension (``.db``, ``.xyz``/``.extxyz``, ``.npz``, ``.h5``/``.hdf5``)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        _check_file(path)  # refuses the directory by name, whatever its suffix
     if suffix == ".db":
         return read_ase_db(path, **options)
     if suffix in (".xyz", ".extxyz"):
@@ -273,6 +376,6 @@ def read_dataset(path, **options) -> Dataset:
     if suffix in (".h5", ".hdf5"):
         return read_hdf5(path)
     if suffix == ".npz":
-        keys = set(np.load(_check_file(path)).files)
+        keys = _load_npz(path)
         return read_rmd17_npz(path) if "nuclear_charges" in keys else read_md17_npz(path, **options)
-    raise ValueError(f"unknown data file type {suffix!r} for {path}; use .db, .xyz/.extxyz, .npz or .h5/.hdf5")
+    raise DataError(f"unknown data file type {suffix!r} for {path}; use {SUFFIXES} (or convert the file)")

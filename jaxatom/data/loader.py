@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from jaxatom.data.dataset import PER_ATOM_PROPERTIES, Dataset
+from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
 
@@ -44,9 +45,9 @@ class GraphLoader:
         n_shards: int = 1,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if batch_size % n_shards:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of the number of devices ({n_shards})")
+            raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of devices ({n_shards})")
         self.n_shards = n_shards
         dataset.require(*properties)
         self.dataset, self.batch_size, self.properties = dataset, batch_size, tuple(properties)
@@ -57,16 +58,7 @@ class GraphLoader:
             if atom_offsets is not None:
                 per_atom = np.asarray(atom_offsets, np.float64)[dataset.numbers]
                 self.energy = self.energy - np.add.reduceat(per_atom, dataset.atom_offsets[:-1])
-        self.graphs: list[HostGraph] = [
-            host_graph(
-                dataset.positions[dataset.atoms_of(i)],
-                dataset.numbers[dataset.atoms_of(i)],
-                cutoff,
-                dataset.cell[i],
-                dataset.pbc[i],
-            )
-            for i in range(len(dataset))
-        ]
+        self.graphs: list[HostGraph] = [_host_graph(dataset, i, cutoff) for i in range(len(dataset))]
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.dataset), self.batch_size)
@@ -127,6 +119,16 @@ class GraphLoader:
                     return
                 pending.append(pool.submit(_next_on_device, batches, sharding))
                 yield batch
+
+
+def _host_graph(dataset: Dataset, index: int, cutoff: float) -> HostGraph:
+    """The neighbour graph of structure ``index``; a structure the graph cannot be built for is named."""
+    atoms = dataset.atoms_of(index)
+    try:
+        positions, numbers = dataset.positions[atoms], dataset.numbers[atoms]
+        return host_graph(positions, numbers, cutoff, dataset.cell[index], dataset.pbc[index])
+    except StructureError as err:
+        raise StructureError(f"structure {index} of the data set: {err}") from err
 
 
 def _next_on_device(batches: Iterator[Batch], sharding) -> Batch | None:

@@ -41,9 +41,9 @@ from ase.data import atomic_numbers
 from ase.db import connect
 from tqdm import tqdm
 
-from jaxatom.data.dataset import Dataset, internal_unit
-from jaxatom.data.formats import read_md17_npz, read_rmd17_npz
-from jaxatom.errors import JaxAtomError
+from jaxatom.data.dataset import Dataset, MissingPropertyError, internal_unit
+from jaxatom.data.formats import DataFileNotFoundError, read_md17_npz, read_rmd17_npz
+from jaxatom.errors import ConfigError, DataError, JaxAtomError
 from jaxatom.units import unit_factor
 
 __all__ = [
@@ -321,7 +321,7 @@ def _extract(archive: Path, targets: Mapping[str, Path]) -> None:
             if not pending:
                 break
     if pending:
-        raise FileNotFoundError(f"{archive} lacks {', '.join(sorted(pending))}")
+        raise DataFileNotFoundError(f"{archive} lacks {', '.join(sorted(pending))}; download the archive again")
 
 
 def _with_metadata(dataset: Dataset, **metadata) -> Dataset:
@@ -331,7 +331,7 @@ def _with_metadata(dataset: Dataset, **metadata) -> Dataset:
 def _choice(name: str, options: Iterable[str], what: str) -> None:
     options = list(options)
     if name not in options:
-        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(options)}")
+        raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(options)}")
 
 
 # -- MD17 and MD22 -----------------------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def _rmd17_member(molecule: str) -> str:
 
 def _split_members(index: int) -> tuple[str, str]:
     if index not in range(1, 6):
-        raise ValueError(f"rMD17 has the train/test splits 1 to 5, not {index!r}")
+        raise ConfigError(f"rMD17 has the train/test splits 1 to 5, not {index!r}")
     return f"rmd17/splits/index_train_0{index}.csv", f"rmd17/splits/index_test_0{index}.csv"
 
 
@@ -404,11 +404,18 @@ def read_rmd17_split(path: str | os.PathLike, index: int) -> tuple[np.ndarray, n
 
 
 def _read_index_csv(path: Path) -> np.ndarray:
-    values = np.array([float(v) for v in re.split(r"[,;\s]+", path.read_text().strip()) if v], np.float64)
-    indices = values.astype(np.int64)
-    if values.size == 0 or np.any(indices != values) or np.any(indices < 0):
-        raise ValueError(f"{path} must list non-negative integer indices")
-    return indices
+    values = np.array([_as_number(v) for v in re.split(r"[,;\s]+", path.read_text().strip()) if v], np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values % 1 != 0) or np.any(values < 0):
+        raise DataError(f"{path} must list non-negative integer indices")
+    return values.astype(np.int64)
+
+
+def _as_number(word: str) -> float:
+    """``float(word)``, or NaN for a word that is not a number."""
+    try:
+        return float(word)
+    except ValueError:
+        return float("nan")
 
 
 def load_rmd17(molecule: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -444,19 +451,19 @@ def read_iso17_db(path: str | os.PathLike) -> Dataset:
     it) becomes ``energy`` and ``atomic_forces`` (eV/Å, row data) becomes ``forces``; positions Å."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no ISO17 database at {path}")
+        raise DataFileNotFoundError(f"no ISO17 database at {path}; check the path")
     numbers, positions, energies, forces = [], [], [], []
     with connect(path, type="db") as db:
         for row in db.select():
             energy = row.data["total_energy"] if "total_energy" in row.data else row.get("total_energy")
             if energy is None or "atomic_forces" not in row.data:
-                raise KeyError(f"row {row.id} of {path} lacks total_energy or atomic_forces")
+                raise MissingPropertyError(f"row {row.id} of {path} lacks total_energy or atomic_forces")
             numbers.append(row.numbers)
             positions.append(row.positions)
             energies.append(float(np.asarray(energy, np.float64).reshape(-1)[0]))
             forces.append(np.asarray(row.data["atomic_forces"], np.float64).reshape(-1, 3))
     if not numbers:
-        raise ValueError(f"the database {path} holds no structures")
+        raise DataError(f"the database {path} holds no structures; pass an ISO17 fold database")
     return Dataset.from_arrays(
         numbers=numbers,
         positions=positions,
@@ -521,7 +528,7 @@ def parse_qm9_xyz(text: str) -> dict:
         }
     except (IndexError, KeyError, ValueError) as error:
         first = lines[1][:40] if len(lines) > 1 else text[:40]
-        raise ValueError(f"not a QM9 xyz file ({first!r}...): {error}") from error
+        raise DataError(f"not a QM9 xyz file ({first!r}...): {error}") from error
 
 
 def parse_qm9_atomrefs(text: str) -> dict[str, dict[int, float]]:
@@ -577,7 +584,7 @@ def read_qm9_archive(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no QM9 archive at {path}")
+        raise DataFileNotFoundError(f"no QM9 archive at {path}; check the path")
     skip = {int(i) for i in exclude} if exclude is not None else set()
     records = []
     with tarfile.open(path, "r|*") as tar:
@@ -590,7 +597,7 @@ def read_qm9_archive(
             if record["index"] not in skip:
                 records.append(record)
     if not records:
-        raise ValueError(f"{path} holds no QM9 xyz files (after leaving out {len(skip)} listed molecules)")
+        raise DataError(f"{path} holds no QM9 xyz files (after leaving out {len(skip)} listed molecules)")
     records.sort(key=lambda r: r["index"])
     properties, units, stored, file_units = {}, {}, {}, {}
     for name, unit in QM9_PROPERTIES:

@@ -25,10 +25,11 @@ import numpy as np
 from jaxatom.errors import JaxAtomError
 from jaxatom.nn import Atomwise, PaiNN, SchNet
 from jaxatom.nn.schnet import MAX_Z
-from jaxatom.potential import Potential
-from jaxatom.units import unit_factor
+from jaxatom.potential import ModelFileError, Potential
+from jaxatom.potential.potential import normalise_elements
+from jaxatom.units import UnitError, unit_factor
 
-__all__ = ["import_model", "UnsupportedModelError", "SUPPORTED"]
+__all__ = ["import_model", "UnsupportedModelError", "MissingDependencyError", "SUPPORTED"]
 
 SUPPORTED = (
     "NeuralNetworkPotential/AtomisticModel with a SchNet or PaiNN representation (GaussianRBF or BesselRBF, "
@@ -41,6 +42,10 @@ class UnsupportedModelError(JaxAtomError, ValueError):
     """The SchNetPack model contains a module or setting that jaxatom cannot reproduce exactly."""
 
 
+class MissingDependencyError(JaxAtomError, ImportError):
+    """torch or schnetpack, needed only to import SchNetPack models, is not installed (also an ``ImportError``)."""
+
+
 def _refuse(what: str) -> UnsupportedModelError:
     return UnsupportedModelError(f"cannot import {what}; jaxatom imports {SUPPORTED}")
 
@@ -50,7 +55,7 @@ def _require_schnetpack():
         import schnetpack
         import torch
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "importing SchNetPack models needs torch and schnetpack: pip install 'jaxatom[schnetpack]' "
             "(on Python 3.11 see tools/install-schnetpack.sh)"
         ) from err
@@ -265,14 +270,46 @@ def _offsets(model, energy_key: str, energy: float, spk) -> tuple[float, dict[in
     return shift, {int(z): float(atomrefs[z]) for z in np.nonzero(atomrefs)[0]}
 
 
+def _check_source(source) -> None:
+    """A path must name an existing file (checked before torch is imported)."""
+    if not isinstance(source, str | os.PathLike):
+        return
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path} is a directory; pass the SchNetPack model file inside it (e.g. best_model)")
+    if not os.path.isfile(path):
+        raise ModelFileError(
+            f"no SchNetPack model file at {path}; pass the file written by torch.save (e.g. best_model)"
+        )
+
+
+def _check_units(energy_unit: str, position_unit: str) -> tuple[float, float]:
+    """Factors to eV and Å; a :class:`UnitError` naming the option if a unit is unknown or of the wrong kind."""
+    options = (
+        ("energy_unit", energy_unit, "eV", "'eV', 'kcal/mol' or 'Ha'"),
+        ("position_unit", position_unit, "Ang", "'Ang' or 'Bohr'"),
+    )
+    factors = []
+    for option, unit, target, examples in options:
+        try:
+            factors.append(unit_factor(unit, target))
+        except UnitError as err:
+            raise UnitError(f"{option} {unit!r} cannot be used ({err}); pass e.g. {examples}") from err
+    return factors[0], factors[1]
+
+
 def _load(source, torch):
     if isinstance(source, torch.nn.Module):
         return source, None
     path = os.fspath(source)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no SchNetPack model file at {path}")
-    # SchNetPack saves whole modules with torch.save: loading unpickles code, so only import files you trust
-    return torch.load(path, map_location="cpu", weights_only=False), path
+    try:
+        # SchNetPack saves whole modules with torch.save: loading unpickles code, so only import files you trust
+        return torch.load(path, map_location="cpu", weights_only=False), path
+    except Exception as err:  # torch.load raises many unrelated types on a file it cannot read
+        raise ModelFileError(
+            f"cannot read {path} as a SchNetPack model ({type(err).__name__}: {err}); pass the file written by "
+            "torch.save (e.g. best_model)"
+        ) from err
 
 
 def import_model(
@@ -292,11 +329,14 @@ def import_model(
     Returns:
         A :class:`~jaxatom.Potential` in eV and Å whose energies and forces equal SchNetPack's.
     """
+    energy, length = _check_units(energy_unit, position_unit)
+    if elements is not None:
+        elements = normalise_elements(elements)
+    _check_source(source)
     torch, spk = _require_schnetpack()
     model, path = _load(source, torch)
     if not isinstance(model, spk.model.AtomisticModel):
         raise _refuse(f"a {type(model).__name__} (not a schnetpack AtomisticModel)")
-    energy, length = unit_factor(energy_unit, "eV"), unit_factor(position_unit, "Ang")
     representation = getattr(model, "representation", None)
     if type(representation) is spk.representation.SchNet:
         rep_module, rep_params = _schnet(representation, length, torch, spk)

@@ -1,7 +1,8 @@
 """Neural-network building blocks: radial bases, cutoffs, SchNet, PaiNN and output heads (``flax.linen``)."""
 
 from jaxatom.nn.activations import shifted_softplus
-from jaxatom.nn.heads import Atomwise
+from jaxatom.nn.checks import check_representation
+from jaxatom.nn.heads import Atomwise, check_head
 from jaxatom.nn.model import EnergyModel
 from jaxatom.nn.painn import PaiNN
 from jaxatom.nn.radial import BesselRBF, GaussianRBF, cosine_cutoff, mollifier_cutoff
@@ -17,4 +18,6 @@ __all__ = [
     "cosine_cutoff",
     "mollifier_cutoff",
     "shifted_softplus",
+    "check_representation",
+    "check_head",
 ]

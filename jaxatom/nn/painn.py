@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jaxatom.graph import Graph
 from jaxatom.nn.activations import get_activation
+from jaxatom.nn.checks import check_representation
 from jaxatom.nn.layers import Dense, safe_norm, split_last
 from jaxatom.nn.radial import expand_distances
 from jaxatom.nn.schnet import MAX_Z
@@ -106,6 +107,10 @@ class PaiNN(nn.Module):
     trainable_rbf: bool = False
     rbf_start: float = 0.0
     rbf_cutoff: float | None = None
+
+    def __post_init__(self) -> None:
+        check_representation(self)  # refuse unusable settings before any parameter is made
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:

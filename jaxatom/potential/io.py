@@ -21,12 +21,12 @@ import jax
 import numpy as np
 from flax import serialization, traverse_util
 
-from jaxatom.errors import JaxAtomError
+from jaxatom.errors import ConfigError, JaxAtomError
 from jaxatom.nn.heads import Atomwise
 from jaxatom.nn.model import EnergyModel
 from jaxatom.nn.painn import PaiNN
 from jaxatom.nn.schnet import SchNet
-from jaxatom.potential.potential import Potential, example_graph
+from jaxatom.potential.potential import Potential, example_graph, normalise_elements
 
 __all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_VERSION"]
 
@@ -54,7 +54,7 @@ def _module_from_config(config: dict) -> flax.linen.Module:
         raise ModelFileError(f"unknown module type {kind!r} in the model file; this jaxatom knows {sorted(MODULES)}")
     try:
         return MODULES[kind](**config)
-    except TypeError as err:
+    except (TypeError, ConfigError) as err:
         raise ModelFileError(f"invalid settings for {kind} in the model file: {err}") from err
 
 
@@ -116,6 +116,11 @@ def _read_files(path: Path) -> tuple[bytes, bytes]:
     if path.is_dir():
         files = {name: path / name for name in (CONFIG_FILE, PARAMS_FILE)}
         missing = [name for name, file in files.items() if not file.is_file()]
+        if len(missing) == len(files):
+            raise ModelFileError(
+                f"{path} is not a jaxatom model (it has no {' or '.join(missing)}); pass the directory (or .zip) "
+                "written by Potential.save, e.g. <run_dir>/best_model"
+            )
         if missing:
             raise ModelFileError(f"the model directory {path} lacks {', '.join(missing)}; it is incomplete")
         return files[CONFIG_FILE].read_bytes(), files[PARAMS_FILE].read_bytes()
@@ -143,31 +148,53 @@ def _check_params(params: dict, template, path: Path) -> None:
         raise ModelFileError(f"the parameters in {path} do not match its config.json: {shown}")
 
 
-def load_model(path: str | os.PathLike) -> Potential:
-    """Load a potential written by :meth:`Potential.save` (directory or zip). Needs neither orbax nor pickle."""
-    path = Path(path)
-    config_bytes, params_bytes = _read_files(path)
+def _parse_config(config_bytes: bytes, path: Path) -> dict:
+    """The ``config.json`` of a jaxatom model this version can read."""
     try:
         config = json.loads(config_bytes)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path}/{CONFIG_FILE} is not valid JSON: {err}") from err
-    if config.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a jaxatom model file (format {config.get('format')!r})")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ModelFileError(f"{path} is not a jaxatom model file (format {found!r})")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has model format version {version}, newer than this jaxatom reads ({FORMAT_VERSION}); "
             "upgrade jaxatom to load it"
         )
+    return config
+
+
+def _model_settings(config: dict, path: Path) -> tuple[EnergyModel, tuple[int, ...], dict]:
+    """The model, its elements and its energy offsets (``Potential`` fields) described by ``config``."""
     try:
-        representation = _module_from_config(config["representation"])
-        head = _module_from_config(config["head"])
+        model = EnergyModel(
+            representation=_module_from_config(config["representation"]),
+            head=_module_from_config(config["head"]),
+        )
         energy = config["energy"]
-        elements = config["elements"]
+        offsets = {
+            "energy_scale": float(energy.get("scale", 1.0)),
+            "energy_shift": float(energy.get("shift_per_atom", 0.0)),
+            "atomrefs": {int(z): float(e) for z, e in energy.get("atomrefs", {}).items()},
+        }
+        return model, normalise_elements(config["elements"]), offsets
     except KeyError as err:
         raise ModelFileError(f"{path}/{CONFIG_FILE} lacks the entry {err}") from err
-    model = EnergyModel(representation=representation, head=head)
-    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), example_graph(representation.cutoff))
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ModelFileError(f"{path}/{CONFIG_FILE} is malformed ({err}); save the model again") from err
+
+
+def load_model(path: str | os.PathLike) -> Potential:
+    """Load a potential written by :meth:`Potential.save` (directory or zip). Needs neither orbax nor pickle."""
+    path = Path(path)
+    config_bytes, params_bytes = _read_files(path)
+    config = _parse_config(config_bytes, path)
+    model, elements, offsets = _model_settings(config, path)
+    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), example_graph(model.representation.cutoff))
     try:
         params = serialization.msgpack_restore(params_bytes)
     except Exception as err:  # msgpack raises several unrelated types on corrupt input
@@ -176,9 +203,7 @@ def load_model(path: str | os.PathLike) -> Potential:
     return Potential(
         model=model,
         params=jax.device_put(params),
-        elements=tuple(int(z) for z in elements),
-        energy_scale=float(energy.get("scale", 1.0)),
-        energy_shift=float(energy.get("shift_per_atom", 0.0)),
-        atomrefs={int(z): float(e) for z, e in energy.get("atomrefs", {}).items()},
+        elements=elements,
         metadata=config.get("metadata", {}),
+        **offsets,
     )

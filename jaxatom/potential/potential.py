@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs
 from jaxatom.neighbors import graph_from_atoms, host_graph
 from jaxatom.nn.heads import Atomwise
@@ -19,7 +21,7 @@ from jaxatom.nn.model import EnergyModel
 from jaxatom.nn.schnet import MAX_Z
 from jaxatom.potential.evaluate import evaluate_jit
 
-__all__ = ["Potential"]
+__all__ = ["Potential", "normalise_elements"]
 
 
 def _symbols(numbers: Iterable[int]) -> str:
@@ -78,12 +80,13 @@ class Potential:
             head: energy head; default ``Atomwise()`` (pyramidal MLP with SiLU, summed over atoms).
             energy_scale, energy_shift, atomrefs: energy offsets, see the class docstring.
         """
+        elements = normalise_elements(elements)
         model = EnergyModel(representation=representation, head=head or Atomwise())
         params = model.init(jax.random.PRNGKey(seed), example_graph(representation.cutoff))
         return cls(
             model=model,
             params=params,
-            elements=_normalise_elements(elements),
+            elements=elements,
             energy_scale=float(energy_scale),
             energy_shift=float(energy_shift),
             atomrefs={int(z): float(e) for z, e in (atomrefs or {}).items()},
@@ -106,10 +109,10 @@ class Potential:
         return table
 
     def check_elements(self, species: Iterable[int]) -> None:
-        """Raise ``ValueError`` if ``species`` contains elements the model does not know."""
+        """Raise :class:`StructureError` (a ``ValueError``) if ``species`` contains elements the model does not know."""
         unknown = set(np.unique(np.asarray(list(species)))) - set(self.elements) - {0}
         if unknown:
-            raise ValueError(
+            raise StructureError(
                 f"the structure contains elements the model was not built for: {_symbols(unknown)}; "
                 f"this model knows {_symbols(self.elements)} (retrain or choose another model)"
             )
@@ -186,17 +189,21 @@ def predict_structures(
     return results[0] if single else results
 
 
-def _normalise_elements(elements: Sequence[int | str]) -> tuple[int, ...]:
-    numbers = []
-    for element in elements:
-        if isinstance(element, str):
-            if element not in chemical_symbols[1:MAX_Z]:
-                raise ValueError(f"unknown element symbol {element!r}")
-            numbers.append(chemical_symbols.index(element))
-        else:
-            if not 1 <= int(element) < MAX_Z:
-                raise ValueError(f"atomic numbers must be in 1..{MAX_Z - 1}, got {element}")
-            numbers.append(int(element))
+def normalise_elements(elements: Sequence[int | str]) -> tuple[int, ...]:
+    """Atomic numbers or symbols as sorted unique atomic numbers; a :class:`ConfigError` for anything else."""
+    if isinstance(elements, str | int):
+        elements = [elements]
+    numbers = {_atomic_number(element) for element in elements}
     if not numbers:
-        raise ValueError("a potential needs at least one element")
-    return tuple(sorted(set(numbers)))
+        raise ConfigError("a potential needs at least one element; pass e.g. elements=['H', 'C', 'O']")
+    return tuple(sorted(numbers))
+
+
+def _atomic_number(element: int | str) -> int:
+    if isinstance(element, str):
+        if element not in chemical_symbols[1:MAX_Z]:
+            raise ConfigError(f"unknown element symbol {element!r}; use symbols such as 'H', 'C', 'O' (Z < {MAX_Z})")
+        return chemical_symbols.index(element)
+    if isinstance(element, bool) or not isinstance(element, Integral) or not 1 <= element < MAX_Z:
+        raise ConfigError(f"atomic numbers must be integers in 1..{MAX_Z - 1}, got {element!r}")
+    return int(element)
