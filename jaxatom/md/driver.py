@@ -258,6 +258,26 @@ def _settings_dict(plan: _Plan) -> dict:
     return dataclasses.asdict(plan)
 
 
+def _check_arguments(
+    ensemble: str, velocities: str, friction_per_fs: float, counts: dict[str, int], positives: dict[str, float]
+) -> None:
+    """Refuse settings that cannot work, naming the setting, before anything is loaded or compiled."""
+    if ensemble not in ENSEMBLES:
+        raise ConfigError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
+    for name, value in counts.items():
+        if int(value) != value or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    if counts["steps"] % counts["stride"]:
+        raise ConfigError(f"steps ({counts['steps']}) must be a multiple of stride ({counts['stride']})")
+    for name, value in positives.items():
+        if not value > 0 or not math.isfinite(value):
+            raise ConfigError(f"{name} must be positive, got {value}")
+    if not friction_per_fs >= 0:
+        raise ConfigError(f"friction_per_fs must be >= 0, got {friction_per_fs}")
+    if velocities not in ("maxwell_boltzmann", "atoms"):
+        raise ConfigError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
+
+
 def simulate(
     model,
     atoms: Atoms | Sequence[Atoms],
@@ -322,33 +342,21 @@ def simulate(
     if len(structures) not in (1, n_replicas):
         raise ConfigError(f"got {len(structures)} structures for {n_replicas} replicas; give one or one per replica")
     structures = structures * n_replicas if len(structures) == 1 else structures
-    if ensemble not in ENSEMBLES:
-        raise ConfigError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
-    for name, value in (
-        ("steps", steps),
-        ("stride", stride),
-        ("frames_per_chunk", frames_per_chunk),
-        ("n_replicas", n_replicas),
-        ("n_beads", n_beads),
-    ):
-        if int(value) != value or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value}")
-    if steps % stride:
-        raise ConfigError(f"steps ({steps}) must be a multiple of stride ({stride})")
-    for name, value in (
-        ("timestep_fs", timestep_fs),
-        ("temperature_K", temperature_K),
-        ("tau_fs", tau_fs),
-        ("centroid_tau_fs", centroid_tau_fs),
-        ("pile_lambda", pile_lambda),
-    ):
-        if not value > 0 or not math.isfinite(value):
-            raise ConfigError(f"{name} must be positive, got {value}")
-    if not friction_per_fs >= 0:
-        raise ConfigError(f"friction_per_fs must be >= 0, got {friction_per_fs}")
-    if velocities not in ("maxwell_boltzmann", "atoms"):
-        raise ConfigError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
-
+    _check_arguments(
+        ensemble,
+        velocities,
+        friction_per_fs,
+        counts=dict(
+            steps=steps, stride=stride, frames_per_chunk=frames_per_chunk, n_replicas=n_replicas, n_beads=n_beads
+        ),
+        positives=dict(
+            timestep_fs=timestep_fs,
+            temperature_K=temperature_K,
+            tau_fs=tau_fs,
+            centroid_tau_fs=centroid_tau_fs,
+            pile_lambda=pile_lambda,
+        ),
+    )
     force_field = _load_force_field(model, structures[0], neighbors, skin)
     plan = _Plan(
         ensemble=ensemble,
