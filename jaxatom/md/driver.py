@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -408,6 +409,10 @@ class _Setup:
     params: Any
     velocities: str
 
+    @functools.cached_property
+    def model_fingerprint(self) -> str:
+        return _model_fingerprint(self.force_field)
+
     def initial_state(self) -> MDState:
         return _initial_state(
             self.plan, self.structures, self.masses, self.force_field, self.compute, self.integrator, self.velocities
@@ -637,7 +642,7 @@ def _save_checkpoint(path: Path, state: MDState, n_frames: int, setup: _Setup) -
         "n_frames": n_frames,
         "step": int(state.step),
         "settings": _settings_dict(setup.plan),
-        "model_sha256": _model_fingerprint(setup.force_field),
+        "model_sha256": setup.model_fingerprint,
     }
     if state.neighbors is not None:
         nbrs = state.neighbors
@@ -693,7 +698,7 @@ def _check_checkpoint_matches(path: Path, meta: dict, setup: _Setup) -> None:
             f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
             "the original settings to continue, or pass overwrite=True to start afresh"
         )
-    if meta.get("model_sha256", _model_fingerprint(setup.force_field)) != _model_fingerprint(setup.force_field):
+    if meta.get("model_sha256", setup.model_fingerprint) != setup.model_fingerprint:
         raise CheckpointMismatch(
             f"the checkpoint {path} was written with another model (its parameters differ); rerun with the "
             "original model to continue, or pass overwrite=True to start afresh with this one"
