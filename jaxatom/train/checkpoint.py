@@ -1,37 +1,88 @@
-"""Orbax checkpoints of the whole training state: ``latest`` (every epoch) and ``best`` (best validation loss)."""
+"""Orbax checkpoints of the whole training state: ``latest`` (every epoch) and ``best`` (best validation loss); the
+lock that keeps a second process from training into the same run directory."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from jaxatom.errors import RunInUseError
 from jaxatom.train.step import TrainState
 
-__all__ = ["Checkpoints"]
+__all__ = ["Checkpoints", "run_lock", "LOCK_FILE"]
+
+#: The lock file in a run directory; held (``flock``) by the process that trains into it.
+LOCK_FILE = "train.lock"
+_held: set[Path] = set()  # lock files this process holds
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the advisory lock of ``run_dir`` for the duration of the block; raise :class:`RunInUseError` while
+    another live process holds it. The OS releases the lock when the holder ends, however it ends (a ``kill -9``
+    never blocks a resume). Nested use within one process (``train_run`` around ``fit``) is allowed."""
+    path = Path(run_dir).resolve() / LOCK_FILE
+    if path in _held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInUseError(
+                f"{holder} is training into {path.parent} (it holds {path}); wait for it to finish or stop it, "
+                "or train into another run_dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        _held.add(path)
+        try:
+            yield
+        finally:
+            _held.discard(path)
 
 
 class Checkpoints:
     """Two orbax managers under ``run_dir/checkpoints``; each keeps one checkpoint of ``(TrainState, metadata)``.
 
     Orbax writes a checkpoint to a temporary directory and renames it when complete, so a crash during a save leaves
-    the previous checkpoint intact.
+    the previous checkpoint intact (the temporary directory is removed when the run is opened again).
     """
 
     def __init__(self, run_dir: str | Path) -> None:
         root = Path(run_dir).resolve() / "checkpoints"
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
+        )
         self.paths = {name: root / name for name in ("latest", "best")}
         self.managers = {
             name: ocp.CheckpointManager(path, options=options, item_names=("state", "meta"))
             for name, path in self.paths.items()
         }
 
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def save(self, name: str, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
-        """Write ``state`` and JSON-serialisable ``meta`` as checkpoint ``name`` for ``epoch``."""
+        """Write ``state`` and JSON-serialisable ``meta`` as checkpoint ``name`` for ``epoch``, replacing one of the
+        same epoch (a ``best`` checkpoint saved just before a kill, when the resumed run repeats that epoch)."""
         manager = self.managers[name]
+        if epoch in manager.all_steps():
+            manager.delete(epoch)
         manager.save(
             epoch,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -41,6 +92,14 @@ class Checkpoints:
 
     def latest_epoch(self, name: str = "latest") -> int | None:
         return self.managers[name].latest_step()
+
+    def meta(self, name: str = "latest") -> dict[str, Any] | None:
+        """The metadata of the newest checkpoint ``name`` (without restoring its state), or None if there is none."""
+        manager = self.managers[name]
+        epoch = manager.latest_step()
+        if epoch is None:
+            return None
+        return manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, name: str, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """The newest checkpoint ``name``, restored into the structure of ``template``."""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import json
 import math
+import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
+from flax import serialization, traverse_util
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
@@ -19,18 +23,18 @@ from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
 from jaxatom.errors import JaxAtomError
-from jaxatom.potential import Potential
-from jaxatom.train.checkpoint import Checkpoints
+from jaxatom.potential import Potential, load_model
+from jaxatom.potential.io import ModelFileError, model_config
+from jaxatom.train.checkpoint import Checkpoints, run_lock
 from jaxatom.train.config import ConfigError, TrainConfig
+from jaxatom.train.logs import RunLogs, epoch_row
 from jaxatom.train.schedule import PlateauState, plateau_update
 from jaxatom.train.step import TrainState, data_parallel_train_step, eval_step, init_state, train_step
 
-__all__ = ["fit", "TrainingDiverged", "epoch_metrics", "with_energy_offsets"]
+__all__ = ["fit", "stop_reason", "run_stop_reason", "TrainingDiverged", "epoch_metrics", "with_energy_offsets"]
 
-CSV_COLUMNS = (
-    "epoch", "step", "learning_rate", "train_loss", "val_loss", "train_energy_mae", "train_forces_mae",
-    "val_energy_mae", "val_energy_rmse", "val_forces_mae", "val_forces_rmse", "time_s",
-)  # fmt: skip
+#: The settings that end a run, by stop reason: raising one extends a finished run.
+STOP_SETTINGS = {"max_epochs": "max_epochs", "early_stopping": "early_stopping_patience", "max_time_s": "max_time_s"}
 
 
 class TrainingDiverged(JaxAtomError, RuntimeError):
@@ -81,6 +85,81 @@ def _evaluate(params, loader: GraphLoader, potential: Potential, config: TrainCo
     return epoch_metrics(jax.device_get(total))
 
 
+def stop_reason(meta: Mapping[str, Any], config: TrainConfig) -> str | None:
+    """Why a run stops after the epoch whose checkpoint metadata is ``meta`` (``epoch``, ``stale_epochs``,
+    ``elapsed_s`` in s) under ``config``: ``"max_epochs"``, ``"early_stopping"`` or ``"max_time_s"`` (the first that
+    holds), or None if it trains on. :func:`fit` asks after every epoch and, on resume, of the ``latest`` checkpoint."""
+    reasons = _stop_reasons(meta, config)
+    return reasons[0] if reasons else None
+
+
+def _stop_reasons(meta: Mapping[str, Any], config: TrainConfig) -> list[str]:
+    patience, budget = config.early_stopping_patience, config.max_time_s
+    holds = {
+        "max_epochs": meta["epoch"] + 1 >= config.max_epochs,
+        "early_stopping": patience is not None and meta["stale_epochs"] > patience,
+        "max_time_s": budget is not None and meta["elapsed_s"] > budget,
+    }
+    return [reason for reason, held in holds.items() if held]
+
+
+def run_stop_reason(run_dir: str | Path, config: TrainConfig) -> str | None:
+    """The :func:`stop_reason` of the run in ``run_dir`` under ``config``: not None if that run is finished (and
+    :func:`fit` would not train), None if it goes on or has not begun."""
+    if not (Path(run_dir) / "checkpoints" / "latest").is_dir():
+        return None
+    with Checkpoints(run_dir) as checkpoints:
+        meta = checkpoints.meta()
+    return None if meta is None else stop_reason(meta, config)
+
+
+def _finished_message(run_dir: Path, meta: Mapping[str, Any], config: TrainConfig) -> str:
+    reasons = _stop_reasons(meta, config)
+    why = "; ".join(_describe_stop(reason, meta, config) for reason in reasons)
+    settings = " and ".join(f"training.{STOP_SETTINGS[reason]}" for reason in reasons)
+    return f"jaxatom: training in {run_dir} already finished ({why}); raise {settings} to continue"
+
+
+def _describe_stop(reason: str, meta: Mapping[str, Any], config: TrainConfig) -> str:
+    epoch = meta["epoch"]
+    if reason == "max_epochs":
+        return f"{epoch + 1} epochs trained, max_epochs = {config.max_epochs}"
+    if reason == "early_stopping":
+        return f"early stopping after epoch {epoch}: no improvement for {meta['stale_epochs']} epochs"
+    return f"{meta['elapsed_s']:.1f} s trained after epoch {epoch}, max_time_s = {config.max_time_s:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    """What the epochs of one :func:`fit` call share."""
+
+    potential: Potential
+    config: TrainConfig
+    train_loader: GraphLoader
+    val_loader: GraphLoader
+    step_fn: Callable
+    sharding: NamedSharding | None
+
+
+def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConfig) -> _Training:
+    """Loaders and the training step: data-parallel over all devices when there are several (and
+    ``config.data_parallel``)."""
+    devices = jax.devices()
+    n_shards = len(devices) if config.data_parallel and len(devices) > 1 else 1
+    if config.batch_size % n_shards:
+        raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {n_shards} devices")
+    offsets = potential.atom_offsets()
+    train_loader = GraphLoader(
+        train, potential.cutoff, config.batch_size, seed=config.seed, atom_offsets=offsets, n_shards=n_shards
+    )
+    val_loader = GraphLoader(val, potential.cutoff, config.batch_size, shuffle=False, atom_offsets=offsets)
+    step_fn, sharding = train_step, None
+    if n_shards > 1:
+        mesh = Mesh(np.array(devices), ("data",))
+        step_fn, sharding = data_parallel_train_step(mesh), NamedSharding(mesh, P("data"))
+    return _Training(potential, config, train_loader, val_loader, step_fn, sharding)
+
+
 def fit(
     potential: Potential,
     train: Dataset,
@@ -96,114 +175,134 @@ def fit(
     The potential's energy offsets are used as they are (see :func:`with_energy_offsets`). With several visible
     devices (and ``config.data_parallel``) each batch is split evenly across them and gradients are averaged.
     ``run_dir`` receives ``checkpoints/latest`` and ``checkpoints/best`` (orbax), ``metrics.csv``, TensorBoard event
-    files in ``tensorboard`` and ``config.json``. With ``resume`` a run continues from ``checkpoints/latest`` and ends
-    exactly where an uninterrupted run would. A NaN or infinite loss raises :class:`TrainingDiverged` naming the
-    step and the last good checkpoint.
+    files in ``tensorboard`` and ``config.json``; while training, ``run_dir/train.lock`` keeps other processes out
+    (:class:`~jaxatom.errors.RunInUseError`). With ``resume`` a run continues from ``checkpoints/latest`` and ends
+    exactly where an uninterrupted run would, also after a ``kill -9``; a run that is already finished under
+    ``config`` (see :func:`stop_reason`) is reported on stderr and returned without training. A NaN or infinite loss
+    raises :class:`TrainingDiverged` naming the step and the last good checkpoint.
     """
     _check_data(potential, {"training": train, "validation": val}, config)
+    training = _setup(potential, train, val, config)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    offsets = potential.atom_offsets()
-    devices = jax.devices()
-    n_shards = len(devices) if config.data_parallel and len(devices) > 1 else 1
-    if config.batch_size % n_shards:
-        raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {n_shards} devices")
-    train_loader = GraphLoader(
-        train, potential.cutoff, config.batch_size, seed=config.seed, atom_offsets=offsets, n_shards=n_shards
-    )
-    val_loader = GraphLoader(val, potential.cutoff, config.batch_size, shuffle=False, atom_offsets=offsets)
-    checkpoints = Checkpoints(run_dir)
-    state: TrainState = init_state(potential.params, config)
-    step_fn, sharding = train_step, None
-    if n_shards > 1:
-        mesh = Mesh(np.array(devices), ("data",))
-        step_fn, sharding = data_parallel_train_step(mesh), NamedSharding(mesh, P("data"))
-    plateau, start_epoch, best_params, stale, elapsed = PlateauState(config.learning_rate), 0, None, 0, 0.0
-    if resume and checkpoints.latest_epoch() is not None:
-        state, meta = checkpoints.restore("latest", state)
-        start_epoch, stale, elapsed = meta["epoch"] + 1, meta["stale_epochs"], meta["elapsed_s"]
-        plateau = PlateauState(**meta["plateau"])
-        if checkpoints.latest_epoch("best") is not None:
-            best_params = jax.device_get(checkpoints.restore("best", state)[0].ema_params)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    with run_lock(run_dir), Checkpoints(run_dir) as checkpoints:
+        state, meta, best_params = _restore(checkpoints, init_state(potential.params, config), resume)
+        if meta is not None and stop_reason(meta, config) is not None:
+            print(_finished_message(run_dir, meta, config), file=sys.stderr)
+            with RunLogs(run_dir) as logs:
+                logs.repair(epoch_row(meta, int(state.step)))
+        else:
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+            with RunLogs(run_dir) as logs:
+                logs.start(None if meta is None else epoch_row(meta, int(state.step)))
+                state, best_params = _epochs(training, checkpoints, logs, state, meta, best_params, progress)
+        return _trained(potential, best_params, state, run_dir / "best_model")
 
-    from tensorboardX import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    csv_path = run_dir / "metrics.csv"
-    _truncate_csv(csv_path, start_epoch)
-    started = time.perf_counter() - elapsed
-    bar = tqdm(range(start_epoch, config.max_epochs), initial=start_epoch, total=config.max_epochs,
+def _restore(checkpoints: Checkpoints, template: TrainState, resume: bool) -> tuple[TrainState, dict | None, Any]:
+    """The state and metadata of the ``latest`` checkpoint and the EMA parameters of the ``best`` one (``template``,
+    None and None for a new run)."""
+    if not resume or checkpoints.latest_epoch() is None:
+        return template, None, None
+    state, meta = checkpoints.restore("latest", template)
+    best = None
+    if checkpoints.latest_epoch("best") is not None:
+        best = jax.device_get(checkpoints.restore("best", template)[0].ema_params)
+    return state, meta, best
+
+
+def _epochs(
+    training: _Training,
+    checkpoints: Checkpoints,
+    logs: RunLogs,
+    state: TrainState,
+    meta: dict | None,
+    best_params: Any,
+    progress: bool,
+) -> tuple[TrainState, Any]:
+    """Train from the epoch after ``meta`` (None: from the first) until :func:`stop_reason` holds, checkpointing and
+    then logging every epoch; return the last state and the best EMA parameters."""
+    config = training.config
+    start = 0 if meta is None else meta["epoch"] + 1
+    started = time.perf_counter() - (0.0 if meta is None else meta["elapsed_s"])
+    bar = tqdm(range(start, config.max_epochs), initial=start, total=config.max_epochs,
                desc="training", unit="epoch", disable=not progress)  # fmt: skip
-    try:
+    with contextlib.closing(bar):
         for epoch in bar:
-            totals = None
-            for graph, labels in train_loader(epoch, sharding=sharding):
-                state, sums = step_fn(state, graph, labels, potential.model, potential.energy_scale, config.step)
-                totals = _accumulate(totals, sums)
-            if int(state.nan_step) >= 0:
-                raise TrainingDiverged(
-                    f"the loss became NaN or infinite at step {int(state.nan_step)} (epoch {epoch}); the last good "
-                    f"checkpoint is {checkpoints.describe('latest')} (best: {checkpoints.describe('best')}). "
-                    "Lower learning_rate, set clip_norm, or check the data for outliers."
-                )
-            train_metrics = epoch_metrics(jax.device_get(totals))
+            state, train_metrics = _train_epoch(training, checkpoints, state, epoch)
             # one copy on the default device (the state may be replicated over several), reused for every batch
             val_params = jax.device_put(jax.device_get(state.ema_params))
-            val_metrics = _evaluate(val_params, val_loader, potential, config)
-            improved = val_metrics["loss"] < plateau.best * (1 - 1e-4)
-            plateau = plateau_update(plateau, val_metrics["loss"], config.plateau_factor, config.plateau_patience,
-                                     config.plateau_cooldown, config.min_learning_rate)  # fmt: skip
-            state = state.replace(learning_rate=np.float32(plateau.learning_rate))
-            stale = 0 if improved else stale + 1
-            elapsed = time.perf_counter() - started
-            meta = {"epoch": epoch, "stale_epochs": stale, "elapsed_s": elapsed, "plateau": dataclasses.asdict(plateau),
-                    "val": val_metrics, "train": train_metrics}  # fmt: skip
-            if improved:
+            val_metrics = _evaluate(val_params, training.val_loader, training.potential, config)
+            meta = _next_meta(config, meta, epoch, train_metrics, val_metrics, time.perf_counter() - started)
+            state = state.replace(learning_rate=np.float32(meta["plateau"]["learning_rate"]))
+            if meta["stale_epochs"] == 0:
                 best_params = jax.device_get(state.ema_params)
                 checkpoints.save("best", epoch, state, meta)
             checkpoints.save("latest", epoch, state, meta)
-            row = _log(
-                csv_path, writer, epoch, int(state.step), plateau.learning_rate, train_metrics, val_metrics, elapsed
-            )
-            bar.set_postfix(loss=f"{train_metrics['loss']:.4g}", val=f"{val_metrics['loss']:.4g}",
-                            lr=f"{plateau.learning_rate:.2g}", F_mae=f"{row['val_forces_mae']:.3g}")  # fmt: skip
-            if config.early_stopping_patience is not None and stale > config.early_stopping_patience:
+            row = epoch_row(meta, int(state.step))
+            logs.log(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
+                            lr=f"{row['learning_rate']:.2g}", F_mae=f"{row['val_forces_mae']:.3g}")  # fmt: skip
+            if meta["stop_reason"] is not None:
                 break
-            if config.max_time_s is not None and elapsed > config.max_time_s:
-                break
-    finally:
-        bar.close()
-        writer.close()
-        checkpoints.close()
-    trained = potential.replace(params=best_params if best_params is not None else jax.device_get(state.ema_params))
-    trained.save(run_dir / "best_model")
+    return state, best_params
+
+
+def _train_epoch(
+    training: _Training, checkpoints: Checkpoints, state: TrainState, epoch: int
+) -> tuple[TrainState, dict[str, float]]:
+    """One pass over the training data; the new state and the epoch's training metrics."""
+    totals = None
+    potential, config = training.potential, training.config
+    for graph, labels in training.train_loader(epoch, sharding=training.sharding):
+        state, sums = training.step_fn(state, graph, labels, potential.model, potential.energy_scale, config.step)
+        totals = _accumulate(totals, sums)
+    if int(state.nan_step) >= 0:
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at step {int(state.nan_step)} (epoch {epoch}); the last good "
+            f"checkpoint is {checkpoints.describe('latest')} (best: {checkpoints.describe('best')}). "
+            "Lower learning_rate, set clip_norm, or check the data for outliers."
+        )
+    return state, epoch_metrics(jax.device_get(totals))
+
+
+def _next_meta(
+    config: TrainConfig, meta: dict | None, epoch: int, train: dict, val: dict, elapsed: float
+) -> dict[str, Any]:
+    """The checkpoint metadata after ``epoch`` (``meta``: that of the epoch before, None for the first): plateau
+    state, epochs without improvement (0: this one improved), ``elapsed_s`` (s), metrics and the stop reason."""
+    plateau = PlateauState(config.learning_rate) if meta is None else PlateauState(**meta["plateau"])
+    improved = val["loss"] < plateau.best * (1 - 1e-4)
+    plateau = plateau_update(plateau, val["loss"], config.plateau_factor, config.plateau_patience,
+                             config.plateau_cooldown, config.min_learning_rate)  # fmt: skip
+    stale = 0 if improved else (0 if meta is None else meta["stale_epochs"]) + 1
+    new = {"epoch": epoch, "stale_epochs": stale, "elapsed_s": elapsed, "plateau": dataclasses.asdict(plateau),
+           "val": val, "train": train}  # fmt: skip
+    return {**new, "stop_reason": stop_reason(new, config)}
+
+
+def _trained(potential: Potential, best_params: Any, state: TrainState, path: Path) -> Potential:
+    """``potential`` with the EMA parameters of the best epoch (of the last one if none improved), also written to
+    ``path`` unless it already holds exactly that model."""
+    params = best_params if best_params is not None else jax.device_get(state.ema_params)
+    trained = potential.replace(params=params)
+    if not _holds(path, trained):
+        trained.save(path)
     return trained
 
 
-def _truncate_csv(path: Path, start_epoch: int) -> None:
-    """Keep the rows of epochs before ``start_epoch`` (a resumed run rewrites what came after its checkpoint)."""
-    rows = []
-    if path.exists() and start_epoch > 0:
-        with path.open() as handle:
-            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < start_epoch]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+def _holds(path: Path, potential: Potential) -> bool:
+    """Whether the model file at ``path`` is ``potential``: the same settings and bit-identical parameters."""
+    try:
+        saved = load_model(path)
+    except ModelFileError:
+        return False
+    if model_config(saved) != model_config(potential):
+        return False
+    found, expected = _flat(saved.params), _flat(potential.params)
+    return found.keys() == expected.keys() and all(
+        found[k].dtype == expected[k].dtype and np.array_equal(found[k], expected[k]) for k in expected
+    )
 
 
-def _log(path: Path, writer, epoch: int, step: int, lr: float, train: dict, val: dict, elapsed: float) -> dict:
-    row = {
-        "epoch": epoch, "step": step, "learning_rate": lr, "train_loss": train["loss"], "val_loss": val["loss"],
-        "train_energy_mae": train["energy_mae"], "train_forces_mae": train["forces_mae"],
-        "val_energy_mae": val["energy_mae"], "val_energy_rmse": val["energy_rmse"],
-        "val_forces_mae": val["forces_mae"], "val_forces_rmse": val["forces_rmse"], "time_s": elapsed,
-    }  # fmt: skip
-    with path.open("a", newline="") as handle:
-        csv.DictWriter(handle, fieldnames=CSV_COLUMNS).writerow(row)
-    for key, value in row.items():
-        if key not in ("epoch", "step"):
-            writer.add_scalar(key, value, epoch)
-    writer.flush()
-    return row
+def _flat(params: Any) -> dict[tuple, np.ndarray]:
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(serialization.to_state_dict(params)).items()}

@@ -15,9 +15,10 @@ from jaxatom.data.dataset import Dataset
 from jaxatom.data.formats import read_dataset
 from jaxatom.data.splits import load_or_create_split
 from jaxatom.potential import Potential, load_model
+from jaxatom.train.checkpoint import run_lock
 from jaxatom.train.config import ConfigError, TrainConfig
 from jaxatom.train.evaluation import error_metrics, plot_parity, predict_dataset, write_predictions
-from jaxatom.train.fit import fit, with_energy_offsets
+from jaxatom.train.fit import fit, run_stop_reason, with_energy_offsets
 
 __all__ = ["DEFAULT_RUN", "load_run_config", "apply_overrides", "train_run", "evaluate_run"]
 
@@ -105,19 +106,22 @@ def _split(config: Mapping, dataset: Dataset) -> dict:
 
 
 def train_run(config: dict, progress: bool = True) -> Potential:
-    """Load the data, split it (reusing ``run_dir/split.npz``), build the model, train with checkpoints (resuming a
-    previous run in ``run_dir``), and write ``run_config.yaml``. Returns the trained potential."""
+    """Load the data, split it (reusing ``run_dir/split.npz``), build the model, write ``run_config.yaml`` and train
+    with checkpoints (resuming a previous run in ``run_dir``). A run that is already finished under ``config`` is
+    reported and keeps its files (see :func:`~jaxatom.train.fit`). Returns the trained potential."""
     run_dir = Path(config["run_dir"])
     training = TrainConfig.from_mapping(config["training"])
     representation = _representation(config["model"])
     dataset = _dataset(config["data"])
     split = _split(config, dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
     potential = Potential.create(representation, elements=dataset.elements, seed=training.seed)
     potential = with_energy_offsets(potential, train, atomrefs=bool(config["data"]["atomrefs"]))
-    return fit(potential, train, val, training, run_dir, resume=True, progress=progress)
+    with run_lock(run_dir):
+        written = run_dir / "run_config.yaml"
+        if run_stop_reason(run_dir, training) is None or not written.exists():  # a finished run keeps its own
+            written.write_text(yaml.safe_dump(config, sort_keys=False))
+        return fit(potential, train, val, training, run_dir, resume=True, progress=progress)
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None, batch_size: int = 32) -> dict:
