@@ -126,6 +126,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def _quickstart_md(run_dir: Path, args: argparse.Namespace) -> None:
     from jaxatom.data.builtin import load_builtin
+    from jaxatom.md.driver import CheckpointMismatch
     from jaxatom.md.run import md_run, report
 
     timestep_fs = 0.5
@@ -133,9 +134,13 @@ def _quickstart_md(run_dir: Path, args: argparse.Namespace) -> None:
     config = {"model": str(run_dir / "best_model"), "structure": load_builtin("aspirin").to_atoms(0),
               "ensemble": "nve", "timestep_fs": timestep_fs, "steps": max(steps, 20), "stride": 20,
               "frames_per_chunk": 100, "temperature_K": 300.0, "output": str(run_dir / "md" / "nve.h5"),
-              "overwrite": True, "precision": "float32"}  # fmt: skip
+              "precision": "float32"}  # fmt: skip
     print(f"jaxatom quickstart: {args.md_ps:g} ps of NVE MD (0.5 fs, 300 K) with the trained model")
-    run = md_run(config, progress=not args.quiet)
+    try:  # a rerun continues (or finds complete) the trajectory of the same model
+        run = md_run(config, progress=not args.quiet)
+    except CheckpointMismatch:
+        print("jaxatom quickstart: the model changed since the last MD run; starting the MD afresh")
+        run = md_run({**config, "overwrite": True}, progress=not args.quiet)
     _print_md(run, report(run.output))
 
 

@@ -1,8 +1,9 @@
 """Safe writing of run outputs: an exclusive lock per output so two live processes never write the same run, and
 free-space checks that stop a run with a clear message before a write could fail on a full disk.
 
-The lock is an advisory ``flock`` on a small ``<path>.lock`` file. The operating system releases it when the process
-ends in any way (``kill -9``, a segmentation fault), so a crashed run never blocks its own restart.
+The lock is an advisory ``flock`` on a small ``<path>.lock`` file (``<output>.lock`` beside an MD trajectory,
+``train.lock`` in a training run directory). The operating system releases it when the process ends in any way
+(``kill -9``, a segmentation fault), so a crashed run never blocks its own restart.
 """
 
 from __future__ import annotations
@@ -20,31 +21,40 @@ from jaxatom.errors import DiskFullError, RunInUseError
 __all__ = ["exclusive_lock", "free_bytes", "require_free_space", "is_disk_full", "format_bytes"]
 
 
+_held: set[Path] = set()  # lock files this process holds
+
+
 @contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
+def exclusive_lock(path: str | os.PathLike, what: str, alternative: str = "choose another output") -> Iterator[Path]:
     """Hold an exclusive lock on ``<path>.lock`` for the ``with`` block; raise :class:`RunInUseError` naming ``what``
-    and the holder's process id if another live process holds it. The lock file is removed on a clean exit."""
-    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    and the holder's process id while another live process holds it. Nested use within one process is allowed.
+
+    The lock file stays when the block ends: deleting it would let a process that opened the old file and a process
+    that creates a new one both believe they hold the lock.
+    """
+    lock_path = Path(path).absolute().with_name(Path(path).name + ".lock")
+    if lock_path in _held:
+        yield lock_path
+        return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole block
-    try:
+    with open(lock_path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise RunInUseError(
-                f"{what} is being written by another running process (pid {holder}, lock {lock_path}); wait for it "
-                "to finish or stop it, or choose another output"
+                f"{what} is in use by another running process (pid {holder}, lock {lock_path}); wait for it to "
+                f"finish or stop it, or {alternative}"
             ) from None
-        handle.seek(0)
-        handle.truncate()
+        handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
-        yield lock_path
-        lock_path.unlink(missing_ok=True)
-    finally:
-        handle.close()
+        _held.add(lock_path)
+        try:
+            yield lock_path
+        finally:
+            _held.discard(lock_path)
 
 
 def free_bytes(path: str | os.PathLike) -> int:

@@ -21,7 +21,7 @@ from ase.io import write
 
 import jaxatom
 from jaxatom.cli import main
-from jaxatom.errors import DiskFullError, RunInUseError, StructureError
+from jaxatom.errors import DiskFullError, StructureError
 from jaxatom.files import exclusive_lock
 from jaxatom.md import read_trajectory, simulate
 from jaxatom.md.driver import CheckpointMismatch
@@ -101,7 +101,7 @@ def test_md_killed_at_every_dangerous_moment_resumes_bit_identically(case, tmp_p
     result = _child(case, "none", 0, config)
     assert result.returncode == 0, result.stderr
     _assert_same_trajectory(case, output)
-    assert not _flags_left_set(output) and not (tmp_path / "traj.h5.lock").exists()
+    assert not _flags_left_set(output)
 
 
 def test_a_disk_that_fills_during_md_stops_with_a_clear_message_and_the_run_continues_once_there_is_space(
@@ -208,8 +208,13 @@ def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_it_computes(case, t
 
 def test_a_second_writer_is_refused_while_the_first_runs(case, tmp_path):
     config = _config(case, tmp_path)
-    with exclusive_lock(tmp_path / "traj.h5", "test"), pytest.raises(RunInUseError, match=f"pid {os.getpid()}"):
-        main_raising(config)
+    with exclusive_lock(tmp_path / "traj.h5", "test"):
+        done = subprocess.run(
+            [sys.executable, str(CHILD), "none", "0", str(config)], env=case["env"], capture_output=True, text=True
+        )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"jaxatom md: the MD trajectory {tmp_path / 'traj.h5'} is in use by another")
+    assert f"(pid {os.getpid()}" in done.stderr
 
 
 def test_continuing_with_another_model_is_refused(case, tmp_path):

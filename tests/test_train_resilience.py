@@ -296,10 +296,10 @@ def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
     potential = jaxatom.Potential.create(PaiNN(n_atom_basis=8, n_interactions=1, cutoff=4.0, n_rbf=6), [1, 6, 8])
     with (run_dir / LOCK_FILE).open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live `jaxatom train` holds it
-        handle.write("process 4242")
+        handle.write("4242")
         handle.flush()
-        with pytest.raises(RunInUseError, match=f"process 4242 is training into {run_dir}.*wait for it to finish"):
+        with pytest.raises(RunInUseError, match=f"training run {run_dir} is in use .*pid 4242.*wait for it to finish"):
             fit(potential, train, val, TrainConfig(**TINY["training"]), run_dir, progress=False)
         assert main(["train", str(config), "--quiet"]) == 2
-        assert f"process 4242 is training into {run_dir}" in capsys.readouterr().err
+        assert f"training run {run_dir} is in use by another running process (pid 4242" in capsys.readouterr().err
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "run_config.yaml").exists()

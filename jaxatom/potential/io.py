@@ -91,14 +91,18 @@ def save_model(potential: Potential, path: str | os.PathLike) -> None:
     config = json.dumps(model_config(potential), indent=2).encode()
     params = serialization.msgpack_serialize(jax.device_get(serialization.to_state_dict(potential.params)))
     path.parent.mkdir(parents=True, exist_ok=True)
+    permissions = _default_permissions()
     if path.suffix == ".zip":
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as tmp:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(CONFIG_FILE, config)
                 archive.writestr(PARAMS_FILE, params)
+        os.chmod(tmp.name, permissions & 0o666)
         os.replace(tmp.name, path)
         return
+    _clean_interrupted_saves(path)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    os.chmod(staging, permissions)
     (staging / CONFIG_FILE).write_bytes(config)
     (staging / PARAMS_FILE).write_bytes(params)
     if path.exists():
@@ -108,6 +112,24 @@ def save_model(potential: Potential, path: str | os.PathLike) -> None:
         shutil.rmtree(old)
     else:
         os.replace(staging, path)
+
+
+def _default_permissions() -> int:
+    """``0o777`` less the process umask: what ``mkdir`` would give (temporary files are created ``0o700``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def _clean_interrupted_saves(path: Path) -> None:
+    """Remove what a save killed half-way left beside ``path``; put the previous model back if the kill fell
+    between moving it aside and moving the new one in."""
+    for old in path.parent.glob(f".{path.name}.old-*"):
+        if not path.exists() and (old / path.name).is_dir():
+            os.replace(old / path.name, path)
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in path.parent.glob(f".{path.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _read_files(path: Path) -> tuple[bytes, bytes]:

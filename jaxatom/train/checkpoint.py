@@ -4,53 +4,24 @@ lock that keeps a second process from training into the same run directory."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from jaxatom.errors import RunInUseError
+from jaxatom.files import exclusive_lock
 from jaxatom.train.step import TrainState
 
 __all__ = ["Checkpoints", "run_lock", "LOCK_FILE"]
 
 #: The lock file in a run directory; held (``flock``) by the process that trains into it.
 LOCK_FILE = "train.lock"
-_held: set[Path] = set()  # lock files this process holds
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[None]:
-    """Hold the advisory lock of ``run_dir`` for the duration of the block; raise :class:`RunInUseError` while
-    another live process holds it. The OS releases the lock when the holder ends, however it ends (a ``kill -9``
-    never blocks a resume). Nested use within one process (``train_run`` around ``fit``) is allowed."""
-    path = Path(run_dir).resolve() / LOCK_FILE
-    if path in _held:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunInUseError(
-                f"{holder} is training into {path.parent} (it holds {path}); wait for it to finish or stop it, "
-                "or train into another run_dir"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"process {os.getpid()}")
-        handle.flush()
-        _held.add(path)
-        try:
-            yield
-        finally:
-            _held.discard(path)
+def run_lock(run_dir: str | Path) -> contextlib.AbstractContextManager:
+    """The lock that keeps a second live process from training into ``run_dir`` (``run_dir/train.lock``)."""
+    return exclusive_lock(Path(run_dir) / "train", f"the training run {run_dir}", "train into another run_dir")
 
 
 class Checkpoints:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
-from jaxatom.errors import JaxAtomError
+from jaxatom.errors import JaxAtomError, OutputExistsError
 from jaxatom.potential import Potential, load_model
 from jaxatom.potential.io import ModelFileError, model_config
 from jaxatom.train.checkpoint import Checkpoints, run_lock
@@ -31,7 +31,15 @@ from jaxatom.train.logs import RunLogs, epoch_row
 from jaxatom.train.schedule import PlateauState, plateau_update
 from jaxatom.train.step import TrainState, data_parallel_train_step, eval_step, init_state, train_step
 
-__all__ = ["fit", "stop_reason", "run_stop_reason", "TrainingDiverged", "epoch_metrics", "with_energy_offsets"]
+__all__ = [
+    "check_training_data",
+    "fit",
+    "stop_reason",
+    "run_stop_reason",
+    "TrainingDiverged",
+    "epoch_metrics",
+    "with_energy_offsets",
+]
 
 #: The settings that end a run, by stop reason: raising one extends a finished run.
 STOP_SETTINGS = {"max_epochs": "max_epochs", "early_stopping": "early_stopping_patience", "max_time_s": "max_time_s"}
@@ -65,15 +73,25 @@ def _accumulate(total, batch):
     return batch if total is None else jax.tree.map(lambda a, b: a + b, total, batch)
 
 
-def _check_data(potential: Potential, datasets: dict[str, Dataset], config: TrainConfig) -> None:
+def check_training_data(datasets: dict[str, Dataset], config: TrainConfig) -> None:
+    """Refuse empty data sets and data sets lacking a property the loss trains on (``{name: dataset}``)."""
+    weights = {"energy": config.energy_weight, "forces": config.forces_weight}
     for name, dataset in datasets.items():
         if len(dataset) == 0:
             raise ConfigError(f"the {name} set is empty")
-        needed = [p for p, w in (("energy", config.energy_weight), ("forces", config.forces_weight)) if w > 0]
-        try:
-            dataset.require(*needed)
-        except KeyError as err:
-            raise ConfigError(f"the {name} set cannot be trained on: {err.args[0]}") from err
+        for label in (label for label, weight in weights.items() if weight > 0):
+            try:
+                dataset.require(label)
+            except KeyError as err:
+                raise ConfigError(
+                    f"the {name} set cannot be trained on: {err.args[0]}; use data that has {label} or set "
+                    f"training.{label}_weight to 0"
+                ) from err
+
+
+def _check_data(potential: Potential, datasets: dict[str, Dataset], config: TrainConfig) -> None:
+    check_training_data(datasets, config)
+    for dataset in datasets.values():
         potential.check_elements(dataset.numbers)
 
 
@@ -201,8 +219,13 @@ def fit(
 def _restore(checkpoints: Checkpoints, template: TrainState, resume: bool) -> tuple[TrainState, dict | None, Any]:
     """The state and metadata of the ``latest`` checkpoint and the EMA parameters of the ``best`` one (``template``,
     None and None for a new run)."""
-    if not resume or checkpoints.latest_epoch() is None:
+    if checkpoints.latest_epoch() is None:
         return template, None, None
+    if not resume:
+        raise OutputExistsError(
+            f"{checkpoints.paths['latest'].parent} holds the checkpoints of an earlier run, which a new run would "
+            "mix with its own; resume it (resume=True), or train into another run_dir"
+        )
     state, meta = checkpoints.restore("latest", template)
     best = None
     if checkpoints.latest_epoch("best") is not None:

@@ -18,7 +18,7 @@ from jaxatom.potential import Potential, load_model
 from jaxatom.train.checkpoint import run_lock
 from jaxatom.train.config import ConfigError, TrainConfig
 from jaxatom.train.evaluation import error_metrics, plot_parity, predict_dataset, write_predictions
-from jaxatom.train.fit import fit, run_stop_reason, with_energy_offsets
+from jaxatom.train.fit import check_training_data, fit, run_stop_reason, with_energy_offsets
 
 __all__ = ["DEFAULT_RUN", "load_run_config", "apply_overrides", "train_run", "evaluate_run"]
 
@@ -69,17 +69,25 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> d
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"no configuration file at {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _read_yaml(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (data, model, training, run_dir)")
     config = apply_overrides(_merge(DEFAULT_RUN, raw), overrides)
     TrainConfig.from_mapping(config["training"])
     if str(config["model"].get("type", "")).lower() not in MODELS:
         raise ConfigError(f"unknown model type {config['model'].get('type')!r}; choose one of {sorted(MODELS)}")
+    _representation(config["model"])  # refuses unusable settings (cutoff, sizes) before any data is read
     data = config["data"]
     if (data["builtin"] is None) == (data["path"] is None):
         raise ConfigError("set exactly one of data.builtin (aspirin, ethanol) and data.path (a data file)")
     return config
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
 
 
 def _dataset(data: Mapping) -> Dataset:
@@ -115,6 +123,7 @@ def train_run(config: dict, progress: bool = True) -> Potential:
     dataset = _dataset(config["data"])
     split = _split(config, dataset)
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
+    check_training_data({"training": train, "validation": val}, training)
     potential = Potential.create(representation, elements=dataset.elements, seed=training.seed)
     potential = with_energy_offsets(potential, train, atomrefs=bool(config["data"]["atomrefs"]))
     with run_lock(run_dir):
@@ -134,7 +143,12 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None, batch
     if data_path is not None:
         dataset = read_dataset(data_path)
     else:
-        config = yaml.safe_load(config_path.read_text())
+        if not config_path.is_file():
+            raise ConfigError(
+                f"{config_path} is missing, so the run's test split is unknown; rerun `jaxatom train` for this run "
+                "or evaluate on a data file with --data"
+            )
+        config = _read_yaml(config_path)
         full = _dataset(config["data"])
         dataset = full.subset(_split(config, full)["test_idx"])
     potential = load_model(run_dir / "best_model")
