@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from ase.io import write
 
 import jaxatom
 from jaxatom.cli import main
@@ -56,6 +57,7 @@ def test_train_evaluate_and_resume_from_the_command_line(tmp_path, capsys):
         (["model.type=dimenet"], "unknown model type"),
         (["data.path=x.db"], "exactly one of data.builtin"),
         (["model.n_heads=2"], "invalid model settings"),
+        (["model.cutoff=0"], "cutoff"),
         (["nonsense"], "section.key=value"),
     ],
 )
@@ -70,7 +72,7 @@ def test_evaluate_without_a_model_is_refused(tmp_path, capsys):
     assert "holds no trained model" in capsys.readouterr().err
 
 
-def test_quickstart_runs_the_main_job(tmp_path, capsys):
+def test_quickstart_runs_the_main_job_and_a_rerun_changes_nothing(tmp_path, capsys):
     args = ["quickstart", "--out", str(tmp_path / "qs"), "--minutes", "0.01", "--md-ps", "0.02", "--quiet"]
     assert main(args) == 0
     output = capsys.readouterr().out
@@ -79,3 +81,29 @@ def test_quickstart_runs_the_main_job(tmp_path, capsys):
     assert "energy drift:" in output and "eV/atom/ps" in output
     report = json.loads((tmp_path / "qs" / "md" / "nve.h5.report.json").read_text())
     assert report["frames"] == 2 and report["time_ps"] == pytest.approx(0.01)
+    kept = {name: (tmp_path / "qs" / name).read_bytes() for name in ("best_model/params.msgpack", "md/nve.h5")}
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "already finished (" in captured.err and "training.max_time_s" in captured.err
+    assert "already complete" in captured.out
+    assert kept == {name: (tmp_path / "qs" / name).read_bytes() for name in kept}
+
+
+def test_training_data_with_nan_positions_is_refused_in_one_line(tmp_path, capsys):
+    atoms = jaxatom.data.load_builtin("ethanol").to_atoms(0)
+    atoms.positions[2, 1] = np.nan
+    write(tmp_path / "bad.xyz", [atoms] * 3)
+    path = _config(tmp_path, data={"path": str(tmp_path / "bad.xyz"), "train": 2, "val": 1, "test": 0})
+    assert main(["train", str(path), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("jaxatom train: ") and len(error.splitlines()) == 1
+    assert "bad.xyz" in error and "NaN" in error and "(indices 0, 1, 2)" in error
+
+
+def test_evaluate_without_the_run_configuration_says_what_to_do(tmp_path, capsys):
+    jaxatom.Potential.create(jaxatom.nn.SchNet(n_atom_basis=8, n_interactions=1, n_rbf=6), [1, 6, 8]).save(
+        tmp_path / "best_model"
+    )
+    assert main(["evaluate", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "run_config.yaml is missing" in error and "--data" in error

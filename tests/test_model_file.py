@@ -1,6 +1,7 @@
 """The portable model file: round trips, atomic overwrite and every error path."""
 
 import json
+import os
 import zipfile
 
 import jax
@@ -174,3 +175,23 @@ def test_invalid_potential_settings_are_refused():
         jaxatom.Potential.create(tiny_schnet(radial_basis="chebyshev"), elements=[1])
     with pytest.raises(ValueError, match="unknown aggregation"):
         jaxatom.Potential.create(tiny_schnet(), elements=[1], head=Atomwise(aggregation="max"))
+
+
+def test_model_files_get_default_permissions_and_a_save_killed_half_way_is_cleaned_up(tmp_path):
+    potential = jaxatom.Potential.create(tiny_schnet(), elements=ELEMENTS, seed=0)
+    potential.save(tmp_path / "model")
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0o700
+    # killed after moving the old model aside, before moving the new one in
+    (tmp_path / ".model.old-x").mkdir()
+    os.replace(tmp_path / "model", tmp_path / ".model.old-x" / "model")
+    (tmp_path / ".model.partial-y").mkdir()
+    jaxatom.Potential.create(tiny_schnet(), elements=ELEMENTS, seed=1).save(tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.old-x", ".model.partial-y", "other"]
+    potential.save(tmp_path / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other"]
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -8,6 +8,7 @@ import pytest
 
 import jaxatom
 from jaxatom import data
+from jaxatom.errors import OutputExistsError
 from jaxatom.nn import PaiNN
 from jaxatom.train import ConfigError, TrainConfig, TrainingDiverged, fit, with_energy_offsets
 from jaxatom.train.schedule import PlateauState, plateau_update
@@ -60,6 +61,12 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path, po
         np.testing.assert_array_equal(a, b)
     straight_rows, resumed_rows = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
     assert [r["val_loss"] for r in straight_rows] == [r["val_loss"] for r in resumed_rows]
+
+
+def test_a_fresh_run_into_a_directory_with_another_runs_checkpoints_is_refused(tmp_path, potential, split):
+    fit(potential, *split, TrainConfig(**{**CONFIG, "max_epochs": 1}), tmp_path, progress=False)
+    with pytest.raises(OutputExistsError, match="checkpoints of an earlier run.*another run_dir"):
+        fit(potential, *split, TrainConfig(**{**CONFIG, "max_epochs": 1}), tmp_path, resume=False, progress=False)
 
 
 def test_a_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path, potential, split):
