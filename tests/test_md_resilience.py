@@ -5,6 +5,7 @@ must equal an uninterrupted run's bit for bit."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -271,3 +272,17 @@ def test_md_errors_are_one_line_and_overrides_may_follow_options(case, tmp_path,
     assert main(["md", str(config), f"structure={tmp_path / 'overlap.xyz'}", "--quiet"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("jaxatom md: atoms 2 and 3 overlap") and len(error.splitlines()) == 1
+
+
+def test_a_checkpoint_of_the_previous_version_without_a_model_fingerprint_still_resumes(case, tmp_path):
+    config = _config(case, tmp_path, steps=24)
+    main_raising(config)
+    checkpoint = tmp_path / "traj.h5.ckpt.npz"
+    with np.load(checkpoint) as data:
+        arrays = dict(data)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    del meta["model_sha256"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(checkpoint, **arrays)
+    main_raising(_config(case, tmp_path))  # the same run, 48 steps
+    _assert_same_trajectory(case, tmp_path / "traj.h5")
