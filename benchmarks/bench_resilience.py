@@ -11,17 +11,20 @@ operations (disk reservation, free-space checks, append, checkpoint with ``fsync
 them. Recovery: a trajectory of the given size is written by a SWMR writer that is then SIGKILLed, and
 ``open_for_append`` is timed on it (clearing HDF5's consistency flags) and on the fallback route (rewriting it).
 
-This measures jaxatom's own write protocol against its in-memory runs; no SchNetPack run is part of it.
+With ``--baseline-tree`` (e.g. ``git worktree add /tmp/base d2a624b``, the commit before the write protocol) the
+one-replica run with output is also timed in subprocesses against that tree and this one, alternating, best of three.
+This measures jaxatom's own write protocol; no SchNetPack run is part of it.
 
 Usage (from the repository root, on a quiet machine)::
 
-    python benchmarks/bench_resilience.py --steps 2000 --recovery-mb 200
+    python benchmarks/bench_resilience.py --steps 1000 --recovery-mb 200 --baseline-tree /tmp/base
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import shlex
 import subprocess
 import sys
@@ -89,6 +92,37 @@ def md_case(potential, atoms, replicas: int, steps: int, directory: Path, totals
     ]
 
 
+#: Run in a subprocess against a source tree: wall-clock steps/s (without compilation) of aspirin NVE with output.
+WRITTEN_RUN = """
+import sys, tempfile, jaxatom
+from jaxatom.data import load_builtin
+from jaxatom.md import simulate
+from jaxatom.nn import PaiNN
+model = PaiNN(n_atom_basis=64, n_interactions=3, cutoff=5.0, n_rbf=20)
+potential = jaxatom.Potential.create(model, elements=[1, 6, 8], seed=0)
+steps = int(sys.argv[1])
+with tempfile.TemporaryDirectory() as tmp:
+    run = simulate(potential, load_builtin("aspirin").to_atoms(0), steps=steps, timestep_fs=0.5, stride=10,
+                   frames_per_chunk=10, output=tmp + "/md.h5", progress=False)
+print(steps / (run.timing["wall_s"] - run.timing["compile_s"]))
+"""
+
+
+def compare_rows(baseline: Path, steps: int, repeats: int = 3) -> list[str]:
+    """Steps/s with output of the code in ``baseline`` (e.g. a worktree of the commit before the write protocol)
+    and of this tree, alternating runs, best of ``repeats`` each."""
+    trees = {"baseline": baseline.resolve(), "this tree": Path(__file__).resolve().parents[1]}
+    best = dict.fromkeys(trees, 0.0)
+    for _ in range(repeats):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run([sys.executable, "-c", WRITTEN_RUN, str(steps)], env=env, capture_output=True,
+                                  text=True, check=True)  # fmt: skip
+            best[name] = max(best[name], float(done.stdout.split()[-1]))
+    ratio = best["baseline"] / best["this tree"]
+    return [f"| {baseline} | {best['baseline']:.0f} | {best['this tree']:.0f} | {ratio:.3f} |"]
+
+
 def killed_trajectory(path: Path, megabytes: int) -> None:
     """A trajectory-like file of ``megabytes`` written in SWMR mode by a process that is then SIGKILLed."""
     code = (
@@ -127,6 +161,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="MD steps per run (multiple of 100)")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--recovery-mb", type=int, default=200, help="size of the killed trajectory (MB)")
+    parser.add_argument("--baseline-tree", type=Path, help="a source tree to compare steps/s with output against")
     args = parser.parse_args()
     load_before = load_average()
     atoms = load_builtin("aspirin").to_atoms(0)
@@ -151,6 +186,9 @@ def main() -> None:
     print("\n".join(md))
     print("\n| reopen after kill -9 | file MB | seconds |\n|---|---|---|")
     print("\n".join(recovery))
+    if args.baseline_tree is not None:
+        print("\n| baseline tree | baseline steps/s with output | this tree | ratio |\n|---|---|---|---|")
+        print("\n".join(compare_rows(args.baseline_tree, args.steps)))
 
 
 if __name__ == "__main__":

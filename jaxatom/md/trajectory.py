@@ -130,8 +130,8 @@ class TrajectoryWriter:
         needed = self.append_bytes(count)
         allocate = getattr(os, "posix_fallocate", None)  # not on macOS: the driver's free-space checks remain
         try:
-            if allocate is not None:
-                allocate(self._descriptor, 0, self.file.id.get_filesize() + needed)
+            if allocate is not None:  # HDF5 has written everything below its end of allocation: reserve past it
+                allocate(self._descriptor, self.file.id.get_filesize(), needed)
         except OSError as err:
             if is_disk_full(err):
                 raise DiskFullError(
