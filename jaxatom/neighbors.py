@@ -28,6 +28,7 @@ __all__ = [
 
 #: Atoms closer than this (Å) are refused as overlapping.
 MIN_DISTANCE = 0.1
+_OVERLAP_SEARCH = 1.0  # Å, the radius of the neighbour search that finds overlapping atoms
 
 
 def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +58,16 @@ def neighbor_list(
 
 
 def check_structure(
-    positions: np.ndarray, species: np.ndarray, cell: np.ndarray | None = None, pbc: np.ndarray | bool = False
+    positions: np.ndarray,
+    species: np.ndarray,
+    cell: np.ndarray | None = None,
+    pbc: np.ndarray | bool = False,
+    overlaps: bool = True,
 ) -> None:
     """Refuse a structure no model can evaluate: wrong shapes, no atoms, NaN or infinite positions, atomic numbers
-    outside 1..99, a periodic structure without a cell, or two atoms closer than :data:`MIN_DISTANCE` (also across
-    periodic boundaries). Every entry point (data sets, ``predict``, the ASE calculator, MD) uses this check.
+    outside 1..99, a periodic structure without a cell, or (with ``overlaps``) two atoms closer than
+    :data:`MIN_DISTANCE` (also across periodic boundaries). Every entry point (data sets, ``predict``, the ASE
+    calculator, MD) uses this check; :func:`host_graph` finds overlaps in the list it builds anyway.
 
     Raises:
         StructureError: naming the problem, the atoms involved and the fix.
@@ -83,13 +89,19 @@ def check_structure(
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
     if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
         raise StructureError("a periodic structure needs a cell with non-zero volume; set atoms.cell or pbc=False")
-    calculator = NeighborList(cutoff=MIN_DISTANCE, full_list=False)
-    i, j, d = calculator.compute(points=positions, box=cell, periodic=pbc, quantities="ijd")
-    if len(d):
-        k = int(np.argmin(d))
+    if overlaps:
+        # vesin's cell grid has cells of the cutoff's size: a 0.1 Å cutoff would make 10⁶ cells per (10 Å)³
+        receivers, senders, _, distances = neighbor_list(positions, cell, pbc, _OVERLAP_SEARCH)
+        _refuse_overlaps(receivers, senders, distances)
+
+
+def _refuse_overlaps(receivers: np.ndarray, senders: np.ndarray, distances: np.ndarray) -> None:
+    """Raise :class:`StructureError` if an edge of the list is shorter than :data:`MIN_DISTANCE`."""
+    if len(distances) and distances.min() < MIN_DISTANCE:
+        k = int(np.argmin(distances))
         raise StructureError(
-            f"atoms {int(i[k])} and {int(j[k])} overlap (distance {d[k]:.3g} Å < {MIN_DISTANCE} Å); check the "
-            "structure, its units (Å) and its cell"
+            f"atoms {int(min(receivers[k], senders[k]))} and {int(max(receivers[k], senders[k]))} overlap (distance "
+            f"{distances[k]:.3g} Å < {MIN_DISTANCE} Å); check the structure, its units (Å) and its cell"
         )
 
 
@@ -108,7 +120,8 @@ def host_graph(
     """
     positions = np.asarray(positions, np.float64)
     species = np.asarray(species, np.int32)
-    check_structure(positions, species, cell, pbc)
+    listed = edges == "all_pairs" or cutoff >= MIN_DISTANCE  # the edges below include every overlapping pair
+    check_structure(positions, species, cell, pbc, overlaps=not listed)
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, bool), (3,)).copy()
     if edges == "all_pairs":
@@ -116,10 +129,12 @@ def host_graph(
             raise ValueError("all-pairs edges are for non-periodic molecules; use edges='cutoff' for periodic input")
         receivers, senders = all_pairs(len(species))
         shifts = np.zeros((len(senders), 3))
+        distances = np.linalg.norm(positions[senders] - positions[receivers], axis=1)
     elif edges == "cutoff":
-        receivers, senders, shifts, _ = neighbor_list(positions, cell, pbc, cutoff)
+        receivers, senders, shifts, distances = neighbor_list(positions, cell, pbc, cutoff)
     else:
         raise ValueError(f"edges must be 'cutoff' or 'all_pairs', got {edges!r}")
+    _refuse_overlaps(receivers, senders, distances)
     dtype = float_dtype()
     return HostGraph(
         positions=positions.astype(dtype),
