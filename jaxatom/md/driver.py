@@ -325,7 +325,11 @@ def simulate(
         stride: steps between written frames.
         frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks).
         output: HDF5 trajectory path; a checkpoint ``<output>.ckpt.npz`` is kept beside it. If both exist, the run
-            continues from the checkpoint (``overwrite=True`` starts afresh). ``None`` keeps frames in memory.
+            continues from the checkpoint, also after ``kill -9`` (``overwrite=True`` starts afresh); a checkpoint
+            of other settings or another model raises :class:`CheckpointMismatch`, an output that is not this run's
+            :class:`~jaxatom.errors.OutputExistsError`, a second live writer
+            :class:`~jaxatom.errors.RunInUseError`, too little disk space :class:`~jaxatom.errors.DiskFullError`
+            (before the run, or before the chunk that would not fit). ``None`` keeps frames in memory.
         seed: random seed (velocities and thermostat noise; replica ``r`` uses key ``split(seed)[r]``).
         velocities: ``"maxwell_boltzmann"`` or ``"atoms"`` (the structures' own momenta).
         remove_rotation: also remove the initial angular momentum of molecules (NVE, Nosé–Hoover).
