@@ -142,7 +142,7 @@ class TrajectoryWriter:
                 raise
 
     def append(self, frames: Mapping[str, np.ndarray]) -> None:
-        """Append ``{name: [F, ...]}`` for every per-frame dataset, then flush."""
+        """Append ``{name: [F, ...]}`` for every per-frame dataset, then flush and ``fsync``."""
         n = self.n_frames
         count = len(frames["time"])
         self.reserve(count)
@@ -151,6 +151,7 @@ class TrajectoryWriter:
             dataset.resize(n + count, axis=0)
             dataset[n:] = values
         self.file.flush()
+        os.fsync(self._descriptor)  # on disk before the checkpoint that counts them, even if the power fails
 
     def close(self) -> None:
         """Close the file and give back the blocks reserved but not used (HDF5 trims the file when it closes a
