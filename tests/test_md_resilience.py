@@ -154,7 +154,7 @@ def test_injected_enospc_while_reserving_frames_keeps_everything_and_resumes(cas
 
     def fallocate(fd, offset, length):
         calls["n"] += 1
-        return _enospc() if calls["n"] == 3 else allocate(fd, offset, length)
+        return _enospc() if calls["n"] == 2 else allocate(fd, offset, length)  # chunk 2, before it runs
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
     assert main(["md", str(config), "--quiet"]) == 2

@@ -62,6 +62,7 @@ class TrajectoryWriter:
         self.file = file
         self.path = path
         self._descriptor = os.open(path, os.O_RDWR)
+        self._reserved: tuple[int, int] | None = None  # (frames written, frames to come) of the last reservation
 
     @classmethod
     def create(
@@ -127,11 +128,14 @@ class TrajectoryWriter:
 
     def reserve(self, count: int) -> None:
         """Allocate disk blocks for appending ``count`` frames; raise :class:`DiskFullError` if the disk is full."""
+        if self._reserved == (self.n_frames, count):  # already reserved for these frames (the driver does it first)
+            return
+        size = self.file.id.get_filesize()
         needed = self.append_bytes(count)
         allocate = getattr(os, "posix_fallocate", None)  # not on macOS: the driver's free-space checks remain
         try:
             if allocate is not None:  # HDF5 has written everything below its end of allocation: reserve past it
-                allocate(self._descriptor, self.file.id.get_filesize(), needed)
+                allocate(self._descriptor, size, needed)
         except OSError as err:
             if is_disk_full(err):
                 raise DiskFullError(
@@ -140,6 +144,7 @@ class TrajectoryWriter:
                 ) from err
             if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
+        self._reserved = (self.n_frames, count)
 
     def append(self, frames: Mapping[str, np.ndarray]) -> None:
         """Append ``{name: [F, ...]}`` for every per-frame dataset, then flush and ``fsync``."""
