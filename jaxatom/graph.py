@@ -66,6 +66,8 @@ class Graph:
         cell: ``[G, 3, 3]`` cell vectors as rows (Å); zeros for molecules.
         pbc: ``[G, 3]`` periodic directions.
         n_node: ``[G]`` number of real atoms per graph (0 for padding graphs).
+        total_charge: ``[G]`` total charge of each structure (e), or None for neutral structures; heads that predict
+            partial charges (``DipoleMoment``) make them sum to it.
         reverse_halves: static; when True, ``E`` is even and edge ``e + E/2`` has the same length as edge ``e`` (its
             reverse, for real edges), so models may compute distance-only edge features (radial basis, cutoff,
             SchNet's filter network) for the first half and reuse them for the second.
@@ -80,6 +82,7 @@ class Graph:
     cell: jax.Array
     pbc: jax.Array
     n_node: jax.Array
+    total_charge: jax.Array | None = None
     reverse_halves: bool = struct.field(pytree_node=False, default=False)
 
     @property
@@ -118,7 +121,7 @@ class HostGraph:
     """One unpadded structure with its edges, as numpy arrays on the host. Units: Å.
 
     ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``,
-    ``shifts [e, 3]``. With ``reverse_halves`` the second half of the edges reverses the first, edge for edge
+    ``shifts [e, 3]``, ``total_charge`` (e). With ``reverse_halves`` the second half of the edges reverses the first, edge for edge
     (``e`` is even), and :func:`batch_graphs` keeps that layout for the batch.
     """
 
@@ -130,6 +133,7 @@ class HostGraph:
     receivers: np.ndarray
     shifts: np.ndarray
     reverse_halves: bool = False
+    total_charge: float = 0.0
 
     @property
     def n_node(self) -> int:
@@ -200,6 +204,7 @@ def batch_graphs(
     cell = np.zeros((n_graph, 3, 3), dtype)
     pbc = np.zeros((n_graph, 3), bool)
     counts = np.zeros(n_graph, np.int32)
+    charges = np.zeros(n_graph, dtype)
     # Reverse halves: every structure's first half of edges goes to the batch's first half, its second half (the
     # reverses) to the same offsets in the batch's second half; second-half padding edges point the other way.
     halves = n_edge % 2 == 0 and all(g.reverse_halves for g in graphs)
@@ -224,6 +229,7 @@ def batch_graphs(
         cell[index] = g.cell
         pbc[index] = g.pbc
         counts[index] = g.n_node
+        charges[index] = g.total_charge
         node0, edge0 = node1, edge0 + (g.n_edge // 2 if halves else g.n_edge)
     return Graph(
         positions=positions,
@@ -235,5 +241,6 @@ def batch_graphs(
         cell=cell,
         pbc=pbc,
         n_node=counts,
+        total_charge=charges,
         reverse_halves=halves,
     )

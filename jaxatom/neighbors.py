@@ -20,6 +20,7 @@ from jaxatom.graph import HostGraph, float_dtype
 __all__ = [
     "MIN_DISTANCE",
     "check_structure",
+    "total_charge_of",
     "all_pairs",
     "neighbor_list",
     "host_graph",
@@ -112,8 +113,10 @@ def host_graph(
     cell: np.ndarray | None = None,
     pbc: np.ndarray | bool = False,
     edges: str = "cutoff",
+    total_charge: float = 0.0,
 ) -> HostGraph:
-    """Build the :class:`HostGraph` of one structure given as arrays (positions in Å, atomic numbers).
+    """Build the :class:`HostGraph` of one structure given as arrays (positions in Å, atomic numbers, total charge
+    in e).
 
     ``edges="cutoff"`` lists the pairs within ``cutoff``; ``"all_pairs"`` lists every ordered pair of a non-periodic
     structure. Raises :class:`~jaxatom.errors.StructureError` for what :func:`check_structure` refuses.
@@ -145,12 +148,22 @@ def host_graph(
         receivers=receivers,
         shifts=shifts.astype(dtype),
         reverse_halves=True,
+        total_charge=float(total_charge),
     )
 
 
 def graph_from_atoms(atoms: Atoms, cutoff: float, edges: str = "cutoff") -> HostGraph:
     """Build the :class:`HostGraph` of an ``ase.Atoms`` (Å) for a model with the given ``cutoff`` (Å); see
-    :func:`host_graph` for ``edges``."""
+    :func:`host_graph` for ``edges``. The total charge is :func:`total_charge_of` the atoms."""
     if not isinstance(atoms, Atoms):
         raise TypeError(f"expected an ase.Atoms, got {type(atoms).__name__}")
-    return host_graph(atoms.positions, atoms.numbers, cutoff, np.asarray(atoms.cell[:]), atoms.pbc, edges)
+    cell = np.asarray(atoms.cell[:])
+    return host_graph(atoms.positions, atoms.numbers, cutoff, cell, atoms.pbc, edges, total_charge_of(atoms))
+
+
+def total_charge_of(atoms: Atoms) -> float:
+    """The total charge (e) of ``atoms``: ``atoms.info["charge"]`` (ASE's and tblite's convention) when set, else the
+    sum of the initial charges (0 unless set)."""
+    if "charge" in atoms.info:
+        return float(atoms.info["charge"])
+    return float(np.sum(atoms.get_initial_charges()))
