@@ -121,8 +121,8 @@ class HostGraph:
     """One unpadded structure with its edges, as numpy arrays on the host. Units: Å.
 
     ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``,
-    ``shifts [e, 3]``, ``total_charge`` (e). With ``reverse_halves`` the second half of the edges reverses the first, edge for edge
-    (``e`` is even), and :func:`batch_graphs` keeps that layout for the batch.
+    ``shifts [e, 3]``, ``total_charge`` (e). With ``reverse_halves`` the second half of the edges reverses the first,
+    edge for edge (``e`` is even), and :func:`batch_graphs` keeps that layout for the batch.
     """
 
     positions: np.ndarray

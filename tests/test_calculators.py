@@ -180,7 +180,7 @@ def test_ensemble_calculator_mean_and_std(members, ethanol, kind):
     assert atoms.calc.get_property("energy_std") == pytest.approx(energies.std(), abs=1e-9)
     np.testing.assert_allclose(atoms.get_forces(), forces.mean(axis=0), atol=1e-9)
     np.testing.assert_allclose(atoms.calc.results["forces_std"], forces.std(axis=0), atol=1e-9)
-    np.testing.assert_allclose(atoms.calc.results["energies_members"], energies, atol=1e-9)
+    np.testing.assert_allclose(atoms.calc.results["energy_members"], energies, atol=1e-9)
     assert atoms.calc.results["energy_std"] > 1e-3 and atoms.calc.results["forces_std"].max() > 1e-3
     if kind == "crystal":
         stresses = np.array([s.get_stress() for s in singles])

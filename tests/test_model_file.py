@@ -3,6 +3,7 @@
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -47,10 +48,12 @@ def test_config_records_architecture_units_and_versions(saved):
     assert config["format_version"] == FORMAT_VERSION
     assert config["representation"]["type"] in ("SchNet", "PaiNN")
     assert config["representation"]["n_atom_basis"] == 16
-    assert config["head"]["type"] == "Atomwise"
+    assert [head["type"] for head in config["heads"]] == ["Atomwise"]
+    assert config["heads"][0]["output_key"] == "energy" and config["heads"][0]["per_atom_output_key"] == "energies"
+    assert {o["name"]: o["unit"] for o in config["outputs"]} == {"energy": "eV", "energies": "eV"}
     assert config["elements"] == ELEMENTS and config["cutoff"] == 4.0
     assert config["units"]["energy"] == "eV" and config["units"]["length"] == "Ang"
-    assert config["energy"]["atomrefs"]["6"] == -1030.0
+    assert config["scaling"]["energy"]["atomrefs"]["6"] == -1030.0
     assert set(config["versions"]) == {"jaxatom", "jax", "flax"}
     assert not list(path.parent.glob(".*partial*"))  # no staging leftovers
 
@@ -65,7 +68,7 @@ def test_zip_round_trip_and_custom_head(tmp_path, ethanol):
     pot.save(tmp_path / "model.zip")
     assert zipfile.is_zipfile(tmp_path / "model.zip")
     loaded = load_model(tmp_path / "model.zip")
-    assert loaded.model.head == pot.model.head and loaded.energy_scale == 2.0
+    assert loaded.model.heads == pot.model.heads and loaded.energy_scale == 2.0
     _assert_same_predictions(pot, loaded, [ethanol])
 
 
@@ -130,8 +133,8 @@ def test_config_parameter_mismatch_is_refused(saved, tmp_path):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda c: c["representation"].update(type="DimeNet"), "unknown module type 'DimeNet'"),
-        (lambda c: c["representation"].update(n_heads=4), "invalid settings for"),
+        (lambda c: c["representation"].update(type="DimeNet"), "unknown model part 'DimeNet'"),
+        (lambda c: c["representation"].update(n_heads=4), r"unknown (SchNet|PaiNN) settings \['n_heads'\]"),
         (lambda c: c.pop("elements"), "lacks the entry 'elements'"),
         (lambda c: c.update(format="something-else"), "not a jaxatom model file"),
     ],
@@ -195,3 +198,20 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+@pytest.mark.parametrize("name", ["schnet", "painn"])
+def test_model_files_of_format_1_load_and_predict_the_same_numbers(name):
+    """Model files written by jaxatom 0.1 (format 1, one energy head) load as energy models with the same outputs."""
+    import ase.io
+
+    fixture = Path(__file__).parent / "data" / "model_v1"
+    expected = json.loads((fixture / "predictions.json").read_text())["predictions"][name]
+    structures = ase.io.read(fixture / "structures.xyz", ":")[: len(expected)]
+    potential = load_model(fixture / name)
+    assert json.loads((fixture / name / "config.json").read_text())["format_version"] == 1
+    assert potential.outputs == ("energy", "energies", "forces", "stress")
+    for result, reference in zip(potential.predict(structures), expected, strict=True):
+        assert result.keys() == reference.keys()
+        for key, value in reference.items():
+            np.testing.assert_allclose(result[key], value, rtol=1e-6, atol=1e-6)

@@ -104,7 +104,7 @@ def test_extra_padding_changes_nothing(potential, ethanol, crystal):
 
 def test_jit_and_eager_agree(potential, ethanol, crystal):
     graph = batch_graphs([graph_from_atoms(ethanol, potential.cutoff), graph_from_atoms(crystal, potential.cutoff)])
-    args = (potential.params, graph, np.float32(1.0), np.asarray(potential.atom_offsets(), np.float32))
+    args = (potential.params, graph, potential.scaling_arrays(np.float32))
     jitted = jax.device_get(evaluate_jit(potential.model, *args, with_stress=True))
     with jax.disable_jit():
         eager = jax.device_get(evaluate(potential.model, *args, with_stress=True))

@@ -6,7 +6,10 @@ fluctuates from step to step, reuses one compiled shape instead of recompiling. 
 stress in eV/Å³ as ASE's Voigt 6-vector ``[xx, yy, zz, yz, xz, xy]`` with ASE's sign, ``(1/V) dE/d(strain)``.
 Stress is computed with every evaluation of a periodic structure (the strain derivative shares the backward pass of
 the forces), so asking for it after the forces does not evaluate again; for molecules it raises ASE's
-``PropertyNotImplementedError``.
+``PropertyNotImplementedError``. Every other output of the model comes with each evaluation too: a dipole moment
+(e·Å) as ASE's ``dipole`` (``atoms.get_dipole_moment()``), partial charges (e) as ``charges``
+(``atoms.get_charges()``), a polarizability (Å³) as ``results["polarizability"]``, and any other output under its
+name. The total charge of a structure is ``atoms.info["charge"]`` (else the sum of its initial charges).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from jaxatom.graph import Graph, HostGraph, batch_graphs
 from jaxatom.neighbors import graph_from_atoms
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential.outputs import split_outputs
 
 __all__ = ["Capacity", "JaxAtomCalculator", "EnsembleCalculator"]
 
@@ -57,10 +61,34 @@ class Capacity:
         return self.size
 
 
+#: ASE's names of model outputs that ASE knows under another name.
+ASE_NAMES = {"dipole_moment": "dipole"}
+
+
+def _ase_properties(outputs: Sequence[str], suffixes: Sequence[str] = ("",)) -> list[str]:
+    """The ASE property names of a model's outputs (energy models also give ``free_energy``)."""
+    names = [ASE_NAMES.get(name, name) + suffix for name in outputs for suffix in suffixes]
+    return names + (["free_energy"] if "energy" in outputs else [])
+
+
+def _ase_results(result: dict, with_stress: bool) -> dict:
+    """A :meth:`Potential.predict` result as ASE results: float64 arrays, ASE's names added, Voigt stress."""
+    results = {key: np.asarray(value, np.float64) if isinstance(value, np.ndarray) else value
+               for key, value in result.items()}  # fmt: skip
+    for ours, ase_name in ASE_NAMES.items():
+        for suffix in ("", "_std", "_members"):
+            if ours + suffix in results:
+                results[ase_name + suffix] = results[ours + suffix]
+    if "energy" in results:
+        results["free_energy"] = results["energy"]
+    for key in ("stress", "stress_std"):
+        if with_stress and key in results:
+            results[key] = full_3x3_to_voigt_6_stress(results[key])
+    return results
+
+
 class _PaddedCalculator(Calculator):
     """Shared machinery: input checks, capacities, the stress rule, and the record of compiled shapes."""
-
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: Potential | PotentialEnsemble, shrink_after: int = 20, **kwargs):
         super().__init__(**kwargs)
@@ -97,9 +125,10 @@ class _PaddedCalculator(Calculator):
 class JaxAtomCalculator(_PaddedCalculator):
     """ASE calculator for one :class:`~jaxatom.potential.Potential`.
 
-    Results: ``energy`` and ``free_energy`` (eV, offsets added in float64 on the host as in
-    :meth:`Potential.predict`), per-atom ``energies`` (eV), ``forces [n, 3]`` (eV/Å) and, for periodic structures,
-    ``stress`` (Voigt 6-vector, eV/Å³). Works in float32 (default) and float64 (:func:`jaxatom.enable_x64`).
+    Results: every output of :meth:`Potential.predict` — ``energy`` and ``free_energy`` (eV, offsets added in float64
+    on the host), per-atom ``energies`` (eV), ``forces [n, 3]`` (eV/Å), for periodic structures ``stress`` (Voigt
+    6-vector, eV/Å³), and e.g. ``dipole [3]`` (e·Å), ``charges [n]`` (e), ``polarizability [3, 3]`` (Å³) for models
+    with those heads. Works in float32 (default) and float64 (:func:`jaxatom.enable_x64`).
 
     Args:
         model: a :class:`Potential` or the path of a model directory/zip written by :meth:`Potential.save`.
@@ -110,34 +139,26 @@ class JaxAtomCalculator(_PaddedCalculator):
 
     def __init__(self, model: Potential | str | os.PathLike, shrink_after: int = 20, **kwargs):
         self.potential = model if isinstance(model, Potential) else load_model(model)
-        self._offsets = self.potential.atom_offsets()
+        self.implemented_properties = _ase_properties(self.potential.outputs)
         super().__init__(self.potential, shrink_after=shrink_after, **kwargs)
 
     def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
         batch: Graph = batch_graphs([graph], n_node=n_node, n_edge=n_edge)
         out = jax.device_get(self.potential.evaluate(batch, stress=with_stress, include_offsets=False))
-        n = graph.n_node
-        offsets = self._offsets[graph.species]
-        energy = float(np.float64(out["energy"][0]) + offsets.sum())
-        results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": np.asarray(out["energies"][:n], np.float64) + offsets,
-            "forces": np.asarray(out["forces"][:n], np.float64),
-        }
-        if with_stress:
-            results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(out["stress"][0], np.float64))
-        return results
+        out = {name: out[name] for name in self.potential.outputs if name in out}
+        result = split_outputs(out, [graph], self.potential.model.outputs, self.potential.scaling)[0]
+        return _ase_results(result, with_stress)
 
 
 class EnsembleCalculator(_PaddedCalculator):
     """ASE calculator for a :class:`~jaxatom.potential.PotentialEnsemble`: the members' mean and spread.
 
-    Results: the members' mean ``energy``/``free_energy`` (eV), ``energies [n]`` (eV), ``forces [n, 3]`` (eV/Å) and,
-    for periodic structures, ``stress`` (Voigt, eV/Å³); their population standard deviations (``ddof=0``)
-    ``energy_std``, ``forces_std [n, 3]`` (per atom and component) and ``stress_std`` (Voigt); and each member's
-    ``energies_members [M]`` and ``forces_members [M, n, 3]``. The ``*_std`` values are also available through
-    ``calc.get_property("energy_std", atoms)``.
+    Results: for every output ``X`` of the members (see :meth:`PotentialEnsemble.predict`), the members' mean ``X``,
+    population standard deviation ``X_std`` (``ddof=0``, per component) and each member's values ``X_members``
+    (leading axis ``[M]``): e.g. ``energy``/``free_energy`` (eV), ``energy_std``, ``energy_members [M]``,
+    ``forces [n, 3]`` (eV/Å), ``forces_std``, ``forces_members [M, n, 3]``, for periodic structures ``stress`` and
+    ``stress_std`` (Voigt, eV/Å³), and ``dipole``/``charges``/``polarizability`` for models with those heads. The
+    ``*_std`` values are also available through ``calc.get_property("energy_std", atoms)``.
 
     Args:
         models: a :class:`PotentialEnsemble`, or a list of :class:`Potential` objects or model paths.
@@ -145,21 +166,13 @@ class EnsembleCalculator(_PaddedCalculator):
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
     """
 
-    implemented_properties = _PaddedCalculator.implemented_properties + ["energy_std", "forces_std", "stress_std"]
-
     def __init__(
         self, models: PotentialEnsemble | Sequence[Potential | str | os.PathLike], shrink_after: int = 20, **kwargs
     ):
         self.ensemble = models if isinstance(models, PotentialEnsemble) else PotentialEnsemble.from_potentials(models)
+        self.implemented_properties = _ase_properties(self.ensemble.outputs, ("", "_std", "_members"))
         super().__init__(self.ensemble, shrink_after=shrink_after, **kwargs)
 
     def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
         result = self.ensemble.predict_graphs([graph], n_node=n_node, n_edge=n_edge)[0]
-        results = {key: result[key] for key in ("energy", "energy_std", "energies", "energies_members")}
-        results["free_energy"] = result["energy"]
-        for key in ("forces", "forces_std", "forces_members"):
-            results[key] = np.asarray(result[key], np.float64)
-        if with_stress:
-            results["stress"] = full_3x3_to_voigt_6_stress(result["stress"])
-            results["stress_std"] = full_3x3_to_voigt_6_stress(result["stress_std"])
-        return results
+        return _ase_results(result, with_stress)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxatom.md.neighbors import EdgeBuilder
-from jaxatom.nn.model import EnergyModel
+from jaxatom.nn.model import AtomisticModel
 from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.evaluate import cast_params, evaluate
 
@@ -48,10 +48,10 @@ def from_energy(energy_fn: Callable[[jax.Array], jax.Array], params: Any = None)
     return ForceField(apply=apply, params=params)
 
 
-def _model_apply(model: EnergyModel, edges: EdgeBuilder):
+def _model_apply(model: AtomisticModel, edges: EdgeBuilder):
     def member(params, scale, offsets, positions, neighbors):
         graph = edges.graph(positions, neighbors)
-        out = evaluate(model, params, graph, scale, offsets)
+        out = evaluate(model, params, graph, {"energy": {"scale": scale, "offsets": offsets}})
         return out["energy"][0], out["forces"][: edges.n_atoms]
 
     return member
@@ -96,7 +96,7 @@ def from_ensemble(ensemble: PotentialEnsemble, edges: EdgeBuilder) -> ForceField
             "forces_std_max": jnp.max(force_std),
         }
 
-    tables = np.asarray(ensemble.atom_offsets, np.float64)  # [M, 100]
+    tables = ensemble.atom_offsets()  # [M, 100]
     params = {
         "model": ensemble.params,
         "scale": jnp.asarray(ensemble.energy_scales),

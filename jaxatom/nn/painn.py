@@ -94,6 +94,9 @@ class PaiNN(nn.Module):
     SchNetPack's ``GaussianRBF(start, cutoff)`` may differ from the cutoff function's radius.
     """
 
+    #: whether the features include ``vector [N, 3, F]`` (needed by ``Polarizability`` and vector dipoles)
+    has_vector_features = True
+
     n_atom_basis: int = 128
     n_interactions: int = 3
     cutoff: float = 5.0

@@ -1,17 +1,17 @@
 """Ensembles of potentials: one architecture, ``M`` parameter sets stacked on a leading axis, evaluated with ``vmap``.
 
 Every member sees the same padded graph; :func:`evaluate_ensemble` is :func:`~jaxatom.potential.evaluate.evaluate`
-vmapped over the stacked parameters, energy scales and offsets, so one compile serves all members.
-:meth:`PotentialEnsemble.predict` returns the members' mean and spread. The spread is the *population* standard
-deviation over members (``numpy.std`` with ``ddof=0``): it is defined for one member (zero) and is exactly zero for
-identical members.
+vmapped over the stacked parameters and per-output scales and offsets, so one compile serves all members.
+:meth:`PotentialEnsemble.predict` returns the members' mean and spread of every output. The spread is the
+*population* standard deviation over members (``numpy.std`` with ``ddof=0``): it is defined for one member (zero)
+and is exactly zero for identical members.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -22,58 +22,53 @@ from ase import Atoms
 from flax import serialization
 
 from jaxatom.graph import Graph, HostGraph, batch_graphs
-from jaxatom.nn.model import EnergyModel
+from jaxatom.nn.model import AtomisticModel
+from jaxatom.nn.registry import module_config
 from jaxatom.potential.evaluate import evaluate
 from jaxatom.potential.io import load_model
+from jaxatom.potential.outputs import OutputScaling, split_outputs
 from jaxatom.potential.potential import Potential, _symbols, predict_structures
 
 __all__ = ["PotentialEnsemble", "evaluate_ensemble", "evaluate_ensemble_jit"]
 
 
 def evaluate_ensemble(
-    model: nn.Module,
-    stacked_params,
-    graph: Graph,
-    energy_scales: jax.Array,
-    atom_offsets: jax.Array,
-    with_stress: bool = False,
+    model: nn.Module, stacked_params, graph: Graph, scaling: dict, with_stress: bool = False
 ) -> dict[str, jax.Array]:
     """:func:`~jaxatom.potential.evaluate.evaluate` of ``M`` members that share ``model``, on one padded graph.
 
     Args:
-        model: the members' common :class:`~jaxatom.nn.EnergyModel`.
+        model: the members' common :class:`~jaxatom.nn.AtomisticModel`.
         stacked_params: the members' parameters stacked along a leading axis ``[M, ...]``.
         graph: the padded batch (shared by all members).
-        energy_scales: ``[M]`` factor on each member's model energy.
-        atom_offsets: ``[M, 100]`` energy offset (eV) per member and atomic number; zeros to leave them out.
+        scaling: per-output ``{"scale": [M], "offsets": [M, 100]}`` (see :meth:`PotentialEnsemble.scaling_arrays`).
         with_stress: also return ``stress [M, G, 3, 3]`` (eV/Å³).
 
     Returns:
-        ``energy [M, G]`` (eV), ``energies [M, N]`` (eV), ``forces [M, N, 3]`` (eV/Å) and optionally ``stress``.
+        Every output with a leading member axis, e.g. ``energy [M, G]`` (eV), ``forces [M, N, 3]`` (eV/Å),
+        ``dipole_moment [M, G, 3]`` (e·Å); the representation's features are left out.
     """
-    keys = ("energy", "energies", "forces", "stress") if with_stress else ("energy", "energies", "forces")
+    names = model.output_names
 
-    def member(params, energy_scale, offsets):
-        out = evaluate(model, params, graph, energy_scale, offsets, with_stress)
-        return {key: out[key] for key in keys}
+    def member(params, member_scaling):
+        out = evaluate(model, params, graph, member_scaling, with_stress)
+        return {key: out[key] for key in names if key in out}
 
-    return jax.vmap(member)(stacked_params, energy_scales, atom_offsets)
+    return jax.vmap(member)(stacked_params, scaling)
 
 
 #: :func:`evaluate_ensemble` jitted with the model and the stress switch static (one compile per model and shape).
 evaluate_ensemble_jit = jax.jit(evaluate_ensemble, static_argnames=("model", "with_stress"))
 
 
-def _module_fields(module: nn.Module) -> dict[str, Any]:
-    fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module) if f.name not in ("parent", "name")}
-    return {"type": type(module).__name__, **fields}
-
-
-def _architecture_difference(a: EnergyModel, b: EnergyModel) -> str:
+def _architecture_difference(a: AtomisticModel, b: AtomisticModel) -> str:
     """Name the first settings in which two models differ, e.g. ``representation.n_rbf: 8 != 9``."""
+    parts_a = {"representation": a.representation, **{f"heads[{k}]": h for k, h in enumerate(a.heads)}}
+    parts_b = {"representation": b.representation, **{f"heads[{k}]": h for k, h in enumerate(b.heads)}}
     differences = []
-    for part in ("representation", "head"):
-        fields_a, fields_b = _module_fields(getattr(a, part)), _module_fields(getattr(b, part))
+    for part in sorted(parts_a.keys() | parts_b.keys()):
+        fields_a = module_config(parts_a[part]) if part in parts_a else {}
+        fields_b = module_config(parts_b[part]) if part in parts_b else {}
         for key in sorted(fields_a.keys() | fields_b.keys()):
             if fields_a.get(key) != fields_b.get(key):
                 differences.append(f"{part}.{key}: {fields_a.get(key)!r} != {fields_b.get(key)!r}")
@@ -94,22 +89,19 @@ def _stack_params(potentials: Sequence[Potential]):
 class PotentialEnsemble:
     """``M`` potentials of one architecture, evaluated together (energies in eV, lengths in Å).
 
-    Build one with :meth:`from_potentials`. Each member keeps its own energy scale and offsets.
+    Build one with :meth:`from_potentials`. Each member keeps its own per-output scales and offsets.
 
     Attributes:
-        model: the members' common :class:`~jaxatom.nn.EnergyModel`.
+        model: the members' common :class:`~jaxatom.nn.AtomisticModel`.
         params: the members' parameters stacked along a leading axis ``[M, ...]``.
         elements: atomic numbers the members may be applied to (equal for all members).
-        energy_scales: ``[M]`` factor on each member's model energy (float64).
-        atom_offsets: ``[M, 100]`` energy offset per member and atomic number (eV, float64), see
-            :meth:`Potential.atom_offsets`.
+        scalings: each member's :attr:`Potential.scaling`.
     """
 
-    model: EnergyModel
+    model: AtomisticModel
     params: Any
     elements: tuple[int, ...]
-    energy_scales: np.ndarray
-    atom_offsets: np.ndarray
+    scalings: tuple[Mapping[str, OutputScaling], ...]
 
     @classmethod
     def from_potentials(cls, members: Sequence[Potential | str | os.PathLike]) -> PotentialEnsemble:
@@ -136,53 +128,66 @@ class PotentialEnsemble:
             model=first.model,
             params=_stack_params(potentials),
             elements=first.elements,
-            energy_scales=np.array([p.energy_scale for p in potentials], np.float64),
-            atom_offsets=np.stack([p.atom_offsets() for p in potentials]),
+            scalings=tuple(dict(p.scaling) for p in potentials),
         )
 
     @property
     def size(self) -> int:
         """Number of members ``M``."""
-        return len(self.energy_scales)
+        return len(self.scalings)
 
     @property
     def cutoff(self) -> float:
         """Cutoff radius of the representation (Å)."""
         return float(self.model.representation.cutoff)
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every output :meth:`predict` summarises."""
+        return self.model.output_names
+
+    @property
+    def energy_scales(self) -> np.ndarray:
+        """``[M]`` factor on each member's model energy (float64)."""
+        return np.array([s.get("energy", OutputScaling()).scale for s in self.scalings], np.float64)
+
+    def atom_offsets(self, name: str = "energy") -> np.ndarray:
+        """``[M, 100]`` offset per member and atomic number of output ``name`` (float64)."""
+        return np.stack([s.get(name, OutputScaling()).table() for s in self.scalings])
+
+    def scaling_arrays(self, dtype, include_offsets: bool = True) -> dict[str, dict[str, jax.Array]]:
+        """Per-output ``{"scale": [M], "offsets": [M, 100]}`` for :func:`evaluate_ensemble`."""
+        names = sorted({name for scaling in self.scalings for name in scaling})
+        arrays = {}
+        for name in names:
+            tables = (
+                self.atom_offsets(name) if include_offsets else np.zeros((self.size, len(self.atom_offsets(name)[0])))
+            )
+            scales = [s.get(name, OutputScaling()).scale for s in self.scalings]
+            arrays[name] = {"scale": jnp.asarray(scales, dtype), "offsets": jnp.asarray(tables, dtype)}
+        return arrays
+
     def check_elements(self, species) -> None:
         """Raise ``ValueError`` if ``species`` contains elements the members do not know."""
         Potential.check_elements(self, species)
 
     def evaluate(self, graph: Graph, stress: bool = False, include_offsets: bool = True) -> dict[str, jax.Array]:
-        """Jitted per-member ``energy [M, G]``, ``energies [M, N]``, ``forces [M, N, 3]`` (and ``stress``) of a graph.
+        """Jitted per-member outputs (``energy [M, G]``, ``forces [M, N, 3]``, ...) of a graph.
 
-        With ``include_offsets=False`` energies exclude the offsets (see :meth:`Potential.evaluate`).
+        With ``include_offsets=False`` outputs exclude the offsets (see :meth:`Potential.evaluate`).
         """
-        dtype = graph.positions.dtype
-        offsets = self.atom_offsets if include_offsets else np.zeros_like(self.atom_offsets)
-        return evaluate_ensemble_jit(
-            self.model,
-            self.params,
-            graph,
-            jnp.asarray(self.energy_scales, dtype),
-            jnp.asarray(offsets, dtype),
-            with_stress=stress,
-        )
+        scaling = self.scaling_arrays(graph.positions.dtype, include_offsets)
+        return evaluate_ensemble_jit(self.model, self.params, graph, scaling, with_stress=stress)
 
     def predict(self, structures: Atoms | Sequence[Atoms], batch_size: int = 32) -> dict | list[dict]:
-        """Mean and spread over members of energy, forces and, for periodic input, stress.
+        """Mean and spread over members of every output (energy, forces, dipole moment, charges, ...).
 
         Takes one ``ase.Atoms`` (returns one dict) or a list of them (returns a list of dicts), evaluated in padded
-        batches of up to ``batch_size`` structures. Each dict holds, for a structure of ``n`` atoms:
-
-        * ``energy``, ``energy_std`` (eV): mean and population std (``ddof=0``) of the members' total energies;
-        * ``energies [n]`` (eV): the members' mean per-atom energies;
-        * ``forces [n, 3]``, ``forces_std [n, 3]`` (eV/Å): mean and std per atom and Cartesian component;
-        * ``energies_members [M]`` (eV) and ``forces_members [M, n, 3]`` (eV/Å): each member's values;
-        * periodic input only: ``stress``, ``stress_std`` ``[3, 3]`` and ``stress_members [M, 3, 3]`` (eV/Å³).
-
-        Offsets are added and the statistics taken in float64 on the host.
+        batches of up to ``batch_size`` structures. For each output ``X`` of the model (see :attr:`outputs`) a dict
+        holds ``X`` (the members' mean), ``X_std`` (population std, ``ddof=0``, per component) and ``X_members``
+        (each member's value, leading axis ``[M]``); e.g. ``energy``/``energy_std`` (eV), ``forces [n, 3]`` (eV/Å),
+        and for periodic input ``stress [3, 3]`` (eV/Å³). Offsets are added and the statistics taken in float64 on
+        the host.
         """
         return predict_structures(structures, self.cutoff, self.check_elements, self.predict_graphs, batch_size)
 
@@ -194,29 +199,21 @@ class PotentialEnsemble:
         batch = batch_graphs(graphs, n_node=n_node, n_edge=n_edge)
         with_stress = any(g.periodic for g in graphs)
         out = jax.device_get(self.evaluate(batch, stress=with_stress, include_offsets=False))
-        results, node0 = [], 0
-        for index, g in enumerate(graphs):
-            nodes = slice(node0, node0 + g.n_node)
-            offsets = self.atom_offsets[:, g.species]  # [M, n]
-            energies = np.asarray(out["energies"][:, nodes], np.float64) + offsets
-            members = {
-                "energies_members": np.asarray(out["energy"][:, index], np.float64) + offsets.sum(axis=1),
-                "forces_members": np.asarray(out["forces"][:, nodes]),
-            }
-            if g.periodic:
-                members["stress_members"] = np.asarray(out["stress"][:, index])
-            results.append({**_summary(members), "energies": energies.mean(axis=0), **members})
-            node0 += g.n_node
-        return results
+        members = [
+            split_outputs({k: v[m] for k, v in out.items()}, graphs, self.model.outputs, self.scalings[m])
+            for m in range(self.size)
+        ]
+        return [_summary([member[index] for member in members]) for index in range(len(graphs))]
 
 
-def _summary(members: dict[str, np.ndarray]) -> dict:
-    """Mean and population std over the leading member axis, in float64."""
-    names = {"energies_members": "energy", "forces_members": "forces", "stress_members": "stress"}
+def _summary(members: Sequence[dict]) -> dict:
+    """Mean, population std and the members' values of every output, in float64."""
     summary = {}
-    for key, values in members.items():
-        values = np.asarray(values, np.float64)
-        summary[names[key]] = values.mean(axis=0)
-        summary[f"{names[key]}_std"] = values.std(axis=0)
-    summary["energy"], summary["energy_std"] = float(summary["energy"]), float(summary["energy_std"])
+    for key in members[0]:
+        values = np.stack([np.asarray(member[key], np.float64) for member in members])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        scalar = values.ndim == 1
+        summary[key] = float(mean) if scalar else mean
+        summary[f"{key}_std"] = float(std) if scalar else std
+        summary[f"{key}_members"] = values
     return summary

@@ -1,4 +1,11 @@
-"""Pure device functions: energy, per-atom energies, forces (-dE/dR) and stress ((1/V) dE/d(strain)) of a Graph."""
+"""Pure device functions: every output of a model on a Graph, scaled, with forces (-dE/dR) and stress
+((1/V) dE/d(strain)) of the energy.
+
+``scaling`` is a pytree ``{name: {"scale": [], "offsets": [100]}}`` (see :meth:`Potential.scaling_arrays`): the
+output ``name`` (and every output whose :attr:`~jaxatom.nn.OutputSpec.scaling` is ``name``) becomes
+``scale * raw + offsets`` — per atom ``offsets[Z_i]``; per structure their sum (``"sum"``) or mean (``"avg"``).
+Names absent from ``scaling`` are returned raw.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxatom.graph import Graph
+from jaxatom.nn.heads import OutputSpec
 
-__all__ = ["evaluate", "evaluate_jit", "cast_params"]
+__all__ = ["evaluate", "evaluate_jit", "cast_params", "scale_outputs"]
+
+Scaling = dict[str, dict[str, jax.Array]]
 
 
 def cast_params(params, dtype):
@@ -28,54 +38,67 @@ def _strained(graph: Graph, strain: jax.Array) -> Graph:
     )
 
 
-def evaluate(
-    model: nn.Module,
-    params,
-    graph: Graph,
-    energy_scale: jax.Array,
-    atom_offsets: jax.Array,
-    with_stress: bool = False,
-) -> dict[str, jax.Array]:
-    """Energy and its derivatives for a padded batch, in the dtype of ``graph.positions``.
+def _trailing(values: jax.Array, ndim: int) -> jax.Array:
+    return values.reshape(values.shape + (1,) * (ndim - values.ndim))
+
+
+def scale_outputs(specs: tuple[OutputSpec, ...], raw: dict, graph: Graph, scaling: Scaling) -> dict[str, jax.Array]:
+    """``raw`` model outputs with each one's scale and offsets applied (see the module docstring)."""
+    out = dict(raw)
+    for spec in specs:
+        if spec.scaling not in scaling:
+            continue
+        scale, table = scaling[spec.scaling]["scale"], scaling[spec.scaling]["offsets"]
+        value = raw[spec.name]
+        atom_offsets = table.astype(value.dtype)[graph.species] * graph.node_mask
+        if not spec.per_atom:
+            total = jax.ops.segment_sum(atom_offsets, graph.node_graph, num_segments=graph.n_graph)
+            atom_offsets = total / jnp.maximum(graph.n_node, 1) if spec.aggregation == "avg" else total
+        out[spec.name] = scale.astype(value.dtype) * value + _trailing(atom_offsets, value.ndim)
+    return out
+
+
+def evaluate(model: nn.Module, params, graph: Graph, scaling: Scaling, with_stress: bool = False) -> dict:
+    """Every output of ``model`` for a padded batch, in the dtype of ``graph.positions``.
 
     Args:
-        model: an :class:`~jaxatom.nn.EnergyModel`.
+        model: an :class:`~jaxatom.nn.AtomisticModel`.
         params: its parameters (cast to the positions' dtype).
         graph: the padded batch.
-        energy_scale: scalar multiplying the model energy.
-        atom_offsets: ``[100]`` energy (eV) added per atom of each atomic number (mean per atom + reference energies);
-            zeros to get the energy without offsets.
+        scaling: per-output scale and offsets (module docstring); offsets of zero leave them out.
         with_stress: also return ``stress [G, 3, 3]`` (eV/Å³; zero where the cell has no volume).
 
     Returns:
-        ``energy [G]`` (eV), ``energies [N]`` (eV), ``forces [N, 3]`` (eV/Å), optionally ``stress``, and the
-        representation's ``scalar``/``vector`` features. Entries of padding atoms and graphs are zero or meaningless.
+        The model's outputs (per structure ``[G, ...]``, per atom ``[N, ...]``, e.g. ``energy [G]`` eV,
+        ``energies [N]`` eV, ``dipole_moment [G, 3]`` e·Å, ``charges [N]`` e), the representation's ``scalar`` /
+        ``vector`` features and, for models with an energy, ``forces [N, 3]`` (eV/Å) and optionally ``stress``.
+        Entries of padding atoms and graphs are zero or meaningless.
     """
     dtype = graph.positions.dtype
     params = cast_params(params, dtype)
-    offsets = atom_offsets.astype(dtype)[graph.species] * graph.node_mask
+    specs = model.outputs
     strain = jnp.zeros((graph.n_graph, 3, 3), dtype)
 
-    def total_energy(positions, strain):
+    def outputs(positions, strain):
         g = graph.replace(positions=positions)
         if with_stress:
             g = _strained(g, strain)
-        out = model.apply(params, g)
-        out["energies"] = energy_scale * out["energies"] + offsets
-        out["energy"] = energy_scale * out["energy"] + jax.ops.segment_sum(
-            offsets, graph.node_graph, num_segments=graph.n_graph
-        )
+        return scale_outputs(specs, model.apply(params, g), graph, scaling)
+
+    if "energy" not in {spec.name for spec in specs}:
+        return outputs(graph.positions, strain)
+
+    def total_energy(positions, strain):
+        out = outputs(positions, strain)
         return jnp.sum(jnp.where(graph.graph_mask, out["energy"], 0.0)), out
 
     argnums = (0, 1) if with_stress else 0
     grads, out = jax.grad(total_energy, argnums=argnums, has_aux=True)(graph.positions, strain)
+    grad_positions = grads[0] if with_stress else grads
     if with_stress:
-        grad_positions, grad_strain = grads
         volume = jnp.abs(jnp.linalg.det(graph.cell))
         safe_volume = jnp.where(volume > 0, volume, 1.0)
-        out["stress"] = jnp.where(volume[:, None, None] > 0, grad_strain / safe_volume[:, None, None], 0.0)
-    else:
-        grad_positions = grads
+        out["stress"] = jnp.where(volume[:, None, None] > 0, grads[1] / safe_volume[:, None, None], 0.0)
     out["forces"] = -grad_positions
     return out
 

@@ -1,13 +1,14 @@
 """The portable model file: ``config.json`` + ``params.msgpack`` in a directory or a zip; no pickle, no orbax.
 
-``config.json`` holds the format version, the representation and head (class name and fields), cutoff, elements,
-energy offsets, units and the versions that wrote it; ``params.msgpack`` holds the parameters (flax msgpack).
+``config.json`` (format 2) holds the representation and the heads (class name and fields), the outputs they declare
+(name, per atom or per structure, shape, unit, aggregation), each output's scale and offsets, cutoff, elements,
+units and the versions that wrote it; ``params.msgpack`` holds the parameters (flax msgpack), each head's under its
+key. Files of format 1 (one energy head, parameters under ``head``) load as the same energy model.
 Writes are atomic: an existing model at ``path`` is replaced only once the new one is complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -22,40 +23,28 @@ import numpy as np
 from flax import serialization, traverse_util
 
 from jaxatom.errors import ConfigError, JaxAtomError
-from jaxatom.nn.heads import Atomwise
-from jaxatom.nn.model import EnergyModel
-from jaxatom.nn.painn import PaiNN
-from jaxatom.nn.schnet import SchNet
+from jaxatom.nn.model import ENERGY_HEAD, AtomisticModel
+from jaxatom.nn.registry import module_config, module_from_config
+from jaxatom.potential.outputs import OutputScaling
 from jaxatom.potential.potential import Potential, example_graph, normalise_elements
 
 __all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_VERSION"]
 
 FORMAT = "jaxatom-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
-MODULES = {"SchNet": SchNet, "PaiNN": PaiNN, "Atomwise": Atomwise}
 
 
 class ModelFileError(JaxAtomError, ValueError):
     """A model file that is missing, incomplete, from a newer format or inconsistent with its parameters."""
 
 
-def _module_config(module: flax.linen.Module) -> dict:
-    fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module) if f.name not in ("parent", "name")}
-    return {"type": type(module).__name__, **fields}
-
-
 def _module_from_config(config: dict) -> flax.linen.Module:
-    config = dict(config)
-    kind = config.pop("type", None)
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    if kind not in MODULES:
-        raise ModelFileError(f"unknown module type {kind!r} in the model file; this jaxatom knows {sorted(MODULES)}")
     try:
-        return MODULES[kind](**config)
-    except (TypeError, ConfigError) as err:
-        raise ModelFileError(f"invalid settings for {kind} in the model file: {err}") from err
+        return module_from_config(config)
+    except ConfigError as err:
+        raise ModelFileError(f"the model file's settings are not usable: {err}") from err
 
 
 def _version(package: str) -> str:
@@ -70,19 +59,26 @@ def model_config(potential: Potential) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "representation": _module_config(potential.model.representation),
-        "head": _module_config(potential.model.head),
+        "representation": module_config(potential.model.representation),
+        "heads": [module_config(head) for head in potential.model.heads],
+        "outputs": [_output_entry(spec) for spec in potential.model.outputs],
+        "scaling": {name: scaling.to_dict() for name, scaling in sorted(potential.scaling.items())},
         "cutoff": potential.cutoff,
         "elements": list(potential.elements),
-        "energy": {
-            "scale": potential.energy_scale,
-            "shift_per_atom": potential.energy_shift,
-            "atomrefs": {str(z): e for z, e in sorted(potential.atomrefs.items())},
-        },
-        "units": {"energy": "eV", "length": "Ang", "forces": "eV/Ang", "stress": "eV/Ang^3"},
+        "units": {
+            "length": "Ang",
+            "forces": "eV/Ang",
+            "stress": "eV/Ang^3",
+            **{spec.name: spec.unit for spec in potential.model.outputs},
+        },  # fmt: skip
         "versions": {name: _version(name) for name in ("jaxatom", "jax", "flax")},
         "metadata": dict(potential.metadata),
     }
+
+
+def _output_entry(spec) -> dict:
+    return {"name": spec.name, "per_atom": spec.per_atom, "shape": list(spec.shape), "unit": spec.unit,
+            "aggregation": spec.aggregation}  # fmt: skip
 
 
 def save_model(potential: Potential, path: str | os.PathLike) -> None:
@@ -188,20 +184,21 @@ def _parse_config(config_bytes: bytes, path: Path) -> dict:
     return config
 
 
-def _model_settings(config: dict, path: Path) -> tuple[EnergyModel, tuple[int, ...], dict]:
-    """The model, its elements and its energy offsets (``Potential`` fields) described by ``config``."""
+def _model_settings(config: dict, path: Path) -> tuple[AtomisticModel, tuple[int, ...], dict]:
+    """The model, its elements and its per-output scaling described by ``config`` (format 1 or 2)."""
     try:
-        model = EnergyModel(
-            representation=_module_from_config(config["representation"]),
-            head=_module_from_config(config["head"]),
-        )
-        energy = config["energy"]
-        offsets = {
-            "energy_scale": float(energy.get("scale", 1.0)),
-            "energy_shift": float(energy.get("shift_per_atom", 0.0)),
-            "atomrefs": {int(z): float(e) for z, e in energy.get("atomrefs", {}).items()},
-        }
-        return model, normalise_elements(config["elements"]), offsets
+        representation = _module_from_config(config["representation"])
+        if config["format_version"] == 1:  # one energy head, offsets under "energy"
+            head = _module_from_config({**config["head"], "output_key": "energy", "per_atom_output_key": "energies"})
+            energy = config["energy"]
+            scaling = {"energy": OutputScaling(energy.get("scale", 1.0), energy.get("shift_per_atom", 0.0),
+                                               energy.get("atomrefs", {}))}  # fmt: skip
+            heads = (head,)
+        else:
+            heads = tuple(_module_from_config(head) for head in config["heads"])
+            scaling = {name: OutputScaling.from_dict(values) for name, values in config.get("scaling", {}).items()}
+        model = AtomisticModel(representation=representation, heads=heads)
+        return model, normalise_elements(config["elements"]), scaling
     except KeyError as err:
         raise ModelFileError(f"{path}/{CONFIG_FILE} lacks the entry {err}") from err
     except ModelFileError:
@@ -210,22 +207,32 @@ def _model_settings(config: dict, path: Path) -> tuple[EnergyModel, tuple[int, .
         raise ModelFileError(f"{path}/{CONFIG_FILE} is malformed ({err}); save the model again") from err
 
 
+def _upgrade_params(params: dict, config: dict) -> dict:
+    """Format-1 parameters keep the energy head under ``head``; format 2 names each head by its key."""
+    if config["format_version"] == 1 and "head" in params.get("params", {}):
+        inner = dict(params["params"])
+        inner[ENERGY_HEAD.key] = inner.pop("head")
+        return {**params, "params": inner}
+    return params
+
+
 def load_model(path: str | os.PathLike) -> Potential:
     """Load a potential written by :meth:`Potential.save` (directory or zip). Needs neither orbax nor pickle."""
     path = Path(path)
     config_bytes, params_bytes = _read_files(path)
     config = _parse_config(config_bytes, path)
-    model, elements, offsets = _model_settings(config, path)
+    model, elements, scaling = _model_settings(config, path)
     template = jax.eval_shape(model.init, jax.random.PRNGKey(0), example_graph(model.representation.cutoff))
     try:
         params = serialization.msgpack_restore(params_bytes)
     except Exception as err:  # msgpack raises several unrelated types on corrupt input
         raise ModelFileError(f"{path}/{PARAMS_FILE} cannot be read: {err}") from err
+    params = _upgrade_params(params, config)
     _check_params(params, template, path)
     return Potential(
         model=model,
         params=jax.device_put(params),
         elements=elements,
+        scaling=scaling,
         metadata=config.get("metadata", {}),
-        **offsets,
     )

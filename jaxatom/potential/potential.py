@@ -1,4 +1,5 @@
-"""``Potential``: a model, its parameters and its energy offsets, with host-side prediction for ASE structures."""
+"""``Potential``: a model, its parameters and its per-output scales and offsets, with host-side prediction for ASE
+structures."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from ase.data import chemical_symbols
 from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs
 from jaxatom.neighbors import graph_from_atoms, host_graph
-from jaxatom.nn.heads import Atomwise
-from jaxatom.nn.model import EnergyModel
+from jaxatom.nn.model import ENERGY_HEAD, AtomisticModel
 from jaxatom.nn.schnet import MAX_Z
 from jaxatom.potential.evaluate import evaluate_jit
+from jaxatom.potential.outputs import OutputScaling, split_outputs
 
-__all__ = ["Potential", "normalise_elements"]
+__all__ = ["Potential", "OutputScaling", "normalise_elements"]
 
 
 def _symbols(numbers: Iterable[int]) -> str:
@@ -36,28 +37,25 @@ def example_graph(cutoff: float) -> Graph:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Potential:
-    """A trained (or freshly initialised) interatomic potential. Energies in eV, lengths in Å.
+    """A trained (or freshly initialised) model of named outputs. Energies in eV, lengths in Å.
 
-    The total energy is ``E = energy_scale * model(graph) + sum_i (energy_shift + atomrefs[Z_i])``: the model learns
-    what is left after the mean energy per atom (``energy_shift``) and per-element reference energies (``atomrefs``)
-    are removed, as in SchNetPack's ``RemoveOffsets``/``AddOffsets``.
+    Each output is ``scale * model_output + offsets``, with a scale and offsets per output name (``scaling``), as
+    SchNetPack's ``ScaleProperty``/``AddOffsets``: for the energy ``E = scale * model(graph) + sum_i (shift +
+    atomrefs[Z_i])``, so the model learns what is left after the mean energy per atom and per-element reference
+    energies are removed. Offsets are added on the host in float64 by :meth:`predict`.
 
     Attributes:
-        model: the :class:`~jaxatom.nn.EnergyModel` (representation + energy head).
+        model: the :class:`~jaxatom.nn.AtomisticModel` (representation + output heads).
         params: its parameters (a pytree).
         elements: atomic numbers the model may be applied to.
-        energy_scale: factor on the model energy.
-        energy_shift: mean energy per atom (eV).
-        atomrefs: reference energy per atomic number (eV).
+        scaling: :class:`OutputScaling` per output name (absent: the raw output).
         metadata: free-form provenance stored with the model (e.g. the units of an imported model).
     """
 
-    model: EnergyModel
+    model: AtomisticModel
     params: Any
     elements: tuple[int, ...]
-    energy_scale: float = 1.0
-    energy_shift: float = 0.0
-    atomrefs: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    scaling: Mapping[str, OutputScaling] = dataclasses.field(default_factory=dict)
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -66,47 +64,84 @@ class Potential:
         representation,
         elements: Sequence[int],
         seed: int = 0,
-        head: Atomwise | None = None,
+        heads: Sequence | None = None,
+        scaling: Mapping[str, OutputScaling] | None = None,
+        head=None,
         energy_scale: float = 1.0,
         energy_shift: float = 0.0,
         atomrefs: Mapping[int, float] | None = None,
     ) -> Potential:
-        """Initialise a potential from a representation (``SchNet``/``PaiNN``) with random parameters.
+        """Initialise a potential from a representation (``SchNet``/``PaiNN``) and heads with random parameters.
 
         Args:
             representation: the representation module, e.g. ``PaiNN(n_atom_basis=64, cutoff=5.0)``.
             elements: atomic numbers (or symbols) the model will see.
             seed: random seed of the initialisation.
-            head: energy head; default ``Atomwise()`` (pyramidal MLP with SiLU, summed over atoms).
-            energy_scale, energy_shift, atomrefs: energy offsets, see the class docstring.
+            heads: output heads; default the energy ``Atomwise`` with per-atom energies (:data:`ENERGY_HEAD`).
+            scaling: scale and offsets per output name.
+            head: one head instead of ``heads`` (``heads=[head]``).
+            energy_scale, energy_shift, atomrefs: shorthand for ``scaling["energy"]`` (scale, mean energy per atom in
+                eV, reference energy per atomic number in eV).
         """
         elements = normalise_elements(elements)
-        model = EnergyModel(representation=representation, head=head or Atomwise())
+        heads = tuple(heads) if heads is not None else (head,) if head is not None else (ENERGY_HEAD,)
+        model = AtomisticModel(representation=representation, heads=heads)
         params = model.init(jax.random.PRNGKey(seed), example_graph(representation.cutoff))
-        return cls(
-            model=model,
-            params=params,
-            elements=elements,
-            energy_scale=float(energy_scale),
-            energy_shift=float(energy_shift),
-            atomrefs={int(z): float(e) for z, e in (atomrefs or {}).items()},
-        )
+        scaling = dict(scaling or {})
+        if (energy_scale, energy_shift, atomrefs) != (1.0, 0.0, None):
+            scaling["energy"] = OutputScaling(energy_scale, energy_shift, atomrefs or {})
+        return cls(model=model, params=params, elements=elements, scaling=scaling)
 
     @property
     def cutoff(self) -> float:
         """Cutoff radius of the representation (Å)."""
         return float(self.model.representation.cutoff)
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every output :meth:`predict` returns (the heads' outputs, then ``forces``/``stress`` from the energy)."""
+        return self.model.output_names
+
+    @property
+    def energy_scale(self) -> float:
+        """Factor on the model energy (``scaling["energy"].scale``)."""
+        return self.scaling.get("energy", OutputScaling()).scale
+
+    @property
+    def energy_shift(self) -> float:
+        """Mean energy per atom (eV) added to the model energy (``scaling["energy"].shift``)."""
+        return self.scaling.get("energy", OutputScaling()).shift
+
+    @property
+    def atomrefs(self) -> Mapping[int, float]:
+        """Reference energy per atomic number (eV) added to the model energy (``scaling["energy"].atomrefs``)."""
+        return self.scaling.get("energy", OutputScaling()).atomrefs
+
     def replace(self, **changes) -> Potential:
-        """A copy with some attributes changed (e.g. new ``params`` after training)."""
+        """A copy with some attributes changed (e.g. new ``params`` after training); ``energy_scale``,
+        ``energy_shift`` and ``atomrefs`` change ``scaling["energy"]``."""
+        energy = {k: changes.pop(k) for k in ("energy_scale", "energy_shift", "atomrefs") if k in changes}
+        if energy:
+            old = self.scaling.get("energy", OutputScaling())
+            new = OutputScaling(energy.get("energy_scale", old.scale), energy.get("energy_shift", old.shift),
+                                energy.get("atomrefs", old.atomrefs))  # fmt: skip
+            changes["scaling"] = {**changes.get("scaling", self.scaling), "energy": new}
         return dataclasses.replace(self, **changes)
 
-    def atom_offsets(self) -> np.ndarray:
-        """``[100]`` energy offset per atomic number (eV, float64): ``energy_shift + atomrefs[Z]``."""
-        table = np.full(MAX_Z, self.energy_shift, np.float64)
-        for z, e in self.atomrefs.items():
-            table[z] += e
-        return table
+    def atom_offsets(self, name: str = "energy") -> np.ndarray:
+        """``[100]`` offset per atomic number of output ``name`` (float64): ``shift + atomrefs[Z]`` (zeros if none)."""
+        return self.scaling.get(name, OutputScaling()).table()
+
+    def scaling_arrays(self, dtype, include_offsets: bool = True) -> dict[str, dict[str, jax.Array]]:
+        """The device form of :attr:`scaling` for :func:`~jaxatom.potential.evaluate.evaluate` (offsets zero when
+        not ``include_offsets``)."""
+        return {
+            name: {
+                "scale": jnp.asarray(scaling.scale, dtype),
+                "offsets": jnp.asarray(scaling.table() if include_offsets else np.zeros(MAX_Z), dtype),
+            }
+            for name, scaling in self.scaling.items()
+        }
 
     def check_elements(self, species: Iterable[int]) -> None:
         """Raise :class:`StructureError` (a ``ValueError``) if ``species`` contains elements the model does not know."""
@@ -118,26 +153,22 @@ class Potential:
             )
 
     def evaluate(self, graph: Graph, stress: bool = False, include_offsets: bool = True) -> dict[str, jax.Array]:
-        """Jitted energy, per-atom energies, forces and optionally stress of a padded :class:`Graph` (on device).
+        """Jitted outputs, forces and optionally stress of a padded :class:`Graph` (on device).
 
-        With ``include_offsets=False`` energies exclude the offsets, which :meth:`predict` then adds in float64 on the
+        With ``include_offsets=False`` outputs exclude the offsets, which :meth:`predict` then adds in float64 on the
         host so that large total energies keep their precision in float32 mode.
         """
-        offsets = self.atom_offsets() if include_offsets else np.zeros(MAX_Z)
-        return evaluate_jit(
-            self.model,
-            self.params,
-            graph,
-            jnp.asarray(self.energy_scale, graph.positions.dtype),
-            jnp.asarray(offsets, graph.positions.dtype),
-            with_stress=stress,
-        )
+        scaling = self.scaling_arrays(graph.positions.dtype, include_offsets)
+        return evaluate_jit(self.model, self.params, graph, scaling, with_stress=stress)
 
     def predict(self, structures: Atoms | Sequence[Atoms], batch_size: int = 32) -> dict | list[dict]:
-        """Energy (eV), per-atom energies (eV), forces (eV/Å) and, for periodic input, stress (eV/Å³, 3x3).
+        """Every output of the model for ASE structures, in jaxatom units: e.g. ``energy`` (eV), ``energies [n]``
+        (eV), ``forces [n, 3]`` (eV/Å), ``dipole_moment [3]`` (e·Å), ``charges [n]`` (e), ``polarizability
+        [3, 3]`` (Å³) and, for periodic input, ``stress`` (eV/Å³, 3x3).
 
         Takes one ``ase.Atoms`` (returns one dict) or a list of them (returns a list of dicts), evaluated in padded
-        batches of up to ``batch_size`` structures.
+        batches of up to ``batch_size`` structures. The total charge of each structure is ``atoms.info["charge"]``
+        (else the sum of its initial charges).
         """
         return predict_structures(structures, self.cutoff, self.check_elements, self._predict_batch, batch_size)
 
@@ -145,20 +176,24 @@ class Potential:
         batch = batch_graphs(graphs)
         with_stress = any(g.periodic for g in graphs)
         out = jax.device_get(self.evaluate(batch, stress=with_stress, include_offsets=False))
-        offsets = self.atom_offsets()
-        results, node0 = [], 0
-        for index, g in enumerate(graphs):
-            nodes = slice(node0, node0 + g.n_node)
-            atom_offsets = offsets[g.species]
-            result = {
-                "energy": float(np.float64(out["energy"][index]) + atom_offsets.sum()),
-                "energies": np.asarray(out["energies"][nodes], np.float64) + atom_offsets,
-                "forces": np.asarray(out["forces"][nodes]),
-            }
-            if g.periodic:
-                result["stress"] = np.asarray(out["stress"][index])
-            results.append(result)
-            node0 += g.n_node
+        out = {name: out[name] for name in self.outputs if name in out}
+        return split_outputs(out, graphs, self.model.outputs, self.scaling)
+
+    def features(self, structures: Atoms | Sequence[Atoms], batch_size: int = 32) -> dict | list[dict]:
+        """Per-atom features of the representation, for analysis (e.g. clustering chemical environments).
+
+        Returns for each structure of ``n`` atoms: ``scalar [n, F]`` (invariant features), ``vector [n, 3, F]``
+        (equivariant features; PaiNN only) and, for energy models, ``energies [n]`` (each atom's energy
+        contribution, eV, offsets included).
+        """
+        return predict_structures(structures, self.cutoff, self.check_elements, self._features_batch, batch_size)
+
+    def _features_batch(self, graphs: list[HostGraph]) -> list[dict]:
+        out = jax.device_get(self.evaluate(batch_graphs(graphs), include_offsets=False))
+        results = split_outputs(
+            {k: out[k] for k in ("scalar", "vector", "energies") if k in out}, graphs, self.model.outputs,
+            self.scaling, per_atom=("scalar", "vector"),
+        )  # fmt: skip
         return results
 
     def save(self, path) -> None:

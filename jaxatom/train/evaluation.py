@@ -1,4 +1,5 @@
-"""Test-set evaluation: predictions for a data set, errors in eV and kcal/mol, parity plot and error histogram."""
+"""Test-set evaluation: predictions of every model output for a data set, errors in their units (energy and forces
+also in kcal/mol), parity plot and error histogram."""
 
 from __future__ import annotations
 
@@ -11,71 +12,78 @@ import numpy as np
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.potential import Potential
+from jaxatom.potential.outputs import split_outputs
 from jaxatom.units import kcal_mol
 
 __all__ = ["predict_dataset", "error_metrics", "plot_parity", "write_predictions"]
 
 
 def predict_dataset(potential: Potential, dataset: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Energies ``[S]`` (eV, offsets added in float64) and forces ``[A, 3]`` (eV/Å) of every structure, in order."""
+    """Every output of ``potential`` (:attr:`Potential.outputs`) for every structure, in order: per structure
+    ``[S, ...]``, per atom ``[A, ...]`` (e.g. ``energy`` eV, offsets added in float64; ``forces`` eV/Å)."""
     loader = GraphLoader(dataset, potential.cutoff, batch_size, properties=(), shuffle=False)
-    offsets = potential.atom_offsets()
-    energy = np.zeros(len(dataset))
-    forces = np.zeros_like(dataset.positions)
-    order = loader.order(0)
+    results: list[dict] = []
     for k, (graph, _) in enumerate(loader(epoch=0)):
-        indices = order[k * batch_size : (k + 1) * batch_size]
-        out = jax.device_get(potential.evaluate(graph, include_offsets=False))
-        node = 0
-        for slot, index in enumerate(indices):
-            atoms = dataset.atoms_of(index)
-            n = atoms.stop - atoms.start
-            energy[index] = float(out["energy"][slot]) + offsets[dataset.numbers[atoms]].sum()
-            forces[atoms] = out["forces"][node : node + n]
-            node += n
-    return {"energy": energy, "forces": forces}
+        graphs = loader.graphs[k * batch_size : (k + 1) * batch_size]
+        out = jax.device_get(potential.evaluate(graph, stress=any(g.periodic for g in graphs), include_offsets=False))
+        out = {name: np.asarray(out[name]) for name in potential.outputs if name in out}
+        results.extend(split_outputs(out, graphs, potential.model.outputs, potential.scaling))
+    per_atom = {"forces", *(spec.name for spec in potential.model.outputs if spec.per_atom)}
+    return {
+        name: np.concatenate([np.atleast_1d(r[name]) for r in results])
+        if name in per_atom
+        else np.stack([np.asarray(r[name], np.float64) for r in results])
+        for name in results[0]
+    }
 
 
 def error_metrics(predictions: dict[str, np.ndarray], dataset: Dataset) -> dict[str, float]:
-    """MAE and RMSE of energy, energy per atom and force components, in eV(/Å) and kcal/mol(/Å)."""
+    """MAE and RMSE of every predicted property the data set has, in its unit (``X_mae``, ``X_rmse``); energy also
+    per atom and energy and forces also in kcal/mol(/Å) (``energy_mae_eV``, ``energy_mae_kcal_mol``,
+    ``forces_mae_eV_per_A`` ...)."""
     metrics = {}
-    if "energy" in dataset.properties:
-        error = predictions["energy"] - dataset.properties["energy"]
-        per_atom = error / dataset.n_atoms
-        for name, values in (("energy", error), ("energy_per_atom", per_atom)):
-            metrics[f"{name}_mae_eV"] = float(np.mean(np.abs(values)))
-            metrics[f"{name}_rmse_eV"] = float(np.sqrt(np.mean(values**2)))
-    if "forces" in dataset.properties:
-        error = predictions["forces"] - dataset.properties["forces"]
-        metrics["forces_mae_eV_per_A"] = float(np.mean(np.abs(error)))
-        metrics["forces_rmse_eV_per_A"] = float(np.sqrt(np.mean(error**2)))
-    for key in list(metrics):
-        metrics[key.replace("eV", "kcal_mol")] = metrics[key] / kcal_mol
-    return metrics
+    for name in sorted(set(predictions) & set(dataset.properties)):
+        error = predictions[name] - dataset.properties[name]
+        metrics[f"{name}_mae"] = float(np.mean(np.abs(error)))
+        metrics[f"{name}_rmse"] = float(np.sqrt(np.mean(error**2)))
+    named = {}
+    if "energy_mae" in metrics:
+        per_atom = (predictions["energy"] - dataset.properties["energy"]) / dataset.n_atoms
+        named = {"energy_mae_eV": metrics["energy_mae"], "energy_rmse_eV": metrics["energy_rmse"],
+                 "energy_per_atom_mae_eV": float(np.mean(np.abs(per_atom))),
+                 "energy_per_atom_rmse_eV": float(np.sqrt(np.mean(per_atom**2)))}  # fmt: skip
+    if "forces_mae" in metrics:
+        named |= {"forces_mae_eV_per_A": metrics["forces_mae"], "forces_rmse_eV_per_A": metrics["forces_rmse"]}
+    for key in list(named):
+        named[key.replace("eV", "kcal_mol")] = named[key] / kcal_mol
+    return {**metrics, **named}
 
 
 def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path) -> Path:
-    """A PNG with energy and force parity plots and force-error histograms (eV, eV/Å)."""
+    """A PNG with a parity plot (every component) of each predicted property the data set has, in its unit, and a
+    histogram of the force errors when forces are among them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    mean = dataset.properties["energy"].mean()
-    panels = [
-        ("energy", predictions["energy"] - mean, dataset.properties["energy"] - mean, f"energy − {mean:.2f} (eV)"),
-        ("forces", predictions["forces"].ravel(), dataset.properties["forces"].ravel(), "force component (eV/Å)"),
-    ]
-    for axis, (_, predicted, reference, label) in zip(axes[:2], panels, strict=True):
+    names = sorted(set(predictions) & set(dataset.properties), key=lambda n: (n not in ("energy", "forces"), n))
+    histogram = "forces" in names
+    figure, axes = plt.subplots(1, len(names) + histogram, figsize=(5 * (len(names) + histogram), 4.5), squeeze=False)
+    for axis, name in zip(axes[0], names, strict=False):
+        predicted, reference = np.ravel(predictions[name]), np.ravel(dataset.properties[name])
+        label = f"{name} ({dataset.units.get(name, '') if hasattr(dataset, 'units') else ''})"
+        if name == "energy":
+            mean = reference.mean()
+            predicted, reference, label = predicted - mean, reference - mean, f"energy − {mean:.2f} (eV)"
         axis.scatter(reference, predicted, s=2, alpha=0.4)
         low, high = min(reference.min(), predicted.min()), max(reference.max(), predicted.max())
         axis.plot([low, high], [low, high], "k--", lw=0.8)
         mae = np.mean(np.abs(predicted - reference))
         axis.set(xlabel=f"reference {label}", ylabel=f"predicted {label}", title=f"MAE {mae:.4g}")
-    force_error = predictions["forces"].ravel() - dataset.properties["forces"].ravel()
-    axes[2].hist(force_error, bins=100)
-    axes[2].set(xlabel="force error (eV/Å)", ylabel="count", title="force error histogram")
+    if histogram:
+        axes[0][-1].hist(np.ravel(predictions["forces"] - dataset.properties["forces"]), bins=100)
+        axes[0][-1].set(xlabel="force error (eV/Å)", ylabel="count", title="force error histogram")
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)
@@ -84,7 +92,7 @@ def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str 
 
 
 def write_predictions(predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path) -> Path:
-    """Predictions next to the references: npz, or HDF5 for ``.h5``/``.hdf5`` (units eV, eV/Å)."""
+    """Predictions next to the references: npz, or HDF5 for ``.h5``/``.hdf5`` (jaxatom units: eV, eV/Å, e·Å, e ...)."""
     path = Path(path)
     arrays = {
         "numbers": dataset.numbers,
@@ -96,7 +104,9 @@ def write_predictions(predictions: dict[str, np.ndarray], dataset: Dataset, path
         with h5py.File(path, "w") as out:
             for key, value in arrays.items():
                 out[key] = value
-            out.attrs["units"] = "energy eV, forces eV/Ang"
+            out.attrs["units"] = (
+                "jaxatom units: energy eV, forces eV/Ang, dipole_moment e*Ang, charges e, polarizability Ang^3"
+            )
     else:
         np.savez_compressed(path, **arrays)
     return path

@@ -25,6 +25,7 @@ from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
 from jaxatom.errors import JaxAtomError, OutputExistsError
 from jaxatom.potential import Potential, load_model
 from jaxatom.potential.io import ModelFileError, model_config
+from jaxatom.potential.outputs import OutputScaling
 from jaxatom.train.checkpoint import Checkpoints, run_lock
 from jaxatom.train.config import ConfigError, TrainConfig
 from jaxatom.train.logs import RunLogs, epoch_row
@@ -39,6 +40,7 @@ __all__ = [
     "TrainingDiverged",
     "epoch_metrics",
     "with_energy_offsets",
+    "check_loss_outputs",
 ]
 
 #: The settings that end a run, by stop reason: raising one extends a finished run.
@@ -50,23 +52,24 @@ class TrainingDiverged(JaxAtomError, RuntimeError):
 
 
 def epoch_metrics(sums: dict) -> dict[str, float]:
-    """Loss, MAE and RMSE (eV, eV/Å) from the metric sums of an epoch."""
+    """Loss, and MAE and RMSE of every loss term ``X`` (``X_mae``, ``X_rmse``, in the property's unit), from the
+    metric sums of an epoch."""
     sums = {k: float(v) for k, v in sums.items()}
-    return {
-        "loss": sums["loss_sum"] / max(sums["batches"], 1.0),
-        "energy_mae": sums["energy_abs"] / max(sums["n_graphs"], 1.0),
-        "energy_rmse": math.sqrt(sums["energy_sq"] / max(sums["n_graphs"], 1.0)),
-        "forces_mae": sums["forces_abs"] / max(sums["n_forces"], 1.0),
-        "forces_rmse": math.sqrt(sums["forces_sq"] / max(sums["n_forces"], 1.0)),
-    }
+    metrics = {"loss": sums["loss_sum"] / max(sums["batches"], 1.0)}
+    for name in (key[: -len("_count")] for key in sums if key.endswith("_count")):
+        count = max(sums[f"{name}_count"], 1.0)
+        metrics[f"{name}_mae"] = sums[f"{name}_abs"] / count
+        metrics[f"{name}_rmse"] = math.sqrt(sums[f"{name}_sq"] / count)
+    return metrics
 
 
 def with_energy_offsets(potential: Potential, train: Dataset, atomrefs: bool = False) -> Potential:
     """The potential with its energy offsets taken from the training data (float64): mean energy per atom, and
-    optionally per-element reference energies fitted by least squares first."""
+    optionally per-element reference energies fitted by least squares first. The energy scale is kept."""
     indices = np.arange(len(train))
     refs = fit_atomrefs(train, indices) if atomrefs else {}
-    return potential.replace(energy_shift=mean_energy_per_atom(train, indices, refs), atomrefs=refs)
+    energy = OutputScaling(potential.energy_scale, mean_energy_per_atom(train, indices, refs), refs)
+    return potential.replace(scaling={**potential.scaling, "energy": energy})
 
 
 def _accumulate(total, batch):
@@ -74,31 +77,50 @@ def _accumulate(total, batch):
 
 
 def check_training_data(datasets: dict[str, Dataset], config: TrainConfig) -> None:
-    """Refuse empty data sets and data sets lacking a property the loss trains on (``{name: dataset}``)."""
-    weights = {"energy": config.energy_weight, "forces": config.forces_weight}
+    """Refuse empty data sets and data sets lacking a property a loss term asks for (``{name: dataset}``), naming
+    the property and the file."""
     for name, dataset in datasets.items():
         if len(dataset) == 0:
             raise ConfigError(f"the {name} set is empty")
-        for label in (label for label, weight in weights.items() if weight > 0):
-            try:
-                dataset.require(label)
-            except KeyError as err:
+        for term in config.terms:
+            if term.name not in dataset.properties:
+                where = dataset.metadata.get("file", "the data")
+                have = ", ".join(sorted(dataset.properties)) or "nothing"
                 raise ConfigError(
-                    f"the {name} set cannot be trained on: {err.args[0]}; use data that has {label} or set "
-                    f"training.{label}_weight to 0"
-                ) from err
+                    f"the loss trains {term.name!r}, which the {name} set ({where}) lacks (it has: {have}); use data "
+                    f"that has {term.name} or remove it from training.loss"
+                )
+
+
+def check_loss_outputs(potential: Potential, dataset: Dataset, config: TrainConfig) -> None:
+    """Refuse loss terms the model cannot predict, and labels whose shape differs from the model's output."""
+    specs = {spec.name: spec for spec in potential.model.outputs}
+    for term in config.terms:
+        if term.name not in potential.outputs:
+            raise ConfigError(
+                f"the loss trains {term.name!r}, but the model predicts only {', '.join(potential.outputs)}; add a "
+                f"head for {term.name} (model.heads) or remove it from training.loss"
+            )
+        expected = (3,) if term.name == "forces" else (3, 3) if term.name == "stress" else specs[term.name].shape
+        found = tuple(np.shape(dataset.properties[term.name])[1:])
+        if found != expected:
+            raise ConfigError(
+                f"the labels of {term.name!r} have shape {list(found)} per value, the model predicts {list(expected)}; "
+                "choose a head that matches the data (e.g. DipoleMoment(predict_magnitude=True) for dipole magnitudes)"
+            )
 
 
 def _check_data(potential: Potential, datasets: dict[str, Dataset], config: TrainConfig) -> None:
     check_training_data(datasets, config)
     for dataset in datasets.values():
+        check_loss_outputs(potential, dataset, config)
         potential.check_elements(dataset.numbers)
 
 
-def _evaluate(params, loader: GraphLoader, potential: Potential, config: TrainConfig) -> dict[str, float]:
+def _evaluate(params, training: _Training) -> dict[str, float]:
     total = None
-    for graph, labels in loader(epoch=0):
-        sums = eval_step(params, graph, labels, potential.model, potential.energy_scale, config.step)
+    for graph, labels in training.val_loader(epoch=0):
+        sums = eval_step(params, graph, labels, training.potential.model, training.scales, training.config.step)
         total = _accumulate(total, sums)
     return epoch_metrics(jax.device_get(total))
 
@@ -157,6 +179,7 @@ class _Training:
     val_loader: GraphLoader
     step_fn: Callable
     sharding: NamedSharding | None
+    scales: dict
 
 
 def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConfig) -> _Training:
@@ -166,16 +189,30 @@ def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConf
     n_shards = len(devices) if config.data_parallel and len(devices) > 1 else 1
     if config.batch_size % n_shards:
         raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {n_shards} devices")
-    offsets = potential.atom_offsets()
+    labels = _label_settings(potential, config)
     train_loader = GraphLoader(
-        train, potential.cutoff, config.batch_size, seed=config.seed, atom_offsets=offsets, n_shards=n_shards
+        train, potential.cutoff, config.batch_size, seed=config.seed, n_shards=n_shards, **labels
     )
-    val_loader = GraphLoader(val, potential.cutoff, config.batch_size, shuffle=False, atom_offsets=offsets)
+    val_loader = GraphLoader(val, potential.cutoff, config.batch_size, shuffle=False, **labels)
     step_fn, sharding = train_step, None
     if n_shards > 1:
         mesh = Mesh(np.array(devices), ("data",))
         step_fn, sharding = data_parallel_train_step(mesh), NamedSharding(mesh, P("data"))
-    return _Training(potential, config, train_loader, val_loader, step_fn, sharding)
+    return _Training(potential, config, train_loader, val_loader, step_fn, sharding, _scales(potential))
+
+
+def _label_settings(potential: Potential, config: TrainConfig) -> dict[str, Any]:
+    """The loaders' labels: the loss terms' properties, less each output's offsets (in float64)."""
+    names = [term.name for term in config.terms]
+    specs = {spec.name: spec for spec in potential.model.outputs}
+    offsets = {name: potential.atom_offsets(name) for name in names if name in potential.scaling}
+    intensive = [name for name in offsets if specs[name].aggregation == "avg"]
+    return {"properties": names, "offsets": offsets, "intensive": intensive}
+
+
+def _scales(potential: Potential) -> dict:
+    """The potential's per-output scales with zero offsets, for the steps (labels come without offsets)."""
+    return potential.scaling_arrays(np.float32, include_offsets=False)
 
 
 def fit(
@@ -254,7 +291,7 @@ def _epochs(
             state, train_metrics = _train_epoch(training, checkpoints, state, epoch)
             # one copy on the default device (the state may be replicated over several), reused for every batch
             val_params = jax.device_put(jax.device_get(state.ema_params))
-            val_metrics = _evaluate(val_params, training.val_loader, training.potential, config)
+            val_metrics = _evaluate(val_params, training)
             meta = _next_meta(config, meta, epoch, train_metrics, val_metrics, time.perf_counter() - started)
             state = state.replace(learning_rate=np.float32(meta["plateau"]["learning_rate"]))
             if meta["stale_epochs"] == 0:
@@ -263,8 +300,9 @@ def _epochs(
             checkpoints.save("latest", epoch, state, meta)
             row = epoch_row(meta, int(state.step))
             logs.log(row)
+            maes = {f"{term.name}_mae": f"{row[f'val_{term.name}_mae']:.3g}" for term in config.terms}
             bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
-                            lr=f"{row['learning_rate']:.2g}", F_mae=f"{row['val_forces_mae']:.3g}")  # fmt: skip
+                            lr=f"{row['learning_rate']:.2g}", **maes)  # fmt: skip
             if meta["stop_reason"] is not None:
                 break
     return state, best_params
@@ -277,7 +315,7 @@ def _train_epoch(
     totals = None
     potential, config = training.potential, training.config
     for graph, labels in training.train_loader(epoch, sharding=training.sharding):
-        state, sums = training.step_fn(state, graph, labels, potential.model, potential.energy_scale, config.step)
+        state, sums = training.step_fn(state, graph, labels, potential.model, training.scales, config.step)
         totals = _accumulate(totals, sums)
     if int(state.nan_step) >= 0:
         raise TrainingDiverged(

@@ -20,25 +20,20 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.summary import scalar
 
-__all__ = ["CSV_COLUMNS", "RunLogs", "epoch_row"]
-
-CSV_COLUMNS = (
-    "epoch", "step", "learning_rate", "train_loss", "val_loss", "train_energy_mae", "train_forces_mae",
-    "val_energy_mae", "val_energy_rmse", "val_forces_mae", "val_forces_rmse", "time_s",
-)  # fmt: skip
+__all__ = ["RunLogs", "epoch_row"]
 
 
 def epoch_row(meta: Mapping[str, Any], step: int) -> dict[str, Any]:
-    """The log row of an epoch from its checkpoint metadata (``epoch``, ``plateau``, ``train`` and ``val`` metrics in
-    eV and eV/Å, ``elapsed_s``: fields every checkpoint version holds) and the optimiser ``step`` after it."""
+    """The log row of an epoch from its checkpoint metadata (``epoch``, ``plateau``, ``train`` and ``val`` metrics,
+    ``elapsed_s``: fields every checkpoint version holds) and the optimiser ``step`` after it. Columns follow the
+    loss terms: ``train_X_mae``, ``val_X_mae`` and ``val_X_rmse`` for each trained property ``X``, in its unit."""
     train, val = meta["train"], meta["val"]
-    return {
-        "epoch": meta["epoch"], "step": step, "learning_rate": meta["plateau"]["learning_rate"],
-        "train_loss": train["loss"], "val_loss": val["loss"], "train_energy_mae": train["energy_mae"],
-        "train_forces_mae": train["forces_mae"], "val_energy_mae": val["energy_mae"],
-        "val_energy_rmse": val["energy_rmse"], "val_forces_mae": val["forces_mae"],
-        "val_forces_rmse": val["forces_rmse"], "time_s": meta["elapsed_s"],
-    }  # fmt: skip
+    row = {"epoch": meta["epoch"], "step": step, "learning_rate": meta["plateau"]["learning_rate"],
+           "train_loss": train["loss"], "val_loss": val["loss"]}  # fmt: skip
+    for name in (key[: -len("_mae")] for key in val if key.endswith("_mae")):
+        row.update({f"train_{name}_mae": train[f"{name}_mae"], f"val_{name}_mae": val[f"{name}_mae"],
+                    f"val_{name}_rmse": val[f"{name}_rmse"]})  # fmt: skip
+    return {**row, "time_s": meta["elapsed_s"]}
 
 
 class RunLogs:
@@ -78,10 +73,14 @@ class RunLogs:
             self.start(row)
 
     def log(self, row: Mapping[str, Any]) -> None:
-        """Log an epoch whose checkpoint is written: its TensorBoard scalars, then its CSV row."""
+        """Log an epoch whose checkpoint is written: its TensorBoard scalars, then its CSV row (after the header, for
+        the first epoch)."""
         self._scalars(row)
         with self.csv_path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=CSV_COLUMNS).writerow(row)
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if handle.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)
 
     def close(self) -> None:
         if self.events is not None:
@@ -96,15 +95,18 @@ class RunLogs:
         self.events.flush()
 
     def _csv_text(self, row: Mapping[str, Any] | None) -> str:
-        """The CSV as it must be when ``row`` is the last epoch: the complete rows of earlier epochs, then ``row``."""
+        """The CSV as it must be when ``row`` is the last epoch: the complete rows of earlier epochs, then ``row``
+        (empty for a new run: :meth:`log` writes the header with the first row)."""
+        if row is None:
+            return ""
         kept = []
-        if row is not None and self.csv_path.exists():
+        if self.csv_path.exists():
             with self.csv_path.open(newline="") as handle:
                 kept = [r for r in csv.DictReader(handle) if None not in r.values() and int(r["epoch"]) < row["epoch"]]
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(text, fieldnames=list(row))
         writer.writeheader()
-        writer.writerows([*kept, *([row] if row is not None else [])])
+        writer.writerows([*kept, row])
         return text.getvalue()
 
 

@@ -1,4 +1,8 @@
-"""The jitted training and evaluation steps: weighted MSE of energies and forces, AdamW, EMA, NaN guard."""
+"""The jitted training and evaluation steps: a weighted sum of loss terms (one per property), AdamW, EMA, NaN guard.
+
+Metric sums per term ``X`` (``X_abs``, ``X_sq`` and the number of compared components ``X_count``) are accumulated
+over batches; :func:`~jaxatom.train.fit.epoch_metrics` turns them into MAE and RMSE in the property's unit.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxatom.graph import Graph
 from jaxatom.potential.evaluate import evaluate
-from jaxatom.train.config import StepConfig, TrainConfig
+from jaxatom.train.config import LossTerm, StepConfig, TrainConfig
 
 __all__ = [
     "TrainState",
@@ -23,11 +27,7 @@ __all__ = [
     "train_step",
     "data_parallel_train_step",
     "eval_step",
-    "METRIC_KEYS",
 ]
-
-#: Sums accumulated over batches; metrics are formed from them at the end of an epoch.
-METRIC_KEYS = ("loss_sum", "batches", "energy_abs", "energy_sq", "n_graphs", "forces_abs", "forces_sq", "n_forces")
 
 
 @struct.dataclass
@@ -69,29 +69,37 @@ def init_state(params, config: TrainConfig) -> TrainState:
     )
 
 
-def _loss(params, model: nn.Module, graph: Graph, labels: dict, energy_scale, config: StepConfig):
+def _elementwise(term: LossTerm, error: jax.Array) -> jax.Array:
+    if term.kind == "mae":
+        return jnp.abs(error)
+    if term.kind == "huber":
+        return optax.huber_loss(error, delta=term.delta)
+    return error**2
+
+
+def _per_atom_outputs(model: nn.Module) -> frozenset[str]:
+    return frozenset({"forces", *(spec.name for spec in model.outputs if spec.per_atom)})
+
+
+def _loss(params, model: nn.Module, graph: Graph, labels: dict, scaling: dict, config: StepConfig):
+    """The weighted loss of a batch and its metric sums (labels and model outputs without offsets)."""
     dtype = graph.positions.dtype
-    out = evaluate(model, params, graph, jnp.asarray(energy_scale, dtype), jnp.zeros(100, dtype))
-    graph_mask = graph.graph_mask.astype(dtype)
-    node_mask = graph.node_mask.astype(dtype)[:, None]
-    energy_error = (out["energy"] - labels["energy"]) * graph_mask
-    forces_error = (out["forces"] - labels["forces"]) * node_mask
-    n_graphs = jnp.sum(graph_mask)
-    n_forces = 3 * jnp.sum(node_mask)
-    loss = (
-        config.energy_weight * jnp.sum(energy_error**2) / n_graphs
-        + config.forces_weight * jnp.sum(forces_error**2) / n_forces
-    )
-    metrics = {
-        "loss_sum": loss,
-        "batches": jnp.ones((), dtype),
-        "energy_abs": jnp.sum(jnp.abs(energy_error)),
-        "energy_sq": jnp.sum(energy_error**2),
-        "n_graphs": n_graphs,
-        "forces_abs": jnp.sum(jnp.abs(forces_error)),
-        "forces_sq": jnp.sum(forces_error**2),
-        "n_forces": n_forces,
-    }
+    out = evaluate(model, params, graph, scaling, with_stress=any(t.name == "stress" for t in config.terms))
+    per_atom = _per_atom_outputs(model)
+    loss = jnp.zeros((), dtype)
+    metrics = {"batches": jnp.ones((), dtype)}
+    for term in config.terms:
+        mask = (graph.node_mask if term.name in per_atom else graph.graph_mask).astype(dtype)
+        prediction = out[term.name]
+        mask = mask.reshape(mask.shape + (1,) * (prediction.ndim - 1))
+        error = (prediction - labels[term.name]) * mask
+        count = jnp.sum(mask) * (prediction[0].size if prediction.ndim > 1 else 1)
+        if term.weight > 0:
+            loss = loss + term.weight * jnp.sum(_elementwise(term, error) * mask) / jnp.maximum(count, 1)
+        metrics[f"{term.name}_abs"] = jnp.sum(jnp.abs(error))
+        metrics[f"{term.name}_sq"] = jnp.sum(error**2)
+        metrics[f"{term.name}_count"] = count
+    metrics["loss_sum"] = loss
     return loss, metrics
 
 
@@ -124,10 +132,10 @@ def _apply(state: TrainState, grads, metrics: dict, config: StepConfig) -> Train
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
-def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, energy_scale, config: StepConfig):
+def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig):
     """One optimiser step; returns the new state and the batch's metric sums. Non-finite steps change nothing but
-    ``nan_step``."""
-    grads, metrics = jax.grad(_loss, has_aux=True)(state.params, model, graph, labels, energy_scale, config)
+    ``nan_step``. ``scaling``: the model's per-output scales with zero offsets (labels come without offsets)."""
+    grads, metrics = jax.grad(_loss, has_aux=True)(state.params, model, graph, labels, scaling, config)
     return _apply(state, grads, metrics, config), metrics
 
 
@@ -138,10 +146,10 @@ def data_parallel_train_step(mesh: Mesh):
     (``pmean``), metric sums added (``psum``); parameters and optimiser state stay replicated."""
 
     @functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
-    def step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, energy_scale, config: StepConfig):
+    def step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig):
         def shard_gradients(params, graph, labels):
             graph, labels = jax.tree.map(lambda x: x[0], (graph, labels))
-            grads, metrics = jax.grad(_loss, has_aux=True)(params, model, graph, labels, energy_scale, config)
+            grads, metrics = jax.grad(_loss, has_aux=True)(params, model, graph, labels, scaling, config)
             return jax.lax.pmean(grads, "data"), jax.lax.psum(metrics, "data")
 
         grads, metrics = jax.shard_map(
@@ -153,6 +161,6 @@ def data_parallel_train_step(mesh: Mesh):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
-def eval_step(params, graph: Graph, labels: dict, model: nn.Module, energy_scale, config: StepConfig) -> dict:
+def eval_step(params, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig) -> dict:
     """The metric sums of one batch."""
-    return _loss(params, model, graph, labels, energy_scale, config)[1]
+    return _loss(params, model, graph, labels, scaling, config)[1]

@@ -1,0 +1,97 @@
+"""Per-output scale and offsets (SchNetPack's ``ScaleProperty``/``AddOffsets``) and the host-side split of a
+batch's outputs into one result per structure, offsets added in float64."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+
+from jaxatom.graph import HostGraph
+from jaxatom.nn.heads import OutputSpec
+from jaxatom.nn.schnet import MAX_Z
+
+__all__ = ["OutputScaling", "split_outputs", "PER_ATOM_DERIVED"]
+
+#: Derived outputs with one value per atom.
+PER_ATOM_DERIVED = ("forces",)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputScaling:
+    """``output = scale * model_output + offsets``, offsets per atom ``shift + atomrefs[Z]`` (summed over a
+    structure for extensive outputs, averaged for intensive ones; added per atom to per-atom outputs).
+
+    Units are the output's: for the energy ``scale`` is dimensionless, ``shift`` the mean energy per atom (eV) and
+    ``atomrefs`` the reference energy per atomic number (eV).
+    """
+
+    scale: float = 1.0
+    shift: float = 0.0
+    atomrefs: Mapping[int, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "shift", float(self.shift))
+        object.__setattr__(self, "atomrefs", {int(z): float(v) for z, v in self.atomrefs.items()})
+
+    def table(self) -> np.ndarray:
+        """``[100]`` offset per atomic number (float64)."""
+        table = np.full(MAX_Z, self.shift, np.float64)
+        for z, value in self.atomrefs.items():
+            table[z] += value
+        return table
+
+    def to_dict(self) -> dict:
+        """JSON form (``config.json`` of a model file)."""
+        return {
+            "scale": self.scale,
+            "shift": self.shift,
+            "atomrefs": {str(z): v for z, v in sorted(self.atomrefs.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> OutputScaling:
+        """Inverse of :meth:`to_dict`."""
+        atomrefs = {int(z): float(v) for z, v in values.get("atomrefs", {}).items()}
+        return cls(float(values.get("scale", 1.0)), float(values.get("shift", 0.0)), atomrefs)
+
+
+def _offset(spec: OutputSpec, table: np.ndarray, species: np.ndarray) -> np.ndarray | float:
+    per_atom = table[species]
+    if spec.per_atom:
+        return per_atom
+    return per_atom.mean() if spec.aggregation == "avg" else per_atom.sum()
+
+
+def split_outputs(
+    out: Mapping[str, np.ndarray],
+    graphs: Sequence[HostGraph],
+    specs: Sequence[OutputSpec],
+    scaling: Mapping[str, OutputScaling],
+    per_atom: Collection[str] = (),
+) -> list[dict]:
+    """One dict per structure of a batch's outputs (``[G, ...]`` per structure, ``[N, ...]`` per atom, as numpy
+    arrays on the host, offsets left out), with each output's offsets added in float64. Per-structure scalars become
+    Python floats. ``per_atom`` names further per-atom entries (e.g. features) beside the specs' and ``forces``."""
+    by_name = {spec.name: spec for spec in specs}
+    atom_keys = {*per_atom, *PER_ATOM_DERIVED, *(spec.name for spec in specs if spec.per_atom)}
+    results, node0 = [], 0
+    for index, graph in enumerate(graphs):
+        nodes = slice(node0, node0 + graph.n_node)
+        result = {}
+        for name, values in out.items():
+            if name == "stress" and not graph.periodic:
+                continue
+            value = values[nodes] if name in atom_keys else values[index]
+            spec = by_name.get(name)
+            if spec is not None and spec.scaling in scaling:
+                offset = _offset(spec, scaling[spec.scaling].table(), graph.species)
+                value = np.asarray(value, np.float64) + np.reshape(
+                    offset, np.shape(offset) + (1,) * (value.ndim - np.ndim(offset))
+                )
+            result[name] = float(value) if np.ndim(value) == 0 else np.asarray(value)
+        results.append(result)
+        node0 += graph.n_node
+    return results
