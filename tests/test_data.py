@@ -94,7 +94,9 @@ def test_schnetpack_ase_db_layout_with_units_and_atomrefs(tmp_path):
         np.testing.assert_allclose(loaded.positions[loaded.atoms_of(i)], atoms.positions, rtol=1e-6)
         assert loaded.properties["energy"][i] == pytest.approx(atoms.get_potential_energy() * kcal_mol)
     assert loaded.source_units == {"energy": "kcal/mol", "forces": "kcal/mol/Bohr", "length": "Bohr"}
-    assert loaded.metadata["atomrefs"]["energy"][8] == -75.0
+    # SchNetPack's atomref tables are converted like their property: {Z: eV}, as QM9's
+    assert loaded.metadata["atomrefs"][8] == pytest.approx(-75.0 * kcal_mol)
+    assert loaded.metadata["atomrefs_all"]["energy"] == loaded.metadata["atomrefs"]
 
 
 def test_md17_and_rmd17_npz_are_read_in_kcal_per_mol(tmp_path):

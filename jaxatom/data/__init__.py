@@ -9,18 +9,22 @@ from jaxatom.data.formats import (
     read_extxyz,
     read_hdf5,
     read_md17_npz,
+    read_npz,
     read_rmd17_npz,
     write_ase_db,
+    write_extxyz,
     write_hdf5,
+    write_npz,
 )
 from jaxatom.data.loader import GraphLoader
 from jaxatom.data.splits import load_or_create_split, random_split
-from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
+from jaxatom.data.statistics import fit_atomrefs, fit_standardisation, mean_energy_per_atom
 
 __all__ = [
     "BUILTIN_DATASETS",
     "GraphLoader",
     "fit_atomrefs",
+    "fit_standardisation",
     "load_builtin",
     "load_or_create_split",
     "mean_energy_per_atom",
@@ -35,7 +39,10 @@ __all__ = [
     "read_extxyz",
     "read_hdf5",
     "read_md17_npz",
+    "read_npz",
     "read_rmd17_npz",
     "write_ase_db",
+    "write_extxyz",
     "write_hdf5",
+    "write_npz",
 ]

@@ -1,17 +1,26 @@
-"""``Dataset``: labelled structures of different sizes, held ragged in memory, in jaxatom units (eV, Å)."""
+"""``Dataset``: labelled structures of different sizes, held ragged in memory, in jaxatom units (eV, Å).
+
+Every property declares its kind (one value per atom, or per structure) and its unit. Properties that
+:mod:`jaxatom.properties` knows by name have their kind, unit and value shape fixed there; any other property may have
+any shape, is per structure unless declared per atom, and keeps the unit it was given (converted to jaxatom's base
+unit of the same dimension where there is one, e.g. Hartree to eV).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from jaxatom.errors import DataError
+from jaxatom.neighbors import total_charge_of
+from jaxatom.properties import PROPERTIES, is_per_atom, property_info, property_unit
 from jaxatom.units import UnitError, parse_unit, unit_factor
 
 __all__ = [
@@ -19,23 +28,23 @@ __all__ = [
     "PROPERTY_UNITS",
     "PROPERTY_SHAPES",
     "PER_ATOM_PROPERTIES",
+    "ASE_RESULT_NAMES",
     "MissingPropertyError",
     "internal_unit",
+    "from_ase_result",
     "describe_structures",
 ]
 
-#: The jaxatom unit of each known property; other properties keep any unit with a known dimension.
-PROPERTY_UNITS = {
-    "energy": "eV",
-    "forces": "eV/Ang",
-    "stress": "eV/Ang^3",
-    "dipole_moment": "e*Ang",
-    "charges": "e",
-}
-#: Properties with one value per atom (all others have one value per structure).
-PER_ATOM_PROPERTIES = frozenset({"forces", "charges"})
-#: The shape of one value (per structure or per atom) of the properties whose shape is fixed.
-PROPERTY_SHAPES = {"energy": (), "forces": (3,), "charges": ()}
+#: The jaxatom unit of each known property (from :data:`jaxatom.properties.PROPERTIES`).
+PROPERTY_UNITS = {name: info.unit for name, info in PROPERTIES.items()}
+#: The known properties with one value per atom; a :class:`Dataset` may declare more (``Dataset.per_atom``).
+PER_ATOM_PROPERTIES = frozenset(name for name, info in PROPERTIES.items() if info.per_atom)
+#: The shape of one value (per structure or per atom) of the known properties whose shape is fixed.
+PROPERTY_SHAPES = {name: info.shape for name, info in PROPERTIES.items() if info.shape is not None}
+#: jaxatom property name -> ASE calculator result name, where they differ.
+ASE_RESULT_NAMES = {"dipole_moment": "dipole", "magnetic_moments": "magmoms"}
+# ASE calculator results with one value per atom; every other result is per structure.
+_ASE_PER_ATOM_RESULTS = frozenset({"forces", "energies", "charges", "magmoms", "stresses", "born_effective_charges"})
 _MAX_Z = len(chemical_symbols) - 1
 _BASE_UNITS = ("eV", "Ang", "amu", "fs", "e", "eV/Ang", "eV/Ang^3", "e*Ang", "eV/Ang^2")
 
@@ -57,6 +66,15 @@ def internal_unit(name: str, unit: str) -> str:
     return unit
 
 
+def from_ase_result(name: str, value) -> np.ndarray:
+    """An ASE calculator result (or ``info`` entry) as jaxatom holds it: ``stress`` in Voigt form ``[6]`` becomes
+    ``[3, 3]``; everything else is only made an array."""
+    value = np.asarray(value)
+    if name == "stress" and value.shape == (6,):
+        return voigt_6_to_full_3x3_stress(value)
+    return value
+
+
 class MissingPropertyError(DataError, KeyError):
     """A data set or structure lacks a property that was asked for (also a ``KeyError``)."""
 
@@ -73,9 +91,22 @@ def describe_structures(indices: np.ndarray | Sequence[int], limit: int = 5) -> 
     return f"{len(indices)} structures (indices {shown})"
 
 
+def _declared_per_atom(names: Iterable[str], per_atom: Collection[str]) -> frozenset[str]:
+    """The per-atom properties among ``names``: the known per-atom ones and those declared in ``per_atom``; declaring
+    a known per-structure property per atom is refused."""
+    names = set(names)
+    wrong = sorted(n for n in set(per_atom) & names if property_info(n) is not None and not is_per_atom(n))
+    if wrong:
+        raise DataError(
+            f"{', '.join(map(repr, wrong))} cannot be declared per atom: jaxatom.properties defines "
+            f"{'it' if len(wrong) == 1 else 'them'} per structure; use another name for a per-atom property"
+        )
+    return frozenset(n for n in names if n in per_atom or is_per_atom(n))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """Structures with properties, atoms of all structures concatenated. Units: eV, Å (see :data:`PROPERTY_UNITS`).
+    """Structures with properties, atoms of all structures concatenated. Units: eV, Å, e (see :attr:`units`).
 
     Attributes:
         numbers: ``[A]`` atomic numbers of all atoms, structure after structure.
@@ -86,6 +117,11 @@ class Dataset:
         properties: per-structure ``[S, ...]`` or per-atom ``[A, ...]`` arrays (float64), in jaxatom units.
         source_units: the unit each property was stored in before conversion (provenance).
         metadata: free-form provenance (source, file, method ...).
+        per_atom: the properties with one value per atom (default: the known per-atom ones); the known per-atom
+            properties are always included.
+        units: the unit of each property's values (default: the known unit, else ``"1"``); known properties are
+            always in jaxatom's unit (:data:`PROPERTY_UNITS`), others in the base unit of their dimension where
+            jaxatom has one (:func:`internal_unit`). A ``total_charge`` property (e) is each structure's total charge.
     """
 
     numbers: np.ndarray
@@ -96,16 +132,31 @@ class Dataset:
     properties: Mapping[str, np.ndarray]
     source_units: Mapping[str, str] = dataclasses.field(default_factory=dict)
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    per_atom: frozenset[str] = frozenset()
+    units: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "per_atom", _declared_per_atom(self.properties, self.per_atom))
+        given = dict(self.units)
+        object.__setattr__(self, "units", {n: given.get(n, property_unit(n)) for n in self.properties})
+        self._check_units()
         self._check_shapes()
         self._check_atoms()
         for name, values in self.properties.items():
             bad = ~np.isfinite(values).all(axis=tuple(range(1, np.ndim(values))))
             if bad.any():
-                where = self._structures_of(np.flatnonzero(bad), per_atom=name in PER_ATOM_PROPERTIES)
+                where = self._structures_of(np.flatnonzero(bad), per_atom=self.is_per_atom(name))
                 raise DataError(
                     f"property {name!r} is NaN or infinite in {where}; remove those structures or fix the data"
+                )
+
+    def _check_units(self) -> None:
+        for name, unit in self.units.items():
+            held = internal_unit(name, unit)
+            if held != unit:
+                raise UnitError(
+                    f"property {name!r} is given in {unit!r}, but a Dataset holds it in {held!r}; build the data set "
+                    "with Dataset.from_arrays(..., units=...), which converts"
                 )
 
     def _check_shapes(self) -> None:
@@ -123,13 +174,13 @@ class Dataset:
                 f"[{n_structures}, 3]: one 3x3 cell and three periodic flags per structure"
             )
         for name, values in self.properties.items():
-            per_atom = name in PER_ATOM_PROPERTIES
+            per_atom = self.is_per_atom(name)
             expected = n_total if per_atom else n_structures
             kind = "atom" if per_atom else "structure"
-            if len(values) != expected:
+            if np.ndim(values) == 0 or len(values) != expected:
                 raise DataError(
-                    f"property {name!r} has {len(values)} entries, expected {expected} (one per {kind}); "
-                    f"give one value per {kind}"
+                    f"property {name!r} has {len(np.atleast_1d(values))} entries, expected {expected} (one per "
+                    f"{kind}); give one value per {kind}"
                 )
             shape = PROPERTY_SHAPES.get(name)
             if shape is not None and tuple(np.shape(values)[1:]) != shape:
@@ -174,16 +225,19 @@ class Dataset:
         cell: np.ndarray | None = None,
         pbc: np.ndarray | bool = False,
         metadata: Mapping[str, Any] | None = None,
+        per_atom: Collection[str] = (),
     ) -> Dataset:
         """Build from per-structure arrays and convert to jaxatom units.
 
         Args:
             numbers: ``[N]`` for structures that share one composition, ``[S, N]``, or a list of ``[n_s]`` arrays.
             positions: ``[S, N, 3]`` or a list of ``[n_s, 3]`` arrays, in ``length_unit``.
-            properties: per structure ``[S, ...]``; per atom (forces, charges) ``[S, N, ...]`` or a list.
+            properties: per structure ``[S, ...]``; per atom ``[S, N, ...]`` or a list of ``[n_s, ...]`` arrays.
             units: the unit of every property as stored, e.g. ``{"energy": "kcal/mol", "forces": "kcal/mol/Ang"}``.
             length_unit: unit of ``positions`` and ``cell``.
             cell, pbc: ``[S, 3, 3]`` or ``[3, 3]`` cells and periodicity (default: molecules).
+            per_atom: properties jaxatom does not know by name that have one value per atom (e.g.
+                ``hirshfeld_volumes``); the known per-atom ones (forces, charges ...) need not be listed.
         """
         positions_list = [_float_array("positions", p) for p in positions]
         n_structures = len(positions_list)
@@ -203,17 +257,20 @@ class Dataset:
         missing = sorted(set(properties) - set(units))
         if missing:
             raise UnitError(f"no unit given for {', '.join(missing)}; pass units={{name: unit}} for every property")
-        converted, source_units = {}, {}
+        undeclared = sorted(set(per_atom) - set(properties))
+        if undeclared:
+            raise DataError(f"per_atom names {', '.join(undeclared)}, which the properties lack; declare only those")
+        per_atom = _declared_per_atom(properties, per_atom)
+        converted, held = {}, {}
         for name, values in properties.items():
-            factor = unit_factor(units[name], internal_unit(name, units[name]))
-            if name in PER_ATOM_PROPERTIES:
+            held[name] = internal_unit(name, units[name])
+            if name in per_atom:
                 per_structure = [_float_array(name, v) for v in values]
                 _check_atom_counts(name, per_structure, atom_counts)
                 data = np.concatenate(per_structure)
             else:
                 data = _float_array(name, values)
-            converted[name] = data * factor
-            source_units[name] = units[name]
+            converted[name] = data * unit_factor(units[name], held[name])
         cells = np.zeros((n_structures, 3, 3)) if cell is None else np.asarray(cell, np.float64) * length
         if cells.shape == (3, 3):
             cells = np.broadcast_to(cells, (n_structures, 3, 3)).copy()
@@ -224,36 +281,54 @@ class Dataset:
             cell=cells,
             pbc=np.broadcast_to(np.asarray(pbc, bool), (n_structures, 3)).copy(),
             properties=converted,
-            source_units={**source_units, "length": length_unit},
+            source_units={**{n: units[n] for n in properties}, "length": length_unit},
             metadata=dict(metadata or {}),
+            per_atom=per_atom,
+            units=held,
         )
 
     @classmethod
     def from_atoms(
-        cls, structures: Iterable[Atoms], properties: Sequence[str] = ("energy", "forces"), metadata=None
+        cls,
+        structures: Iterable[Atoms],
+        properties: Sequence[str] = ("energy", "forces"),
+        metadata: Mapping[str, Any] | None = None,
+        units: Mapping[str, str] | None = None,
     ) -> Dataset:
-        """Build from ``ase.Atoms`` (Å, eV) whose calculator results or ``info``/``arrays`` hold the properties."""
+        """Build from ``ase.Atoms`` whose calculator results, ``arrays`` or ``info`` hold the properties.
+
+        A property found among the calculator results has ASE's kind (``forces``, ``charges``, ``energies``,
+        ``magmoms`` per atom; ``dipole`` is read as ``dipole_moment``, ``magmoms`` as ``magnetic_moments``); one in
+        ``atoms.arrays`` is per atom, one in ``atoms.info`` per structure. ``total_charge`` is ``info["total_charge"]``,
+        else ASE's ``info["charge"]`` (else the sum of the initial charges, 0 unless set).
+
+        Args:
+            units: the unit of each property as stored (default: the known unit, i.e. eV and Å, else ``"1"``).
+        """
         structures = list(structures)
         values: dict[str, list] = {name: [] for name in properties}
+        kinds: dict[str, set[bool]] = {name: set() for name in properties}
         for index, atoms in enumerate(structures):
-            results = atoms.calc.results if atoms.calc is not None else {}
             for name in properties:
-                source = results if name in results else atoms.arrays if name in atoms.arrays else atoms.info
-                if name not in source:
-                    have = ", ".join(sorted(atoms_properties(atoms))) or "nothing"
-                    raise MissingPropertyError(
-                        f"structure {index} has no property {name!r} (it has {have}); ask only for properties "
-                        "every structure has (properties=...)"
-                    )
-                values[name].append(source[name])
+                value, per_atom = _atoms_property(atoms, name, index)
+                values[name].append(value)
+                kinds[name].add(per_atom)
+        mixed = sorted(name for name, kind in kinds.items() if len(kind) > 1)
+        if mixed:
+            raise DataError(
+                f"{', '.join(mixed)} is per atom in some structures and per structure in others (atoms.arrays vs "
+                "atoms.info); store each property in one place"
+            )
+        units = dict(units or {})
         return cls.from_arrays(
             numbers=[a.numbers for a in structures],
             positions=[a.positions for a in structures],
             properties=values,
-            units={name: PROPERTY_UNITS.get(name, "1") for name in properties},
+            units={name: units.get(name, property_unit(name)) for name in properties},
             cell=np.array([a.cell[:] for a in structures]).reshape(len(structures), 3, 3),
             pbc=np.array([a.pbc for a in structures]).reshape(len(structures), 3),
             metadata=metadata,
+            per_atom=[name for name, kind in kinds.items() if True in kind],
         )
 
     # -- access -------------------------------------------------------------------------------------------------
@@ -271,10 +346,20 @@ class Dataset:
         """Atomic numbers present in the data set."""
         return tuple(int(z) for z in np.unique(self.numbers))
 
+    def is_per_atom(self, name: str) -> bool:
+        """Whether property ``name`` has one value per atom (``[A, ...]``), else one per structure (``[S, ...]``);
+        for a property the data set lacks, its known kind."""
+        return name in self.per_atom if name in self.properties else is_per_atom(name)
+
     def atoms_of(self, index: int) -> slice:
         """The slice of the concatenated atom arrays that belongs to structure ``index``."""
         start, stop = self.atom_offsets[index], self.atom_offsets[index + 1]
         return slice(int(start), int(stop))
+
+    def value(self, name: str, index: int) -> np.ndarray:
+        """Property ``name`` of structure ``index``: ``[n, ...]`` per atom, ``[...]`` per structure."""
+        values = self.properties[name]
+        return values[self.atoms_of(index)] if self.is_per_atom(name) else values[index]
 
     def require(self, *names: str) -> None:
         """Raise :class:`MissingPropertyError` (a ``KeyError``) naming what is missing unless every property in
@@ -288,7 +373,10 @@ class Dataset:
             )
 
     def to_atoms(self, index: int) -> Atoms:
-        """Structure ``index`` as ``ase.Atoms`` with its properties as single-point calculator results."""
+        """Structure ``index`` as ``ase.Atoms``: properties ASE's calculators know (energy, forces, stress, energies,
+        charges, magnetic moments, a dipole vector) as single-point calculator results under ASE's names,
+        ``total_charge`` as ``info["charge"]``, other per-atom properties in ``arrays``, other per-structure ones in
+        ``info``."""
         atoms_slice = self.atoms_of(index)
         atoms = Atoms(
             numbers=self.numbers[atoms_slice],
@@ -296,10 +384,18 @@ class Dataset:
             cell=self.cell[index],
             pbc=self.pbc[index],
         )
-        results = {
-            name: values[atoms_slice] if name in PER_ATOM_PROPERTIES else values[index]
-            for name, values in self.properties.items()
-        }
+        results = {}
+        for name in self.properties:
+            value = self.value(name, index)
+            ase_name = ASE_RESULT_NAMES.get(name, name)
+            if name == "total_charge":
+                atoms.info["charge"] = float(value)
+            elif name in PROPERTIES and _is_ase_result(ase_name, value, self.is_per_atom(name)):
+                results[ase_name] = float(value) if ase_name == "energy" else value
+            elif self.is_per_atom(name):
+                atoms.new_array(name, np.array(value))
+            else:
+                atoms.info[name] = value.item() if value.ndim == 0 else np.array(value)
         atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
@@ -319,10 +415,36 @@ class Dataset:
             cell=self.cell[indices],
             pbc=self.pbc[indices],
             properties={
-                name: values[atom_index] if name in PER_ATOM_PROPERTIES else values[indices]
+                name: values[atom_index] if self.is_per_atom(name) else values[indices]
                 for name, values in self.properties.items()
             },
         )
+
+
+def _is_ase_result(ase_name: str, value: np.ndarray, per_atom: bool) -> bool:
+    """Whether ``value`` can be an ASE calculator result ``ase_name`` (a dipole must be a vector)."""
+    if ase_name == "dipole":
+        return value.shape == (3,)
+    return ase_name in _ASE_PER_ATOM_RESULTS if per_atom else ase_name in ("energy", "stress")
+
+
+def _atoms_property(atoms: Atoms, name: str, index: int) -> tuple[np.ndarray, bool]:
+    """Property ``name`` of ``atoms`` (structure ``index``) and whether it is per atom (see ``from_atoms``)."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    ase_name = ASE_RESULT_NAMES.get(name, name)
+    if ase_name in results:
+        return from_ase_result(name, results[ase_name]), ase_name in _ASE_PER_ATOM_RESULTS
+    if name in atoms.arrays and name not in ("numbers", "positions"):
+        return np.asarray(atoms.arrays[name]), True
+    if name in atoms.info:
+        return from_ase_result(name, atoms.info[name]), False
+    if name == "total_charge":
+        return np.asarray(total_charge_of(atoms)), False
+    have = ", ".join(sorted(atoms_properties(atoms))) or "nothing"
+    raise MissingPropertyError(
+        f"structure {index} has no property {name!r} (it has {have}); ask only for properties every structure has "
+        "(properties=...)"
+    )
 
 
 def _float_array(name: str, values) -> np.ndarray:
@@ -349,8 +471,10 @@ def _check_atom_counts(name: str, arrays: Sequence[np.ndarray], atom_counts: Seq
 
 
 def atoms_properties(atoms: Atoms) -> set[str]:
-    """The names of the properties ``atoms`` carries: calculator results, ``info`` entries and per-atom arrays."""
+    """The names (jaxatom's) of the properties ``atoms`` carries: calculator results, ``info`` entries and per-atom
+    arrays."""
     names = set(atoms.info) | (set(atoms.arrays) - {"numbers", "positions"})
     if atoms.calc is not None:
-        names |= set(atoms.calc.results)
+        ase_names = {ase: name for name, ase in ASE_RESULT_NAMES.items()}
+        names |= {ase_names.get(key, key) for key in atoms.calc.results}
     return names

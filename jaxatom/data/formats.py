@@ -1,37 +1,47 @@
-"""Reading and writing data sets: ASE databases (incl. SchNetPack's layout), extended XYZ, MD17/rMD17 npz, HDF5.
+"""Reading and writing data sets: ASE databases (incl. SchNetPack's layout), extended XYZ, npz (jaxatom's own layout,
+MD17/rMD17), HDF5.
 
-Every reader converts to jaxatom units and records the source units in ``Dataset.source_units``. Writers write to a
-temporary file next to the target and move it into place, so an interrupted write never leaves a broken file.
+Every reader converts to jaxatom units and records the source units in ``Dataset.source_units``; every writer records
+each property's unit and kind (per atom or per structure), so any property round-trips. Writers write to a temporary
+file next to the target and move it into place, so an interrupted write never leaves a broken file.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
+from ase import Atoms
 from ase.db import connect
-from ase.io import read
+from ase.io import read, write
 
 from jaxatom.data.dataset import (
-    PER_ATOM_PROPERTIES,
-    PROPERTY_UNITS,
+    ASE_RESULT_NAMES,
     Dataset,
     MissingPropertyError,
     atoms_properties,
+    from_ase_result,
+    internal_unit,
 )
 from jaxatom.errors import DataError, JaxAtomError
+from jaxatom.properties import is_per_atom, property_info, property_unit
+from jaxatom.units import unit_factor
 
 __all__ = [
     "read_ase_db",
     "write_ase_db",
     "read_extxyz",
+    "write_extxyz",
+    "read_npz",
+    "write_npz",
     "read_md17_npz",
     "read_rmd17_npz",
     "read_hdf5",
@@ -43,6 +53,8 @@ __all__ = [
 
 #: The data file suffixes :func:`read_dataset` understands.
 SUFFIXES = ".db, .xyz/.extxyz, .npz or .h5/.hdf5"
+# The ``format`` entry of the HDF5 and npz files jaxatom writes.
+_FORMAT = "jaxatom-dataset"
 Reader = TypeVar("Reader", bound=Callable[..., Dataset])
 
 
@@ -97,13 +109,52 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+def _ragged_dataset(
+    arrays: Mapping[str, np.ndarray],
+    properties: Mapping[str, np.ndarray],
+    units: Mapping[str, str],
+    per_atom: Collection[str],
+    metadata: Mapping[str, Any],
+) -> Dataset:
+    """A data set from jaxatom's flat layout: ``arrays`` holds ``numbers [A]``, ``positions [A, 3]`` (Å),
+    ``n_atoms [S]``, ``cell [S, 3, 3]``, ``pbc [S, 3]``; ``properties`` ``[A, ...]`` or ``[S, ...]`` arrays."""
+    offsets = np.concatenate([[0], np.cumsum(arrays["n_atoms"])]).astype(np.int64)
+    split = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return Dataset.from_arrays(
+        numbers=[arrays["numbers"][s] for s in split],
+        positions=[arrays["positions"][s] for s in split],
+        properties={n: [v[s] for s in split] if n in per_atom or is_per_atom(n) else v for n, v in properties.items()},
+        units=units,
+        cell=arrays["cell"],
+        pbc=arrays["pbc"],
+        metadata=metadata,
+        per_atom=per_atom,
+    )
+
+
+def _structure(dataset: Dataset, index: int) -> Atoms:
+    """Structure ``index`` without its properties."""
+    atoms = dataset.atoms_of(index)
+    return Atoms(dataset.numbers[atoms], dataset.positions[atoms], cell=dataset.cell[index], pbc=dataset.pbc[index])
+
+
 # -- ASE databases -------------------------------------------------------------------------------------------------
+
+# ASE database columns that hold calculator results
+_ROW_RESULTS = ("energy", "forces", "stress", "dipole", "charges", "magmoms")
+_JAXATOM_NAMES = {ase: name for name, ase in ASE_RESULT_NAMES.items()}
 
 
 @_names_file
 def read_ase_db(path, properties: Sequence[str] | None = None, units: Mapping[str, str] | None = None) -> Dataset:
-    """Read an ASE database; SchNetPack's ``ASEAtomsData`` layout (properties in ``row.data``, units in the metadata
-    ``_property_unit_dict`` and ``_distance_unit``, ``atomrefs``) is understood.
+    """Read an ASE database; SchNetPack's ``ASEAtomsData`` layout (properties in ``row.data``, per-structure values
+    with a leading axis of 1, units in the metadata ``_property_unit_dict`` and ``_distance_unit``, ``atomrefs``) is
+    understood, as are calculator results (``dipole`` is read as ``dipole_moment``).
+
+    A property is per atom if jaxatom knows it so, else if the metadata ``_jaxatom_per_atom`` (written by
+    :func:`write_ase_db`) lists it, else (other writers) if every row has one entry per atom and not every structure
+    is a single atom. SchNetPack's ``atomrefs`` tables of the properties read become ``metadata["atomrefs_all"]``
+    (``{name: {Z: value}}``, jaxatom units) and that of ``energy`` ``metadata["atomrefs"]`` (``{Z: eV}``), as for QM9.
 
     Args:
         path: the ``.db`` file.
@@ -115,9 +166,7 @@ def read_ase_db(path, properties: Sequence[str] | None = None, units: Mapping[st
         meta = db.metadata
         rows = list(db.select())
     _require_structures(len(rows), path)
-    unit_dict = dict(meta.get("_property_unit_dict", {}))
-    unit_dict.update(units or {})
-    length_unit = meta.get("_distance_unit", "Ang")
+    unit_dict = {**meta.get("_property_unit_dict", {}), **(units or {})}
     available = set.intersection(*(set(r.data) | _calculator_keys(r) for r in rows))
     names = list(properties) if properties is not None else sorted(available)
     missing = [n for n in names if n not in available]
@@ -127,96 +176,185 @@ def read_ase_db(path, properties: Sequence[str] | None = None, units: Mapping[st
             "ask only for properties every structure has (properties=...)"
         )
     values = {name: [_row_property(r, name) for r in rows] for name in names}
-    metadata = {"source": "ase_db", "file": str(path)}
-    if "atomrefs" in meta:
-        metadata["atomrefs"] = {k: list(map(float, v)) for k, v in meta["atomrefs"].items()}
+    counts = [r.natoms for r in rows]
+    per_atom = [n for n in names if _row_per_atom(n, values[n], counts, meta.get("_jaxatom_per_atom"))]
+    units = {name: unit_dict.get(name, property_unit(name)) for name in names}
+    metadata = {"source": "ase_db", "file": str(path), **_atomrefs_metadata(meta.get("atomrefs") or {}, units)}
     return Dataset.from_arrays(
         numbers=[r.numbers for r in rows],
         positions=[r.positions for r in rows],
-        properties=values,
-        units={name: unit_dict.get(name, PROPERTY_UNITS.get(name, "1")) for name in names},
-        length_unit=length_unit,
+        properties={n: v if n in per_atom else [_drop_leading_one(x) for x in v] for n, v in values.items()},
+        units=units,
+        length_unit=meta.get("_distance_unit", "Ang"),
         cell=np.array([r.cell[:] for r in rows]).reshape(len(rows), 3, 3),
         pbc=np.array([r.pbc for r in rows]).reshape(len(rows), 3),
         metadata=metadata,
+        per_atom=per_atom,
     )
 
 
 def _calculator_keys(row) -> set[str]:
-    return {key for key in ("energy", "forces", "stress", "dipole", "charges") if row.get(key) is not None}
+    return {_JAXATOM_NAMES.get(key, key) for key in _ROW_RESULTS if row.get(key) is not None}
 
 
 def _row_property(row, name: str) -> np.ndarray:
-    value = np.asarray(row.data[name] if name in row.data else row.get(name), np.float64)
-    # SchNetPack stores per-structure values with a leading axis of length 1 (energy [1], dipole [1, 3])
-    if name not in PER_ATOM_PROPERTIES and value.ndim >= 1 and value.shape[0] == 1:
-        value = value[0]
-    return value
+    if name in row.data:
+        return np.asarray(row.data[name], np.float64)
+    return from_ase_result(name, np.asarray(row.get(ASE_RESULT_NAMES.get(name, name)), np.float64))
+
+
+def _row_per_atom(name: str, values: Sequence[np.ndarray], counts: Sequence[int], declared: list | None) -> bool:
+    """Whether ``name`` is per atom: its known kind, else the writer's declaration, else one entry per atom."""
+    if property_info(name) is not None:
+        return is_per_atom(name)
+    if declared is not None:
+        return name in declared
+    one_per_atom = all(v.ndim >= 1 and len(v) == n for v, n in zip(values, counts, strict=True))
+    return one_per_atom and any(n > 1 for n in counts)
+
+
+def _drop_leading_one(value: np.ndarray) -> np.ndarray:
+    """A per-structure value without SchNetPack's leading axis of 1 (energy ``[1]``, dipole ``[1, 3]``)."""
+    return value[0] if value.ndim >= 1 and value.shape[0] == 1 else value
+
+
+def _atomrefs_metadata(tables: Mapping[str, Sequence[float]], units: Mapping[str, str]) -> dict[str, Any]:
+    """SchNetPack's ``atomrefs`` (``{name: [value per Z]}`` in the property's unit) of the properties read, as
+    ``atomrefs_all`` (``{name: {Z: value}}``, jaxatom units, nonzero entries) and ``atomrefs`` (energy, eV)."""
+    converted = {}
+    for name, table in tables.items():
+        if name in units:
+            factor = unit_factor(units[name], internal_unit(name, units[name]))
+            refs = {int(z): float(v) * factor for z, v in enumerate(table) if v != 0}
+            if refs:
+                converted[name] = refs
+    metadata: dict[str, Any] = {"atomrefs_all": converted} if converted else {}
+    if "energy" in converted:
+        metadata["atomrefs"] = converted["energy"]
+    return metadata
 
 
 def write_ase_db(dataset: Dataset, path) -> None:
-    """Write in SchNetPack's ``ASEAtomsData`` layout (properties in ``data``, unit metadata), readable by both."""
+    """Write in SchNetPack's ``ASEAtomsData`` layout, readable by both: properties in ``row.data`` (per structure
+    with a leading axis of 1), metadata ``_property_unit_dict`` (jaxatom units), ``_distance_unit`` (Å),
+    ``atomrefs`` (SchNetPack's tables from ``metadata["atomrefs_all"]``/``["atomrefs"]``) and ``_jaxatom_per_atom``
+    (the per-atom properties, which SchNetPack does not record)."""
     path = Path(path)
     partial = _partial(path)
     partial.unlink(missing_ok=True)
     with connect(partial, type="db") as db:
         for index in range(len(dataset)):
-            atoms = dataset.to_atoms(index)
-            atoms.calc = None
-            data = {}
-            for name, values in dataset.properties.items():
-                value = values[dataset.atoms_of(index)] if name in PER_ATOM_PROPERTIES else values[index]
-                data[name] = np.atleast_1d(np.asarray(value))
-            db.write(atoms, data=data)
+            data = {name: _schnetpack_value(dataset, name, index) for name in dataset.properties}
+            db.write(_structure(dataset, index), data=data)
         db.metadata = {
-            "_property_unit_dict": {name: PROPERTY_UNITS.get(name, "1") for name in dataset.properties},
+            "_property_unit_dict": dict(dataset.units),
             "_distance_unit": "Ang",
-            "atomrefs": dataset.metadata.get("atomrefs", {}),
+            "atomrefs": _schnetpack_atomrefs(dataset),
+            "_jaxatom_per_atom": sorted(dataset.per_atom),
         }
     os.replace(partial, path)
 
 
+def _schnetpack_value(dataset: Dataset, name: str, index: int) -> np.ndarray:
+    value = np.asarray(dataset.value(name, index))
+    return value if dataset.is_per_atom(name) else value[None]
+
+
+def _schnetpack_atomrefs(dataset: Dataset) -> dict[str, list[float]]:
+    """SchNetPack's ``{name: [value per Z]}`` for the properties of ``dataset`` that have references in its
+    metadata (``atomrefs_all`` ``{name: {Z: value}}``, ``atomrefs`` ``{Z: eV}`` for the energy)."""
+    refs = dict(dataset.metadata.get("atomrefs_all", {}))
+    if "energy" not in refs and "atomrefs" in dataset.metadata:
+        refs["energy"] = dataset.metadata["atomrefs"]
+    tables = {}
+    for name, by_z in refs.items():
+        if name in dataset.properties and isinstance(by_z, Mapping):
+            table = np.zeros(max([100, *(int(z) + 1 for z in by_z)]))
+            table[[int(z) for z in by_z]] = list(by_z.values())
+            tables[name] = table.tolist()
+    return tables
+
+
 # -- extended XYZ ----------------------------------------------------------------------------------------------------
+
+# The comment-line entry in which write_extxyz records each property's unit and value shape (JSON).
+_EXTXYZ_KEY = "jaxatom_properties"
 
 
 @_names_file
 def read_extxyz(path, properties: Sequence[str] | None = None, units: Mapping[str, str] | None = None) -> Dataset:
-    """Read an extended XYZ file (``energy`` in the comment line, ``forces`` as a column, or calculator results).
+    """Read an extended XYZ file: calculator results by their kind, ``info`` (comment line) entries per structure,
+    ``arrays`` (columns) per atom; see :meth:`Dataset.from_atoms`.
 
     Args:
         path: the ``.xyz``/``.extxyz`` file.
-        properties: which properties to read (default: ``energy`` and ``forces``, each if every structure has it).
-        units: units of the properties as stored (default: jaxatom units).
+        properties: which properties to read (default: those :func:`write_extxyz` recorded, else ``energy`` and
+            ``forces``, each if every structure has it).
+        units: units of the properties as stored (default: as :func:`write_extxyz` recorded them, else jaxatom's for
+            known properties, else ``"1"``).
     """
     path = _check_file(path)
     with _parsing(path, "extended XYZ"):
         structures = read(path, index=":", format="extxyz")
     _require_structures(len(structures), path)
-    if properties is None:
+    recorded = _extxyz_record(structures, path)
+    if properties is None and recorded:
+        properties = list(recorded["units"])
+    elif properties is None:
         common = set.intersection(*(atoms_properties(a) for a in structures))
         properties = [name for name in ("energy", "forces") if name in common]
-    dataset = Dataset.from_atoms(structures, properties=properties, metadata={"source": "extxyz", "file": str(path)})
-    if not units:
-        return dataset
-    return Dataset.from_arrays(
-        numbers=[a.numbers for a in structures],
-        positions=[a.positions for a in structures],
-        properties={n: _split(dataset, n) for n in properties},
-        units={n: units.get(n, PROPERTY_UNITS.get(n, "1")) for n in properties},
-        cell=dataset.cell,
-        pbc=dataset.pbc,
-        metadata=dataset.metadata,
+    return Dataset.from_atoms(
+        structures,
+        properties=properties,
+        metadata={"source": "extxyz", "file": str(path)},
+        units={**recorded.get("units", {}), **(units or {})},
     )
 
 
-def _split(dataset: Dataset, name: str):
-    values = dataset.properties[name]
-    if name in PER_ATOM_PROPERTIES:
-        return [values[dataset.atoms_of(i)] for i in range(len(dataset))]
-    return values
+def _extxyz_record(structures: Sequence[Atoms], path: Path) -> dict[str, Any]:
+    """What :func:`write_extxyz` recorded (``units``, ``shapes``), taken out of every structure's ``info``, with the
+    recorded value shapes restored (columns hold at most a vector per atom); ``{}`` for other files."""
+    text = structures[0].info.get(_EXTXYZ_KEY)
+    if text is None:
+        return {}
+    try:
+        record = json.loads(text)
+        shapes = {name: tuple(shape) for name, shape in record["shapes"].items()}
+        units = dict(record["units"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: the {_EXTXYZ_KEY} entry is not what write_extxyz writes ({err}); remove it") from err
+    for atoms in structures:
+        atoms.info.pop(_EXTXYZ_KEY, None)
+        for name, shape in shapes.items():
+            if name in atoms.arrays:
+                atoms.arrays[name] = atoms.arrays[name].reshape(len(atoms), *shape)
+            elif name in atoms.info:
+                atoms.info[name] = np.reshape(atoms.info[name], shape)
+    return {"units": units, "shapes": shapes}
 
 
-# -- MD17-style npz --------------------------------------------------------------------------------------------------
+def write_extxyz(dataset: Dataset, path) -> None:
+    """Write an extended XYZ file (positions, forces and other per-atom values with 8 decimals): properties as
+    :meth:`Dataset.to_atoms` places them, plus a comment-line entry ``jaxatom_properties`` recording each property's
+    unit and value shape, which :func:`read_extxyz` uses."""
+    path = Path(path)
+    partial = _partial(path)
+    record = json.dumps(
+        {"units": dict(dataset.units), "shapes": {n: list(np.shape(v)[1:]) for n, v in dataset.properties.items()}}
+    )
+    frames = []
+    for index in range(len(dataset)):
+        atoms = dataset.to_atoms(index)
+        for name, values in atoms.arrays.items():
+            if values.ndim > 2:  # an extended XYZ column holds a scalar or a vector per atom
+                atoms.arrays[name] = values.reshape(len(atoms), -1)
+        atoms.info[_EXTXYZ_KEY] = record
+        frames.append(atoms)
+    write(partial, frames, format="extxyz")
+    os.replace(partial, path)
+
+
+# -- npz -------------------------------------------------------------------------------------------------------------
 
 
 def _load_npz(path) -> dict[str, np.ndarray]:
@@ -226,6 +364,76 @@ def _load_npz(path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not an npz archive (a zip of named arrays); write it with np.savez")
     with _parsing(path, "an npz archive"), np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+def read_npz(path, **options) -> Dataset:
+    """Read an npz archive, told apart by its keys: jaxatom's layout (:func:`write_npz`), revised MD17
+    (:func:`read_rmd17_npz`) or sGDML/MD17/MD22 (:func:`read_md17_npz`, which takes ``options``)."""
+    arrays = _load_npz(path)
+    if "jaxatom" in arrays:
+        return _read_jaxatom_npz(path, arrays)
+    if "nuclear_charges" in arrays:
+        return read_rmd17_npz(path)
+    return read_md17_npz(path, **options)
+
+
+def write_npz(dataset: Dataset, path) -> None:
+    """Write jaxatom's npz layout (no pickled objects): ``numbers [A]``, ``positions [A, 3]`` (Å), ``n_atoms [S]``,
+    ``cell [S, 3, 3]`` (Å), ``pbc [S, 3]``, ``properties/<name>`` (``[A, ...]`` or ``[S, ...]``) and ``jaxatom``, a
+    JSON string with ``format``, ``format_version``, ``units``, ``per_atom`` and ``metadata``."""
+    path = Path(path)
+    partial = _partial(path)
+    description = {
+        "format": _FORMAT,
+        "format_version": 1,
+        "units": dict(dataset.units),
+        "per_atom": sorted(dataset.per_atom),
+        "metadata": dict(dataset.metadata),
+    }
+    arrays = {key: getattr(dataset, key) for key in ("numbers", "positions", "n_atoms", "cell", "pbc")}
+    arrays.update({f"properties/{name}": values for name, values in dataset.properties.items()})
+    arrays["jaxatom"] = np.array(json.dumps(description, default=_json_value))
+    with open(partial, "wb") as out:
+        np.savez(out, **arrays)
+    os.replace(partial, path)
+
+
+@_names_file
+def _read_jaxatom_npz(path, arrays: Mapping[str, np.ndarray]) -> Dataset:
+    try:
+        description = json.loads(str(arrays["jaxatom"]))
+        units, per_atom = dict(description["units"]), list(description["per_atom"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise DataError(f"its 'jaxatom' entry is not what write_npz writes ({err}); write the file again") from err
+    if (description.get("format"), description.get("format_version")) != (_FORMAT, 1):
+        raise DataError(
+            f"it is format {description.get('format')!r} version {description.get('format_version')!r}; this jaxatom "
+            f"reads {_FORMAT!r} version 1 (update jaxatom, or write the file again)"
+        )
+    missing = [k for k in ("numbers", "positions", "n_atoms", "cell", "pbc") if k not in arrays]
+    missing += [f"properties/{name}" for name in units if f"properties/{name}" not in arrays]
+    if missing:
+        raise DataError(f"the jaxatom npz lacks {', '.join(missing)}; write the file again with write_npz")
+    _require_structures(len(arrays["n_atoms"]), Path(path))
+    properties = {name: arrays[f"properties/{name}"] for name in units}
+    metadata = _int_keys(description.get("metadata", {}))
+    return _ragged_dataset(arrays, properties, units, per_atom, metadata)
+
+
+def _json_value(value) -> Any:
+    """numpy values as JSON numbers and lists; anything else as its string."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return str(value)
+
+
+def _int_keys(value: Any) -> Any:
+    """``value`` with the keys of nested dicts made integers where they all are (JSON keeps atomic numbers as
+    strings, e.g. in ``atomrefs``)."""
+    if not isinstance(value, dict):
+        return value
+    numeric = bool(value) and all(k.lstrip("-").isdigit() for k in value)
+    return {int(k) if numeric else k: _int_keys(v) for k, v in value.items()}
 
 
 def _npz(path, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -286,11 +494,11 @@ def _unit_entry(data: Mapping[str, np.ndarray], key: str, default: str) -> str:
 
 def write_hdf5(dataset: Dataset, path) -> None:
     """Write the ragged arrays (``numbers``, ``positions``, ``n_atoms``, ``cell``, ``pbc``, ``properties/*``) with
-    unit attributes and the metadata as JSON-compatible attributes."""
+    ``unit``, ``per_atom`` and ``source_unit`` attributes per property and the metadata as attributes."""
     path = Path(path)
     partial = _partial(path)
     with h5py.File(partial, "w") as out:
-        out.attrs["format"] = "jaxatom-dataset"
+        out.attrs["format"] = _FORMAT
         out.attrs["format_version"] = 1
         for key in ("numbers", "positions", "n_atoms", "cell", "pbc"):
             out.create_dataset(key, data=getattr(dataset, key), compression="gzip")
@@ -298,8 +506,8 @@ def write_hdf5(dataset: Dataset, path) -> None:
         group = out.create_group("properties")
         for name, values in dataset.properties.items():
             group.create_dataset(name, data=values, compression="gzip")
-            group[name].attrs["unit"] = PROPERTY_UNITS.get(name, "1")
-            group[name].attrs["per_atom"] = name in PER_ATOM_PROPERTIES
+            group[name].attrs["unit"] = dataset.units[name]
+            group[name].attrs["per_atom"] = dataset.is_per_atom(name)
             if name in dataset.source_units:
                 group[name].attrs["source_unit"] = dataset.source_units[name]
         for key, value in dataset.metadata.items():
@@ -314,7 +522,7 @@ def read_hdf5(path) -> Dataset:
     with _parsing(path, "an HDF5 file"):
         data = h5py.File(path, "r")
     with data, _parsing(path, "a jaxatom HDF5 data set or trajectory"):
-        if data.attrs.get("format") == "jaxatom-dataset":
+        if data.attrs.get("format") == _FORMAT:
             return _read_hdf5_dataset(data, path)
         if {"numbers", "positions", "energy", "forces"} <= set(data):
             return _read_hdf5_trajectory(data, path)
@@ -326,22 +534,14 @@ def read_hdf5(path) -> Dataset:
 
 
 def _read_hdf5_dataset(data: h5py.File, path: Path) -> Dataset:
-    properties = {name: data["properties"][name][:] for name in data["properties"]}
-    units = {name: str(data["properties"][name].attrs["unit"]) for name in properties}
+    group = data["properties"]
+    properties = {name: group[name][:] for name in group}
+    units = {name: str(group[name].attrs.get("unit", property_unit(name))) for name in properties}
+    per_atom = [name for name in properties if bool(group[name].attrs.get("per_atom", is_per_atom(name)))]
     metadata = {k[5:]: _attr(v) for k, v in data.attrs.items() if k.startswith("meta:")}
-    n_atoms = data["n_atoms"][:]
-    _require_structures(len(n_atoms), path)
-    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
-    split = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-    return Dataset.from_arrays(
-        numbers=[data["numbers"][s] for s in split],
-        positions=[data["positions"][s] for s in split],
-        properties={n: [v[s] for s in split] if n in PER_ATOM_PROPERTIES else v for n, v in properties.items()},
-        units=units,
-        cell=data["cell"][:],
-        pbc=data["pbc"][:],
-        metadata=metadata,
-    )
+    arrays = {key: data[key][:] for key in ("numbers", "positions", "n_atoms", "cell", "pbc")}
+    _require_structures(len(arrays["n_atoms"]), path)
+    return _ragged_dataset(arrays, properties, units, per_atom, metadata)
 
 
 def _read_hdf5_trajectory(data: h5py.File, path: Path) -> Dataset:
@@ -376,6 +576,5 @@ def read_dataset(path, **options) -> Dataset:
     if suffix in (".h5", ".hdf5"):
         return read_hdf5(path)
     if suffix == ".npz":
-        keys = _load_npz(path)
-        return read_rmd17_npz(path) if "nuclear_charges" in keys else read_md17_npz(path, **options)
+        return read_npz(path, **options)
     raise DataError(f"unknown data file type {suffix!r} for {path}; use {SUFFIXES} (or convert the file)")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
 
-from jaxatom.data.dataset import PER_ATOM_PROPERTIES, Dataset
+from jaxatom.data.dataset import Dataset
 from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
@@ -19,17 +19,21 @@ Batch = tuple[Graph, dict[str, np.ndarray]]
 
 
 class GraphLoader:
-    """Padded batches of a :class:`Dataset`: ``(graph, labels)`` with ``labels[name]`` shaped like the graph
-    (per structure ``[G, ...]``, per atom ``[N, ...]``, zero in padding).
+    """Padded batches of a :class:`Dataset`: ``(graph, labels)`` with ``labels[name]`` for every property in
+    ``properties``, shaped by the data set's declaration (per structure ``[G, ...]``, per atom ``[N, ...]``, zero in
+    padding). When the data set has ``total_charge``, each graph carries it (``Graph.total_charge [G]``, e).
 
     Neighbour lists are computed once, here; every batch has ``n_graph = batch_size + 1`` and bucketed node and edge
     counts, so an epoch compiles once per bucket. With ``n_shards > 1`` (data-parallel training) each batch is that
     many equal shards stacked along a leading axis, padded to common shapes. Shuffling is seeded per epoch
     (``np.random.default_rng([seed, epoch])``), so a resumed run sees the same order.
 
-    ``atom_offsets`` (``[100]`` eV per atomic number, e.g. ``Potential.atom_offsets()``: mean energy per atom plus
-    reference energies) are subtracted from the energies in float64 before the labels are cast to the working dtype,
-    so large total energies keep their precision in float32.
+    ``offsets`` (name -> ``[100]`` table per atomic number, in the property's unit) are subtracted in float64 before
+    the labels are cast to the working dtype, so large totals keep their precision in float32: per atom
+    ``y_i - table[Z_i]``; per structure ``y - sum_i table[Z_i]``, or ``y - mean_i table[Z_i]`` for the names in
+    ``intensive`` (targets the model averages over atoms). ``atom_offsets`` (``[100]`` eV, e.g.
+    ``Potential.atom_offsets()``: mean energy per atom plus reference energies) is short for
+    ``offsets={"energy": atom_offsets}`` and ignored when ``energy`` is not loaded.
     """
 
     def __init__(
@@ -43,6 +47,8 @@ class GraphLoader:
         drop_last: bool = False,
         atom_offsets: np.ndarray | None = None,
         n_shards: int = 1,
+        offsets: Mapping[str, np.ndarray] | None = None,
+        intensive: Collection[str] = (),
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
@@ -52,12 +58,10 @@ class GraphLoader:
         dataset.require(*properties)
         self.dataset, self.batch_size, self.properties = dataset, batch_size, tuple(properties)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.energy = None
-        if "energy" in self.properties:
-            self.energy = dataset.properties["energy"].astype(np.float64)
-            if atom_offsets is not None:
-                per_atom = np.asarray(atom_offsets, np.float64)[dataset.numbers]
-                self.energy = self.energy - np.add.reduceat(per_atom, dataset.atom_offsets[:-1])
+        tables = _offset_tables(dataset, self.properties, offsets, atom_offsets)
+        _check_intensive(dataset, self.properties, intensive)
+        self.labels = {name: dataset.properties[name] for name in self.properties}
+        self.labels.update({n: _without_offsets(dataset, n, t, n in intensive) for n, t in tables.items()})
         self.graphs: list[HostGraph] = [_host_graph(dataset, i, cutoff) for i in range(len(dataset))]
 
     def __len__(self) -> int:
@@ -87,17 +91,14 @@ class GraphLoader:
     def _padded(self, indices: Sequence[int], n_graph: int, n_node: int | None = None, n_edge: int | None = None):
         graph = batch_graphs([self.graphs[i] for i in indices], n_node=n_node, n_edge=n_edge, n_graph=n_graph)
         dtype = float_dtype()
+        offsets = self.dataset.atom_offsets
+        atoms = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices] or [[]]).astype(np.int64)
+        structures = np.asarray(indices, np.int64)
         labels = {}
-        for name in self.properties:
-            values = self.energy if name == "energy" else self.dataset.properties[name]
-            if name in PER_ATOM_PROPERTIES:
-                padded = np.zeros((graph.positions.shape[0],) + values.shape[1:], dtype)
-                atoms = np.concatenate([np.arange(*self.dataset.atom_offsets[i : i + 2]) for i in indices] or [[]])
-                atoms = atoms.astype(np.int64)
-                padded[: len(atoms)] = values[atoms]
-            else:
-                padded = np.zeros((n_graph,) + values.shape[1:], dtype)
-                padded[: len(indices)] = values[np.asarray(indices, np.int64)]
+        for name, values in self.labels.items():
+            rows, size = (atoms, graph.positions.shape[0]) if self.dataset.is_per_atom(name) else (structures, n_graph)
+            padded = np.zeros((size,) + values.shape[1:], dtype)
+            padded[: len(rows)] = values[rows]
             labels[name] = padded
         return graph, labels
 
@@ -121,12 +122,60 @@ class GraphLoader:
                 yield batch
 
 
+def _offset_tables(
+    dataset: Dataset, properties: Sequence[str], offsets: Mapping[str, np.ndarray] | None, atom_offsets
+) -> dict[str, np.ndarray]:
+    """The ``[100]`` float64 offset tables by property name, checked against the properties and elements."""
+    tables = dict(offsets or {})
+    if atom_offsets is not None:
+        if "energy" in tables:
+            raise ConfigError("energy offsets are given twice (atom_offsets and offsets['energy']); give them once")
+        if "energy" in properties:
+            tables["energy"] = atom_offsets
+    unknown = sorted(set(tables) - set(properties))
+    if unknown:
+        raise ConfigError(f"offsets for {', '.join(unknown)}, which the loader does not load; load them or drop them")
+    checked = {}
+    for name, table in tables.items():
+        table = np.asarray(table, np.float64)
+        if table.ndim != 1 or len(table) <= dataset.numbers.max():
+            raise ConfigError(
+                f"offsets[{name!r}] must be a table [100] indexed by atomic number covering Z up to "
+                f"{dataset.numbers.max()}, got shape {list(table.shape)}"
+            )
+        checked[name] = table
+    return checked
+
+
+def _check_intensive(dataset: Dataset, properties: Sequence[str], intensive: Collection[str]) -> None:
+    wrong = sorted(n for n in intensive if n not in properties or dataset.is_per_atom(n))
+    if wrong:
+        raise ConfigError(
+            f"intensive names {', '.join(wrong)}, which are not per-structure properties the loader loads; "
+            "list only those"
+        )
+
+
+def _without_offsets(dataset: Dataset, name: str, table: np.ndarray, intensive: bool) -> np.ndarray:
+    """``dataset.properties[name]`` in float64 minus its offsets: per atom ``table[Z_i]``, per structure
+    ``sum_i table[Z_i]`` (the mean over the atoms when ``intensive``)."""
+    values = dataset.properties[name].astype(np.float64)
+    per_atom = table[dataset.numbers]
+    if not dataset.is_per_atom(name):
+        per_atom = np.add.reduceat(per_atom, dataset.atom_offsets[:-1])
+        if intensive:
+            per_atom = per_atom / dataset.n_atoms
+    return values - per_atom.reshape((-1,) + (1,) * (values.ndim - 1))
+
+
 def _host_graph(dataset: Dataset, index: int, cutoff: float) -> HostGraph:
-    """The neighbour graph of structure ``index``; a structure the graph cannot be built for is named."""
+    """The neighbour graph of structure ``index`` (with its ``total_charge``, if the data set has one); a structure
+    the graph cannot be built for is named."""
     atoms = dataset.atoms_of(index)
+    charge = float(dataset.properties["total_charge"][index]) if "total_charge" in dataset.properties else 0.0
     try:
         positions, numbers = dataset.positions[atoms], dataset.numbers[atoms]
-        return host_graph(positions, numbers, cutoff, dataset.cell[index], dataset.pbc[index])
+        return host_graph(positions, numbers, cutoff, dataset.cell[index], dataset.pbc[index], total_charge=charge)
     except StructureError as err:
         raise StructureError(f"structure {index} of the data set: {err}") from err
 
