@@ -94,6 +94,28 @@ def test_shipped_charges_are_neutral_and_polarizabilities_symmetric_positive_and
     assert 0.05 < magnitude.mean() < 2.0 and np.ptp(magnitude) > 0.05  # e·Å (1 e·Å = 4.8 D)
 
 
+@pytest.mark.parametrize(("name", "n_atoms"), [("aspirin", 21), ("ethanol", 9)])
+def test_load_builtin_returns_dipoles_charges_and_polarizabilities(name, n_atoms):
+    from jaxatom.data import load_builtin
+
+    dataset = load_builtin(name)
+    structures = len(dataset)
+    assert dataset.properties["dipole_moment"].shape == (structures, 3)
+    assert dataset.properties["charges"].shape == (structures * n_atoms,)  # per atom
+    assert dataset.properties["polarizability"].shape == (structures, 3, 3)
+    assert {key: dataset.source_units[key] for key in LABEL_UNITS} == LABEL_UNITS
+    assert dataset.metadata["field_step_au"] > 0
+    with h5py.File(BUILTIN / f"{name}_gfn2.h5", "r") as data:
+        np.testing.assert_array_equal(dataset.properties["charges"], data["charges"][:].reshape(-1))
+        np.testing.assert_array_equal(dataset.properties["polarizability"], data["polarizability"][:])
+        np.testing.assert_array_equal(dataset.properties["dipole_moment"], data["dipole_moment"][:])
+    assert "polarizability" in dataset.to_atoms(0).info  # as jaxatom quickstart's MD start does
+    subset = dataset.subset([2, 0])
+    np.testing.assert_array_equal(
+        subset.properties["charges"][:n_atoms], dataset.properties["charges"][2 * n_atoms :][:n_atoms]
+    )
+
+
 def test_a_trajectory_file_without_the_labels_still_reads(tmp_path):
     from jaxatom.data.formats import read_hdf5
 

@@ -15,7 +15,12 @@ BUILTIN_DATASETS = {"aspirin": "aspirin_gfn2.h5", "ethanol": "ethanol_gfn2.h5"}
 
 
 def load_builtin(name: str) -> Dataset:
-    """A shipped data set: ``"aspirin"`` or ``"ethanol"`` (3000 GFN2-xTB frames at 500 K; eV, Å)."""
+    """A shipped data set: ``"aspirin"`` or ``"ethanol"`` (3000 frames of GFN2-xTB MD at 500 K).
+
+    Properties, all GFN2-xTB (tblite): ``energy`` (eV), ``forces`` (eV/Å), ``dipole_moment`` ``[S, 3]`` (e·Å, incl.
+    GFN2's atomic dipoles), ``charges`` (per atom, e), ``polarizability`` ``[S, 3, 3]`` (static, from finite fields;
+    a polarizability volume in Å³). The file's attributes, in ``metadata``, record how they were made.
+    """
     if not isinstance(name, str) or name not in BUILTIN_DATASETS:
         raise ConfigError(
             f"no built-in data set {name!r}; available: {', '.join(sorted(BUILTIN_DATASETS))} (or give a data file)"

@@ -547,11 +547,18 @@ def _read_hdf5_dataset(data: h5py.File, path: Path) -> Dataset:
 def _read_hdf5_trajectory(data: h5py.File, path: Path) -> Dataset:
     positions = data["positions"][:].astype(np.float64)
     _require_structures(len(positions), path)
+    properties = {"energy": data["energy"][:], "forces": data["forces"][:].astype(np.float64)}
+    # optional labels (older files lack them): dipole_moment [F, 3], charges [F, N], polarizability [F, 3, 3];
+    # charges have one value per atom, so they go in as one array per structure
+    for name in ("dipole_moment", "charges", "polarizability"):
+        if name in data:
+            values = data[name][:].astype(np.float64)
+            properties[name] = list(values) if name == "charges" else values
     return Dataset.from_arrays(
         numbers=data["numbers"][:],
         positions=positions,
-        properties={"energy": data["energy"][:], "forces": data["forces"][:].astype(np.float64)},
-        units={"energy": str(data["energy"].attrs["unit"]), "forces": str(data["forces"].attrs["unit"])},
+        properties=properties,
+        units={name: str(data[name].attrs["unit"]) for name in properties},
         length_unit=str(data["positions"].attrs["unit"]),
         metadata={"source": "trajectory_hdf5", "file": str(path), **{k: _attr(v) for k, v in data.attrs.items()}},
     )
