@@ -5,7 +5,7 @@ from importlib import metadata as _metadata
 from jaxatom.errors import JaxAtomError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, enable_x64
 from jaxatom.neighbors import graph_from_atoms
-from jaxatom.potential import ModelFileError, Potential, load_model
+from jaxatom.potential import ModelFileError, OutputScaling, Potential, PotentialEnsemble, load_model
 from jaxatom.runtime import tune_cpu_allocator
 
 try:
@@ -14,6 +14,8 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "OutputScaling",
+    "PotentialEnsemble",
     "Graph",
     "HostGraph",
     "JaxAtomError",

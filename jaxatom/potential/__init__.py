@@ -1,12 +1,15 @@
-"""Potentials: a model with energy offsets; energies, forces and stress; ensembles; the portable model file."""
+"""Potentials: a model of named outputs with their scales and offsets; energies, forces, stress and every other
+output; ensembles; the portable model file."""
 
 from jaxatom.potential.ensemble import PotentialEnsemble, evaluate_ensemble, evaluate_ensemble_jit
 from jaxatom.potential.evaluate import evaluate, evaluate_jit
 from jaxatom.potential.io import ModelFileError, load_model, save_model
+from jaxatom.potential.outputs import OutputScaling
 from jaxatom.potential.potential import Potential
 
 __all__ = [
     "Potential",
+    "OutputScaling",
     "PotentialEnsemble",
     "evaluate",
     "evaluate_jit",
