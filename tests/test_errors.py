@@ -231,7 +231,7 @@ def test_a_model_file_with_unusable_settings_is_refused(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     config["representation"]["cutoff"] = 0.0
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    with _raises(ModelFileError, "model file.s settings are not usable: invalid SchNet settings", "cutoff must be"):
+    with _raises(ModelFileError, "settings are not usable: invalid SchNet settings", "cutoff must be"):
         jaxatom.load_model(tmp_path / "m")
     config["representation"]["cutoff"] = 4.0
     config["energy"] = 5
