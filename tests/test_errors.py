@@ -234,7 +234,7 @@ def test_a_model_file_with_unusable_settings_is_refused(tmp_path):
     with _raises(ModelFileError, "settings are not usable: invalid SchNet settings", "cutoff must be"):
         jaxatom.load_model(tmp_path / "m")
     config["representation"]["cutoff"] = 4.0
-    config["energy"] = 5
+    config["scaling"] = 5
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with _raises(ModelFileError, "config.json is malformed", "save the model again"):
         jaxatom.load_model(tmp_path / "m")
