@@ -84,7 +84,7 @@ def test_bad_configurations_and_data_are_refused_before_any_compute(tmp_path, po
     no_forces = data.Dataset.from_arrays(
         split[0].numbers[:9], [split[0].positions[:9]], {"energy": [0.0]}, units={"energy": "eV"}
     )
-    with pytest.raises(ConfigError, match="training set cannot be trained on.*lacks forces"):
+    with pytest.raises(ConfigError, match="training set lacks 'forces', which the loss trains"):
         fit(potential, no_forces, split[1], TrainConfig(**CONFIG), tmp_path, progress=False)
     hydrogen_only = potential.replace(elements=(1,))
     with pytest.raises(ValueError, match="elements the model was not built for"):

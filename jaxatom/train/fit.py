@@ -84,10 +84,10 @@ def check_training_data(datasets: dict[str, Dataset], config: TrainConfig) -> No
             raise ConfigError(f"the {name} set is empty")
         for term in config.terms:
             if term.name not in dataset.properties:
-                where = dataset.metadata.get("file", "the data")
+                source = f" (read from {dataset.metadata['file']})" if "file" in dataset.metadata else ""
                 have = ", ".join(sorted(dataset.properties)) or "nothing"
                 raise ConfigError(
-                    f"the loss trains {term.name!r}, which the {name} set ({where}) lacks (it has: {have}); use data "
+                    f"the {name} set{source} lacks {term.name!r}, which the loss trains (it has: {have}); use data "
                     f"that has {term.name} or remove it from training.loss"
                 )
 
