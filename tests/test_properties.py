@@ -180,3 +180,27 @@ def test_output_contract_errors():
         Atomwise(output_key="q", per_atom_output_key="q")
     with pytest.raises(ConfigError, match="charges_key must be a non-empty string"):
         DipoleMoment(charges_key="")
+
+
+def test_training_on_several_properties_lowers_every_term(tmp_path):
+    """Energy, forces, GFN2-xTB dipole moments (Huber) and partial charges from the shipped ethanol data."""
+    import csv
+
+    from jaxatom.data.builtin import load_builtin
+    from jaxatom.train import TrainConfig, fit
+    from jaxatom.train.fit import with_energy_offsets
+
+    data = load_builtin("ethanol")
+    train, val = data.subset(np.arange(0, 48)), data.subset(np.arange(2000, 2016))
+    heads = [ENERGY_HEAD, DipoleMoment(use_vector_representation=True)]
+    potential = with_energy_offsets(jaxatom.Potential.create(tiny_painn(), ELEMENTS, seed=0, heads=heads), train)
+    loss = {"energy": 0.01, "forces": 0.99, "dipole_moment": {"weight": 1.0, "kind": "huber", "delta": 0.1},
+            "charges": 1.0}  # fmt: skip
+    config = TrainConfig(batch_size=8, max_epochs=8, learning_rate=5e-3, loss=loss, ema_decay=None)
+    fit(potential, train, val, config, tmp_path, progress=False)
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8
+    for name in loss:
+        first, last = float(rows[0][f"val_{name}_mae"]), float(rows[-1][f"val_{name}_mae"])
+        assert last < first, f"{name}: validation MAE {first:.4g} -> {last:.4g}"
