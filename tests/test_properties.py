@@ -204,3 +204,11 @@ def test_training_on_several_properties_lowers_every_term(tmp_path):
     for name in loss:
         first, last = float(rows[0][f"val_{name}_mae"]), float(rows[-1][f"val_{name}_mae"])
         assert last < first, f"{name}: validation MAE {first:.4g} -> {last:.4g}"
+
+
+def test_md_refuses_a_model_without_energy():
+    from jaxatom.md import simulate
+
+    dipole_only = jaxatom.Potential.create(tiny_schnet(), ELEMENTS, heads=[DipoleMoment()])
+    with pytest.raises(ConfigError, match="MD needs a model that predicts an energy.*dipole_moment, charges"):
+        simulate(dipole_only, _ethanol(), ensemble="nve", timestep_fs=0.5, steps=10, stride=10)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxatom.errors import ConfigError
 from jaxatom.md.neighbors import EdgeBuilder
 from jaxatom.nn.model import AtomisticModel
 from jaxatom.potential import Potential, PotentialEnsemble
@@ -57,8 +58,17 @@ def _model_apply(model: AtomisticModel, edges: EdgeBuilder):
     return member
 
 
+def _require_energy(outputs: tuple[str, ...]) -> None:
+    if "energy" not in outputs:
+        raise ConfigError(
+            f"MD needs a model that predicts an energy; this one predicts {', '.join(outputs)}. Use a model with an "
+            "energy head (Atomwise(output_key='energy'))"
+        )
+
+
 def from_potential(potential: Potential, edges: EdgeBuilder) -> ForceField:
     """The MD force field of a :class:`Potential`; its offsets become ``energy_offset``."""
+    _require_energy(potential.outputs)
     member = _model_apply(potential.model, edges)
 
     def apply(p, positions, neighbors):
@@ -81,6 +91,7 @@ def from_ensemble(ensemble: PotentialEnsemble, edges: EdgeBuilder) -> ForceField
     """The mean force field of a :class:`~jaxatom.potential.PotentialEnsemble` (members ``vmap``ped over their
     stacked parameters). The dynamics follow the mean forces; ``energy_std`` (eV, population std across members) and
     ``forces_std_max`` (eV/Å, the largest per-atom norm of the force standard deviation) are reported per frame."""
+    _require_energy(ensemble.outputs)
     member = jax.vmap(_model_apply(ensemble.model, edges), in_axes=(0, 0, 0, None, None))
 
     def apply(p, positions, neighbors):
