@@ -13,18 +13,21 @@ def _import_schnetpack(args: argparse.Namespace) -> int:
     from jaxatom.interop.schnetpack import UnsupportedModelError, import_model
 
     try:
-        potential = import_model(
-            args.model_file, energy_unit=args.energy_unit, position_unit=args.position_unit, elements=args.elements
-        )
+        with warnings.catch_warnings(record=True) as caught:  # printed below, one line each
+            try:
+                potential = import_model(args.model_file, args.energy_unit, args.position_unit, elements=args.elements)
+            finally:
+                for warning in caught:
+                    print(f"jaxatom import-schnetpack: warning: {warning.message}", file=sys.stderr)
     except (UnsupportedModelError, FileNotFoundError, ImportError, ValueError) as err:
         print(f"jaxatom import-schnetpack: {err}", file=sys.stderr)
         return 2
     potential.save(args.out_dir)
-    representation = potential.model.representation
+    representation, units = potential.model.representation, potential.metadata["source_units"]
     print(
         f"wrote {args.out_dir}: {type(representation).__name__} ({representation.n_atom_basis} features, "
         f"{representation.n_interactions} interactions, cutoff {potential.cutoff:.4g} Å), energies in eV "
-        f"(model unit {args.energy_unit}), positions in Å (model unit {args.position_unit})"
+        f"(model unit {units['energy']}), positions in Å (model unit {units['length']})"
     )
     return 0
 
@@ -155,8 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     spk.add_argument("model_file", help="SchNetPack model file written by torch.save (e.g. best_model)")
     spk.add_argument("out_dir", help="directory (or .zip) to write the jaxatom model to")
-    spk.add_argument("--energy-unit", default="eV", help="energy unit of the model's training data (default eV)")
-    spk.add_argument("--position-unit", default="Ang", help="length unit the model expects (default Ang)")
+    spk.add_argument(
+        "--energy-unit",
+        help="energy unit of the model's training data, e.g. eV or kcal/mol (default: data.property_units of the "
+        "run's config.yaml beside the model file or in its parent; required without one)",
+    )
+    spk.add_argument(
+        "--position-unit",
+        help="length unit the model expects, e.g. Ang or Bohr (default: data.distance_unit of that config.yaml, "
+        "else Ang)",
+    )
     spk.add_argument(
         "--elements", nargs="+", help="element symbols the model may be used for (default: from its atomrefs, or all)"
     )

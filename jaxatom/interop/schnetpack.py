@@ -4,12 +4,20 @@ torch and schnetpack are needed only here, for reading the model; the imported :
 without them. Supported, and converted exactly:
 
 * representations ``SchNet`` and ``PaiNN`` (any sizes, shared interactions/filters), with ``GaussianRBF`` (fixed or
-  trainable) or ``BesselRBF`` and ``CosineCutoff`` or ``MollifierCutoff``;
+  trainable) or ``BesselRBF`` and ``CosineCutoff`` or ``MollifierCutoff``. A ``GaussianRBF`` keeps SchNetPack's stored
+  float32 centres and widths: it becomes a trainable jaxatom basis holding them as parameters (jaxatom's fixed basis
+  would recompute them in float64), so training the imported model in jaxatom trains them too;
 * one ``Atomwise`` energy head (any hidden layout, ``sum``/``avg`` aggregation), ``Forces`` (forces and stress);
 * input modules ``PairwiseDistances`` and ``Strain``; postprocessors ``AddOffsets`` (mean per atom and per-element
   atomrefs of the energy) and ``CastTo32``/``CastTo64``;
-* the model's energy and length units (SchNetPack models carry none: pass the units of the training data), converted
-  to eV and Å and recorded in the model file.
+* the model's energy and length units, converted to eV and Å and recorded in the model file.
+
+Units: SchNetPack model files carry none; the model works in the units of its training data. Each unit is taken from,
+in this order: the argument (``--energy-unit``/``--position-unit``); the ``config.yaml`` that ``spktrain`` writes into
+the run directory, in the model file's directory or its parent (``data.property_units.<energy key>`` and
+``data.distance_unit``); for the length only, Å. An argument that disagrees with ``config.yaml`` wins with a warning.
+With no energy unit known the import is refused: pass ``--energy-unit`` (e.g. eV or kcal/mol). An unreadable
+``config.yaml`` is an error, or only a warning when both units are given.
 
 Anything else raises :class:`UnsupportedModelError` naming the module — there is no partial import.
 """
@@ -17,12 +25,14 @@ Anything else raises :class:`UnsupportedModelError` naming the module — there 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxatom.errors import JaxAtomError
+from jaxatom.errors import ConfigError, JaxAtomError
 from jaxatom.nn import Atomwise, PaiNN, SchNet
 from jaxatom.nn.schnet import MAX_Z
 from jaxatom.potential import ModelFileError, Potential
@@ -103,17 +113,11 @@ def _radial_basis(rep, length: float, spk) -> tuple[dict[str, Any], dict[str, An
     """Settings and parameters of the radial basis, in Å, and the factor its outputs gain from the unit change."""
     rbf = rep.radial_basis
     if type(rbf) is spk.nn.GaussianRBF:
+        # the stored centres and widths (buffers or parameters) as parameters: a fixed jaxatom basis would recompute
+        # them in float64, off SchNetPack's float32 values by about a float32 ulp
         offsets, widths = _numpy(rbf.offsets).astype(np.float64), _numpy(rbf.widths).astype(np.float64)
-        settings = {"radial_basis": "gaussian", "n_rbf": int(rbf.n_rbf)}
-        if rbf.offsets.requires_grad:
-            params = {"offsets": offsets * length, "widths": widths * length}
-            return {**settings, "trainable_rbf": True}, params, 1.0
-        linear = np.linspace(offsets[0], offsets[-1], len(offsets))
-        spacing = abs(offsets[1] - offsets[0]) if len(offsets) > 1 else widths[0]
-        if not (np.allclose(offsets, linear, rtol=1e-6, atol=1e-6) and np.allclose(widths, spacing, rtol=1e-6)):
-            raise _refuse("a GaussianRBF whose centres are not evenly spaced or whose widths differ from the spacing")
-        settings.update(rbf_start=float(offsets[0]) * length, rbf_cutoff=float(offsets[-1]) * length)
-        return settings, {}, 1.0
+        settings = {"radial_basis": "gaussian", "n_rbf": int(rbf.n_rbf), "trainable_rbf": True}
+        return settings, {"offsets": offsets * length, "widths": widths * length}, 1.0
     if type(rbf) is spk.nn.BesselRBF:
         freqs = _numpy(rbf.freqs).astype(np.float64)
         rbf_cutoff = np.pi / freqs[0]
@@ -223,6 +227,8 @@ def _head(atomwise, torch, spk) -> tuple[Atomwise, dict]:
         n_layers=len(layers),
         activation=activation,
         aggregation=atomwise.aggregation_mode,
+        output_key="energy",
+        per_atom_output_key="energies",
     )
     return head, {"outnet": {f"layers_{k}": _dense(layer) for k, layer in enumerate(layers)}}
 
@@ -283,19 +289,84 @@ def _check_source(source) -> None:
         )
 
 
-def _check_units(energy_unit: str, position_unit: str) -> tuple[float, float]:
-    """Factors to eV and Å; a :class:`UnitError` naming the option if a unit is unknown or of the wrong kind."""
-    options = (
-        ("energy_unit", energy_unit, "eV", "'eV', 'kcal/mol' or 'Ha'"),
-        ("position_unit", position_unit, "Ang", "'Ang' or 'Bohr'"),
+#: option -> (jaxatom unit, examples)
+_UNIT_OPTIONS = {"energy_unit": ("eV", "'eV', 'kcal/mol' or 'Ha'"), "position_unit": ("Ang", "'Ang' or 'Bohr'")}
+
+
+def _factor(option: str, unit: str) -> float:
+    """Factor from ``unit`` to eV (``energy_unit``) or Å (``position_unit``); a :class:`UnitError` naming the option
+    if the unit is unknown or of the wrong kind."""
+    target, examples = _UNIT_OPTIONS[option]
+    try:
+        return unit_factor(unit, target)
+    except UnitError as err:
+        raise UnitError(f"{option} {unit!r} cannot be used ({err}); pass e.g. {examples}") from err
+
+
+def _unknown_energy_unit(why: str) -> UnitError:
+    return UnitError(
+        f"the energy unit of the model is unknown ({why}): pass the energy unit of its training data with "
+        "--energy-unit (energy_unit= in Python), e.g. eV or kcal/mol"
     )
-    factors = []
-    for option, unit, target, examples in options:
+
+
+def _find_run_config(source) -> Path | None:
+    """The ``config.yaml`` of the SchNetPack run a model file belongs to: in the file's directory, else its parent."""
+    if not isinstance(source, str | os.PathLike):
+        return None
+    folder = Path(source).resolve().parent
+    return next((d / "config.yaml" for d in (folder, folder.parent) if (d / "config.yaml").is_file()), None)
+
+
+def _config_units(path: Path, energy_key: str) -> dict[str, str | None]:
+    """Energy and length units of the training data in a SchNetPack run's ``config.yaml`` (Hydra, saved with its
+    interpolations): ``data.property_units.<energy_key>`` and ``data.distance_unit``, None where absent.
+
+    A :class:`ConfigError` if the file is not such a configuration or names a unit jaxatom does not know.
+    """
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    keys = {"energy_unit": f"data.property_units.{energy_key}", "position_unit": "data.distance_unit"}
+    try:
+        config = OmegaConf.load(path)
+        data = config.get("data") if isinstance(config, DictConfig) else None
+        if not isinstance(data, DictConfig):
+            raise ConfigError("it has no data section; is it a SchNetPack run configuration?")
+        property_units = data.get("property_units")
+        if not isinstance(property_units, DictConfig | None):
+            raise ConfigError(f"data.property_units is {property_units!r}, not a mapping of property to unit")
+        units = {"energy_unit": (property_units or {}).get(energy_key), "position_unit": data.get("distance_unit")}
+        for option, unit in units.items():
+            if isinstance(unit, str):
+                _factor(option, unit)
+            elif unit is not None:
+                raise ConfigError(f"{keys[option]} is {unit!r}, not a unit name")
+    except (YAMLError, OmegaConfBaseException, ConfigError, UnitError) as err:
+        why = " ".join(str(err).split())
+        raise ConfigError(f"cannot read the units of the training data from {path}: {why}") from err
+    return units
+
+
+def _units(given: dict[str, str | None], run_config: Path | None, energy_key: str) -> dict[str, str]:
+    """The model's ``energy_unit`` and ``position_unit``: those given, else those of the run's ``config.yaml``; the
+    length defaults to Å. Warns where a given unit disagrees with ``config.yaml``."""
+    found: dict[str, str | None] = dict.fromkeys(given)
+    if run_config is not None:
         try:
-            factors.append(unit_factor(unit, target))
-        except UnitError as err:
-            raise UnitError(f"{option} {unit!r} cannot be used ({err}); pass e.g. {examples}") from err
-    return factors[0], factors[1]
+            found = _config_units(run_config, energy_key)
+        except ConfigError as err:
+            if None in given.values():
+                raise ConfigError(f"{err}; correct it, or pass both --energy-unit and --position-unit") from err
+            warnings.warn(f"{err}; using the units given", stacklevel=3)
+    for option, unit in given.items():
+        if unit is not None and found[option] is not None and _factor(option, unit) != _factor(option, found[option]):
+            warnings.warn(f"using {option} {unit!r} as given, not {found[option]!r} from {run_config}", stacklevel=3)
+    units = {option: given[option] or found[option] for option in given}
+    if units["energy_unit"] is None:
+        raise _unknown_energy_unit(f"{run_config} has no data.property_units.{energy_key}")
+    return {**units, "position_unit": units["position_unit"] or "Ang"}
 
 
 def _load(source, torch):
@@ -314,43 +385,51 @@ def _load(source, torch):
 
 def import_model(
     source,
-    energy_unit: str = "eV",
-    position_unit: str = "Ang",
+    energy_unit: str | None = None,
+    position_unit: str | None = None,
     elements: Sequence[int | str] | None = None,
 ) -> Potential:
     """Convert a SchNetPack 2.x model (a file written by ``torch.save`` or a module) into a jaxatom potential.
 
     Args:
         source: path of a SchNetPack model file (e.g. ``best_model``), or the ``torch.nn.Module`` itself.
-        energy_unit: unit of the model's energy output (that of its training data), e.g. ``"kcal/mol"``.
-        position_unit: unit of the positions the model expects, e.g. ``"Ang"`` or ``"Bohr"``.
+        energy_unit: unit of the model's energy output (that of its training data), e.g. ``"kcal/mol"``; default:
+            from the run's ``config.yaml`` beside the model file, required without one (see the module docstring).
+        position_unit: unit of the positions the model expects, e.g. ``"Ang"`` or ``"Bohr"``; default: from
+            ``config.yaml``, else ``"Ang"``.
         elements: atomic numbers the model may be used for; default: those with reference energies, else all.
 
     Returns:
         A :class:`~jaxatom.Potential` in eV and Å whose energies and forces equal SchNetPack's.
     """
-    energy, length = _check_units(energy_unit, position_unit)
+    given = {"energy_unit": energy_unit, "position_unit": position_unit}
+    for option, unit in given.items():
+        if unit is not None:
+            _factor(option, unit)
     if elements is not None:
         elements = normalise_elements(elements)
     _check_source(source)
+    run_config = _find_run_config(source)
+    if energy_unit is None and run_config is None:
+        raise _unknown_energy_unit("SchNetPack models carry no units, and no config.yaml of the run was found")
     torch, spk = _require_schnetpack()
     model, path = _load(source, torch)
     if not isinstance(model, spk.model.AtomisticModel):
         raise _refuse(f"a {type(model).__name__} (not a schnetpack AtomisticModel)")
+    converters = {spk.representation.SchNet: _schnet, spk.representation.PaiNN: _painn}
     representation = getattr(model, "representation", None)
-    if type(representation) is spk.representation.SchNet:
-        rep_module, rep_params = _schnet(representation, length, torch, spk)
-    elif type(representation) is spk.representation.PaiNN:
-        rep_module, rep_params = _painn(representation, length, torch, spk)
-    else:
+    if type(representation) not in converters:
         raise _refuse(f"the representation {type(representation).__name__}")
     atomwise, energy_key = _energy_modules(model, spk)
+    units = _units(given, run_config, energy_key)
+    energy, length = _factor("energy_unit", units["energy_unit"]), _factor("position_unit", units["position_unit"])
+    rep_module, rep_params = converters[type(representation)](representation, length, torch, spk)
     head, head_params = _head(atomwise, torch, spk)
     shift, atomrefs = _offsets(model, energy_key, energy, spk)
     if elements is None:
         elements = sorted(atomrefs) or list(range(1, MAX_Z))
     potential = Potential.create(rep_module, elements=elements, head=head)
-    params = {"params": {"representation": rep_params, "head": head_params}}
+    params = {"params": {"representation": rep_params, head.key: head_params}}
     _check_structure(potential.params, params)
     return potential.replace(
         params=params,
@@ -361,7 +440,7 @@ def import_model(
             "imported_from": "schnetpack",
             "schnetpack_version": str(getattr(model, "spk_version", spk.__version__)),
             "source_file": path,
-            "source_units": {"energy": energy_unit, "length": position_unit},
+            "source_units": {"energy": units["energy_unit"], "length": units["position_unit"]},
         },
     )
 
