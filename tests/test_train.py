@@ -75,11 +75,11 @@ def test_a_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path, p
 
 
 def test_bad_configurations_and_data_are_refused_before_any_compute(tmp_path, potential, split):
-    with pytest.raises(ConfigError, match="batch_size must be positive"):
+    with pytest.raises(ConfigError, match="batch_size: must be positive"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="plateau_factor.*ema_decay"):
+    with pytest.raises(ConfigError, match=r"\(2 problems\):\n  plateau_factor: .*\n  ema_decay: "):
         TrainConfig(plateau_factor=2.0, ema_decay=1.5)
-    with pytest.raises(ConfigError, match=r"unknown training settings \['lr'\]"):
+    with pytest.raises(ConfigError, match=r"lr: unknown setting \(did you mean learning_rate\?\); known: batch_size"):
         TrainConfig.from_mapping({"lr": 0.1})
     no_forces = data.Dataset.from_arrays(
         split[0].numbers[:9], [split[0].positions[:9]], {"energy": [0.0]}, units={"energy": "eV"}
@@ -111,7 +111,14 @@ def test_warmup_scales_the_first_steps(potential, split):
     changes = {}
     for warmup in (0, 10):
         config = TrainConfig(**{**CONFIG, "warmup_steps": warmup})
-        state, _ = train_step(init_state(potential.params, config), graph, labels, potential.model, 1.0, config.step)
+        state, _ = train_step(
+            init_state(potential.params, config),
+            graph,
+            labels,
+            potential.model,
+            potential.scaling_arrays(np.float32, include_offsets=False),
+            config.step,
+        )
         before, after = _leaves(potential.params), _leaves(state.params)
         changes[warmup] = max(float(np.abs(a - b).max()) for a, b in zip(after, before, strict=True))
     # Adam's first step moves each parameter by about the learning rate; warm-up starts at a tenth of it
