@@ -21,7 +21,7 @@ import jaxatom
 from jaxatom.cli import main
 from jaxatom.errors import RunInUseError
 from jaxatom.nn import PaiNN
-from jaxatom.train import TrainConfig, fit, init_state
+from jaxatom.train import TrainConfig, fit, init_state, with_energy_offsets
 from jaxatom.train.checkpoint import LOCK_FILE, Checkpoints
 from jaxatom.train.fit import stop_reason
 
@@ -303,3 +303,25 @@ def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
         assert main(["train", str(config), "--quiet"]) == 2
         assert f"training run {run_dir} is in use by another running process (pid 4242" in capsys.readouterr().err
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "run_config.yaml").exists()
+
+
+def test_a_run_of_jaxatom_0_1_resumes(tmp_path):
+    """Checkpoints written by jaxatom 0.1 (commit 091f201: one epoch of a tiny SchNet on 8 ethanol frames, the energy
+    head's parameters under ``head``) resume into today's energy model; another model is refused by name."""
+    import shutil
+
+    from jaxatom.data.builtin import load_builtin
+    from jaxatom.errors import OutputExistsError
+    from jaxatom.nn import PaiNN, SchNet
+
+    shutil.copytree(Path(__file__).parent / "data" / "train_run_v1", tmp_path / "run")
+    ethanol = load_builtin("ethanol")
+    train, val = ethanol.subset(np.arange(8)), ethanol.subset(np.arange(8, 12))
+    schnet = SchNet(n_atom_basis=8, n_interactions=1, cutoff=4.0, n_rbf=6)
+    potential = with_energy_offsets(jaxatom.Potential.create(schnet, [1, 6, 8], seed=0), train)
+    fit(potential, train, val, TrainConfig(batch_size=4, max_epochs=2), tmp_path / "run", progress=False)
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
+    painn = jaxatom.Potential.create(PaiNN(n_atom_basis=8, n_interactions=1, cutoff=4.0, n_rbf=6), [1, 6, 8])
+    with pytest.raises(OutputExistsError, match="written for another model"):
+        fit(painn, train, val, TrainConfig(batch_size=4, max_epochs=3), tmp_path / "run", progress=False)

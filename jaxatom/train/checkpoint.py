@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxatom.errors import OutputExistsError
 from jaxatom.files import exclusive_lock
 from jaxatom.train.step import TrainState
 
@@ -17,6 +18,28 @@ __all__ = ["Checkpoints", "run_lock", "LOCK_FILE"]
 
 #: The lock file in a run directory; held (``flock``) by the process that trains into it.
 LOCK_FILE = "train.lock"
+#: Where jaxatom 0.1 kept the energy head's parameters, and where they are now.
+LEGACY_KEY, ENERGY_KEY = "head", "energy"
+
+
+def _is_model_params(tree: Any) -> bool:
+    return isinstance(tree, dict) and "representation" in tree
+
+
+def _has_energy_head(template: TrainState) -> bool:
+    return ENERGY_KEY in template.params.get("params", {}) and LEGACY_KEY not in template.params.get("params", {})
+
+
+def _renamed(state: TrainState, old: str, new: str) -> TrainState:
+    """``state`` with the parameter key ``old`` renamed ``new`` wherever model parameters appear (parameters,
+    optimiser moments, EMA). Both keys sort before ``representation``, so the leaves keep their order."""
+
+    def rename(tree: Any) -> Any:
+        if not _is_model_params(tree):
+            return tree
+        return {(new if key == old else key): value for key, value in tree.items()}
+
+    return jax.tree.map(rename, state, is_leaf=_is_model_params)
 
 
 def run_lock(run_dir: str | Path) -> contextlib.AbstractContextManager:
@@ -73,16 +96,40 @@ class Checkpoints:
         return manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, name: str, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """The newest checkpoint ``name``, restored into the structure of ``template``."""
+        """The newest checkpoint ``name``, restored into the structure of ``template``. Checkpoints of jaxatom 0.1
+        (the energy head's parameters under ``head``) restore into energy models; a checkpoint of another model
+        raises :class:`~jaxatom.errors.OutputExistsError` naming the run directory."""
         manager = self.managers[name]
         epoch = manager.latest_step()
         if epoch is None:
             raise FileNotFoundError(f"no {name} checkpoint in {self.paths[name]}")
+        try:
+            state, meta = self._restore(epoch, name, template)
+        except ValueError as err:
+            if "do not match" not in str(err):
+                raise
+            if not _has_energy_head(template):
+                raise self._mismatch(name) from err
+            try:
+                state, meta = self._restore(epoch, name, _renamed(template, ENERGY_KEY, LEGACY_KEY))
+            except ValueError as legacy_err:
+                raise self._mismatch(name) from legacy_err
+            state = _renamed(state, LEGACY_KEY, ENERGY_KEY)
+        return state, meta
+
+    def _restore(self, epoch: int, name: str, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        restored = manager.restore(
+        restored = self.managers[name].restore(
             epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         )
         return restored["state"], restored["meta"]
+
+    def _mismatch(self, name: str) -> OutputExistsError:
+        return OutputExistsError(
+            f"the {name} checkpoint in {self.paths[name]} was written for another model (its parameters do not "
+            "match this model's layout); train this model into another run_dir, or resume with the model and "
+            "heads that run used"
+        )
 
     def describe(self, name: str) -> str:
         """Where checkpoint ``name`` is, for messages."""
