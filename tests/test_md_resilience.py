@@ -286,3 +286,20 @@ def test_a_checkpoint_of_the_previous_version_without_a_model_fingerprint_still_
     np.savez(checkpoint, **arrays)
     main_raising(_config(case, tmp_path))  # the same run, 48 steps
     _assert_same_trajectory(case, tmp_path / "traj.h5")
+
+
+def test_an_md_run_of_jaxatom_0_1_continues(tmp_path):
+    """A Langevin run written by jaxatom 0.1 (commit 091f201; 40 steps with a format-1 model file) continues to 80
+    steps with today's jaxatom: the model's fingerprint of that version is recognised."""
+    data = Path(__file__).parent / "data"
+    shutil.copytree(data / "md_run_v1", tmp_path / "md")
+    from ase.io import read
+
+    atoms = read(data / "model_v1" / "structures.xyz", 0)
+    before = read_trajectory(tmp_path / "md" / "langevin.h5")["positions"]
+    settings = dict(ensemble="langevin", stride=10, frames_per_chunk=2, timestep_fs=0.5, temperature_K=300, seed=1)
+    simulate(data / "model_v1" / "schnet", atoms, steps=80, output=tmp_path / "md" / "langevin.h5", progress=False,
+             **settings)  # fmt: skip
+    after = read_trajectory(tmp_path / "md" / "langevin.h5")["positions"]
+    assert before.shape[0] == 4 and after.shape[0] == 8
+    np.testing.assert_array_equal(after[:4], before)

@@ -417,6 +417,11 @@ class _Setup:
     def model_fingerprint(self) -> str:
         return _model_fingerprint(self.force_field)
 
+    @functools.cached_property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint jaxatom 0.1 gave the same model (its energy head's parameters were named ``head``)."""
+        return _model_fingerprint(self.force_field, {"['energy']": "['head']"})
+
     def initial_state(self) -> MDState:
         return _initial_state(
             self.plan, self.structures, self.masses, self.force_field, self.compute, self.integrator, self.velocities
@@ -628,12 +633,16 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------------
-def _model_fingerprint(force_field: ForceField) -> str:
-    """SHA-256 of the force field's parameters (names, shapes, dtypes and values), to tie a checkpoint to its model."""
+def _model_fingerprint(force_field: ForceField, renamed: dict[str, str] | None = None) -> str:
+    """SHA-256 of the force field's parameters (names, shapes, dtypes and values), to tie a checkpoint to its model;
+    ``renamed`` replaces parts of the parameter names (to compute the fingerprint of an earlier layout)."""
     digest = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(force_field.params)[0]:
         array = np.asarray(leaf)
-        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
+        name = jax.tree_util.keystr(path)
+        for old, new in (renamed or {}).items():
+            name = name.replace(old, new)
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -694,7 +703,8 @@ def _load_checkpoint(path: Path, template: MDState, setup: _Setup) -> tuple[MDSt
 
 def _check_checkpoint_matches(path: Path, meta: dict, setup: _Setup) -> None:
     """Refuse to continue from a checkpoint written with other settings or another model (checkpoints written
-    before models were fingerprinted are accepted on their settings alone)."""
+    before models were fingerprinted are accepted on their settings alone, those of jaxatom 0.1 by the fingerprint it
+    gave the model)."""
     now = _settings_dict(setup.plan)
     if meta["settings"] != now:
         changed = {k: (v, now.get(k)) for k, v in meta["settings"].items() if now.get(k) != v}
@@ -702,7 +712,7 @@ def _check_checkpoint_matches(path: Path, meta: dict, setup: _Setup) -> None:
             f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
             "the original settings to continue, or pass overwrite=True to start afresh"
         )
-    if meta.get("model_sha256", setup.model_fingerprint) != setup.model_fingerprint:
+    if meta.get("model_sha256", setup.model_fingerprint) not in (setup.model_fingerprint, setup.legacy_fingerprint):
         raise CheckpointMismatch(
             f"the checkpoint {path} was written with another model (its parameters differ); rerun with the "
             "original model to continue, or pass overwrite=True to start afresh with this one"
