@@ -32,12 +32,24 @@ def _import_schnetpack(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Units with a second spelling in the printed summary (kcal/mol for energies and forces, as MD17 papers report).
+_KCAL_MOL = {"eV": "kcal/mol", "eV/Ang": "kcal/mol/Å"}
+
+
 def _print_evaluation(run_dir: Path, metrics: dict) -> None:
-    print(
-        f"test set ({metrics['structures']} structures): energy MAE {metrics['energy_mae_eV']:.4f} eV "
-        f"({metrics['energy_mae_kcal_mol']:.3f} kcal/mol), forces MAE {metrics['forces_mae_eV_per_A']:.4f} eV/Å "
-        f"({metrics['forces_mae_kcal_mol_per_A']:.3f} kcal/mol/Å)"
-    )
+    from jaxatom.units import kcal_mol
+
+    units = metrics.get("units", {})
+    names = sorted({key[: -len("_mae")] for key in metrics if key.endswith("_mae")},
+                   key=lambda name: (name not in ("energy", "forces"), name))  # fmt: skip
+    print(f"test set ({metrics['structures']} structures):")
+    width = max((len(name) for name in names), default=0)
+    for name in names:
+        unit = units.get(name, "")
+        line = f"  {name:<{width}}  MAE {metrics[f'{name}_mae']:.4g} {unit}, RMSE {metrics[f'{name}_rmse']:.4g} {unit}"
+        if unit in _KCAL_MOL and name in ("energy", "forces"):
+            line += f"  ({metrics[f'{name}_mae'] / kcal_mol:.4g} {_KCAL_MOL[unit]} MAE)"
+        print(line.replace("Ang", "Å"))
     print(f"  model:        {run_dir / 'best_model'}  (jaxatom.load_model)")
     print(f"  metrics:      {run_dir / 'metrics.csv'}, {run_dir / 'evaluation' / 'metrics.json'}")
     print(f"  plots:        {run_dir / 'evaluation' / 'parity.png'}")
@@ -53,22 +65,22 @@ def _train(args: argparse.Namespace) -> int:
     try:
         config = load_run_config(args.config, args.overrides)
         train_run(config, progress=not args.quiet)
-        metrics = evaluate_run(config["run_dir"]) if config["data"]["test"] != 0 else None
+        metrics = evaluate_run(config.run_dir) if config.data.test != 0 else None
     except (JaxAtomError, FileNotFoundError, KeyError) as err:
         print(f"jaxatom train: {err}", file=sys.stderr)
         return 2
     if metrics is not None:
-        _print_evaluation(Path(config["run_dir"]), metrics)
+        _print_evaluation(Path(config.run_dir), metrics)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from jaxatom.train.config import ConfigError
+    from jaxatom.errors import JaxAtomError
     from jaxatom.train.run import evaluate_run
 
     try:
         metrics = evaluate_run(args.run_dir, args.data, args.batch_size)
-    except (ConfigError, FileNotFoundError, KeyError) as err:
+    except (JaxAtomError, FileNotFoundError, KeyError) as err:
         print(f"jaxatom evaluate: {err}", file=sys.stderr)
         return 2
     _print_evaluation(Path(args.run_dir), metrics)
@@ -102,7 +114,8 @@ def _md(args: argparse.Namespace) -> int:
 #: The quickstart run: PaiNN on the shipped GFN2-xTB aspirin data, sized for about 10 minutes on 2 CPU cores.
 QUICKSTART = {
     "data": {"builtin": "aspirin", "train": 1000, "val": 100, "test": None, "seed": 0},
-    "model": {"type": "painn", "n_atom_basis": 64, "n_interactions": 3, "cutoff": 5.0, "n_rbf": 20},
+    "model": {"representation": {"type": "painn", "n_atom_basis": 64, "n_interactions": 3, "cutoff": 5.0,
+                                 "n_rbf": 20}},
     "training": {"batch_size": 32, "learning_rate": 1e-3, "max_epochs": 10000, "plateau_patience": 10,
                  "plateau_cooldown": 2, "early_stopping_patience": 40},
 }  # fmt: skip

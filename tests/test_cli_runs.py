@@ -51,14 +51,19 @@ def test_train_evaluate_and_resume_from_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["training.batch_size=0"], "batch_size must be positive"),
-        (["training.lr=0.1"], "unknown training settings"),
+        (["training.batch_size=0"], "training.batch_size: must be positive, got 0"),
+        (["training.lr=0.1"], "training.lr: unknown setting"),
         (["data.train=5000"], "data set has only 3000"),
-        (["model.type=dimenet"], "unknown model type"),
+        (["model.type=dimenet"], "model.representation: unknown model type 'dimenet'; choose one of schnet, painn"),
         (["data.path=x.db"], "exactly one of data.builtin"),
-        (["model.n_heads=2"], "invalid model settings"),
+        (["model.n_heads=2"], "unknown PaiNN settings ['n_heads']"),
+        (["model.representation.n_heads=2"], "unknown PaiNN settings ['n_heads']"),
         (["model.cutoff=0"], "cutoff"),
         (["nonsense"], "section.key=value"),
+        (["model.heads=[{type: dipole_moment}]"], "training.loss trains 'energy', but the model predicts only"),
+        (["training.loss={dipole_moment: 1.0}"], "training.loss trains 'dipole_moment'"),
+        (["data.source=md17", "data.molecule=aspirin"], "data: set exactly one of"),
+        (["data.builtin=null", "data.source=md17"], "data.molecule: data.source md17 needs a molecule: one of"),
     ],
 )
 def test_bad_configurations_fail_before_training(tmp_path, capsys, overrides, message):

@@ -3,88 +3,164 @@ temperature, and energy/temperature plots."""
 
 from __future__ import annotations
 
-import copy
-import inspect
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from ase import Atoms
 from ase.io import read
+from pydantic import ConfigDict, Field, field_validator
 
+from jaxatom.config import StrictModel, apply_overrides, read_yaml
 from jaxatom.errors import ConfigError, DataError
 from jaxatom.graph import enable_x64
 from jaxatom.md import analysis
-from jaxatom.md.driver import simulate
+from jaxatom.md.driver import ENSEMBLES, simulate
 from jaxatom.md.trajectory import read_trajectory
 
-__all__ = ["DEFAULT_MD", "MDConfigError", "load_md_config", "md_run", "report"]
-
-#: Settings of an MD run; every key of :func:`~jaxatom.md.simulate` may be given, plus these.
-DEFAULT_MD: dict[str, Any] = {
-    "model": None,
-    "structure": None,
-    "structure_index": -1,
-    "output": "md/trajectory.h5",
-    "precision": "float32",
-    "steps": 2000,
-}
+__all__ = ["MDConfig", "DEFAULT_MD", "MDConfigError", "SIMULATE_OPTIONS", "load_md_config", "md_run", "report"]
 
 
 class MDConfigError(ConfigError):
     """An MD configuration is incomplete or names unknown settings."""
 
 
-def _simulate_options() -> set[str]:
-    return {name for name in inspect.signature(simulate).parameters if name not in ("model", "atoms")}
+class MDConfig(StrictModel):
+    """Settings of an MD run (``jaxatom md CONFIG.yaml``): the model, the starting structure, where the trajectory
+    goes, the precision, and every argument of :func:`~jaxatom.md.simulate` with its default (see there for the
+    meaning of each). Relative paths in a YAML file are relative to that file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    title = "MD configuration"
+
+    model: Any = Field(None, validate_default=True)
+    structure: Any = Field(None, validate_default=True)
+    structure_index: int | str = -1
+    output: str | None = "md/trajectory.h5"
+    precision: str = "float32"
+    steps: int = 2000
+    timestep_fs: float = 0.5
+    ensemble: str = "nve"
+    temperature_K: float = 300.0
+    friction_per_fs: float = 0.01
+    tau_fs: float = 100.0
+    n_replicas: int | None = None
+    n_beads: int = 8
+    rpmd_thermostat: str = "pile_l"
+    centroid_tau_fs: float = 100.0
+    pile_lambda: float = 1.0
+    stride: int = 10
+    frames_per_chunk: int = 100
+    overwrite: bool = False
+    seed: int = 0
+    velocities: str = "maxwell_boltzmann"
+    remove_rotation: bool = False
+    neighbors: str = "auto"
+    skin: float = 1.0
+    write_forces: bool = False
+    progress: bool = True
+
+    @field_validator("model", "structure", mode="before")
+    @classmethod
+    def _required(cls, value: Any, info) -> Any:
+        if value is None or (isinstance(value, str | list | tuple) and not value):
+            raise ValueError(f"the MD configuration needs '{info.field_name}' (a model directory and a structure file)")
+        return value
+
+    @field_validator("velocities")
+    @classmethod
+    def _velocities(cls, value: str) -> str:
+        if value not in ("maxwell_boltzmann", "atoms"):
+            raise ValueError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {value!r}")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str) -> str:
+        if value not in ("float32", "float64"):
+            raise ValueError(f"precision must be float32 or float64, got {value!r}")
+        return value
+
+    @field_validator("ensemble")
+    @classmethod
+    def _ensemble(cls, value: str) -> str:
+        if value not in ENSEMBLES:
+            raise ValueError(f"unknown ensemble {value!r}; choose one of {', '.join(ENSEMBLES)}")
+        return value
+
+    @field_validator("rpmd_thermostat")
+    @classmethod
+    def _thermostat(cls, value: str) -> str:
+        from jaxatom.md.rpmd import THERMOSTATS
+
+        if value not in THERMOSTATS:
+            raise ValueError(f"unknown ring-polymer thermostat {value!r}; choose one of {', '.join(THERMOSTATS)}")
+        return value
+
+    @field_validator("neighbors")
+    @classmethod
+    def _neighbors(cls, value: str) -> str:
+        from jaxatom.md.neighbors import MODES
+
+        if value not in MODES:
+            raise ValueError(f"neighbors must be one of {', '.join(MODES)}, got {value!r}")
+        return value
+
+    def simulate_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~jaxatom.md.simulate` (all but ``model`` and ``atoms``)."""
+        return {name: getattr(self, name) for name in SIMULATE_OPTIONS}
 
 
-def load_md_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
-    """Read a YAML MD configuration, apply ``key=value`` overrides and validate names and required settings."""
+#: The settings that are :func:`~jaxatom.md.simulate`'s keyword arguments; the rest say what to simulate and how.
+SIMULATE_OPTIONS = tuple(name for name in MDConfig.model_fields
+                         if name not in ("model", "structure", "structure_index", "precision"))  # fmt: skip
+#: Defaults of an MD run (the schema's), for reference.
+DEFAULT_MD: dict[str, Any] = {name: field.default for name, field in MDConfig.model_fields.items()}
+
+
+def load_md_config(path: str | Path | None, overrides: Sequence[str] = ()) -> MDConfig:
+    """Read a YAML MD configuration, apply ``key=value`` overrides (values parsed as YAML) and validate it: unknown
+    settings, missing model or structure, and wrong types or choices raise an :class:`MDConfigError`."""
     config: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"MD configuration {path} not found")
-        config = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(config, Mapping):
-            raise MDConfigError(f"{path} must hold a mapping of settings, got {type(config).__name__}")
+        try:
+            config = read_yaml(path)
+        except ConfigError as err:
+            raise MDConfigError(str(err)) from None
         base = path.parent
         for key in ("model", "structure", "output"):  # relative paths are relative to the configuration file
             if isinstance(config.get(key), str) and not Path(config[key]).is_absolute():
                 config[key] = str(base / config[key])
-    config = {**copy.deepcopy(DEFAULT_MD), **config}
-    for item in overrides:
-        if "=" not in item:
-            raise MDConfigError(f"an override must look like key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        config[key] = yaml.safe_load(raw)
-    known = set(DEFAULT_MD) | _simulate_options()
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise MDConfigError(f"unknown MD setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for key in ("model", "structure"):
-        if not config[key]:
-            raise MDConfigError(f"the MD configuration needs '{key}' (a model directory and a structure file)")
-    if config["precision"] not in ("float32", "float64"):
-        raise MDConfigError(f"precision must be float32 or float64, got {config['precision']!r}")
-    return config
-
-
-def md_run(config: Mapping, progress: bool = True):
-    """Run the MD a configuration describes; returns the :class:`~jaxatom.md.MDRun`."""
-    structure = config["structure"]
-    atoms = structure if isinstance(structure, Atoms) else read(structure, index=config["structure_index"])
-    options = {k: v for k, v in config.items() if k in _simulate_options()}
-    options["progress"] = progress and options.get("progress", True)
-    enable_x64(config["precision"] == "float64")
     try:
-        return simulate(config["model"], atoms, **options)
+        config = apply_overrides(config, overrides, example="key=value")
+    except ConfigError as err:
+        raise MDConfigError(str(err)) from None
+    unknown = sorted(set(config) - set(MDConfig.model_fields))
+    if unknown:
+        known = ", ".join(sorted(MDConfig.model_fields))
+        raise MDConfigError(f"unknown MD setting(s) {', '.join(unknown)}; known: {known}")
+    return MDConfig.load(config, where=None if path is None else str(path), error=MDConfigError)
+
+
+def md_run(config: MDConfig | Mapping, progress: bool = True):
+    """Run the MD a configuration describes (an :class:`MDConfig`, or a mapping of its settings, where
+    ``structure`` may be an ``ase.Atoms``); returns the :class:`~jaxatom.md.MDRun`."""
+    if not isinstance(config, MDConfig):
+        config = MDConfig.load(config, error=MDConfigError)
+    structure = config.structure
+    atoms = structure if isinstance(structure, Atoms) else read(structure, index=config.structure_index)
+    options = config.simulate_options()
+    options["progress"] = progress and options["progress"]
+    enable_x64(config.precision == "float64")
+    try:
+        return simulate(config.model, atoms, **options)
     finally:
-        if config["precision"] == "float64":
+        if config.precision == "float64":
             enable_x64(False)
 
 

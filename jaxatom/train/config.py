@@ -1,20 +1,29 @@
-"""Training configuration: SchNetPack's MD17 recipe as defaults, validated before any compute; the loss as a set of
-weighted terms, one per trained property."""
+"""Training configuration: SchNetPack's MD17 recipe as defaults, validated before any compute (a pydantic schema,
+see :mod:`jaxatom.config`); the loss as a set of weighted terms, one per trained property."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import pydantic
+from pydantic import ConfigDict, ValidationError, field_validator
+
+from jaxatom.config import config_error
 from jaxatom.errors import ConfigError
 
-__all__ = ["TrainConfig", "StepConfig", "LossTerm", "LOSS_KINDS", "ConfigError", "DEFAULT_LOSS"]
+__all__ = ["TrainConfig", "StepConfig", "LossTerm", "LOSS_KINDS", "ConfigError", "DEFAULT_LOSS", "LEGACY_WEIGHTS"]
 
 #: Per-element losses a term may use: squared error, absolute error, Huber (quadratic below ``delta``).
 LOSS_KINDS = ("mse", "mae", "huber")
 #: SchNetPack's MD17 recipe.
 DEFAULT_LOSS = {"energy": 0.01, "forces": 0.99}
+#: Settings of older configurations read as ``loss`` entries: ``energy_weight`` -> ``loss.energy``, ...
+LEGACY_WEIGHTS = {"energy_weight": "energy", "forces_weight": "forces"}
+_TERM_SETTINGS = ("weight", "kind", "delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,21 +41,29 @@ class LossTerm:
         """From a YAML entry: a weight (``forces: 0.99``) or ``{weight, kind, delta}`` (``dipole_moment: {weight:
         0.1, kind: huber, delta: 0.05}``)."""
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"weight", "kind", "delta"})
+            unknown = sorted(set(value) - set(_TERM_SETTINGS))
             if unknown:
-                raise ConfigError(f"unknown settings {unknown} of loss term {name!r}; known: weight, kind, delta")
+                raise ConfigError(
+                    f"unknown settings {unknown} of loss term {name!r}; known: {', '.join(_TERM_SETTINGS)}"
+                )
+            if "weight" not in value:
+                raise ConfigError(f"loss term {name!r} needs a weight, e.g. {{weight: 1.0, kind: {LOSS_KINDS[0]}}}")
             return cls(name, **value)
         return cls(name, value)
 
     def problems(self) -> list[str]:
         problems = []
-        if not isinstance(self.weight, int | float) or isinstance(self.weight, bool) or self.weight < 0:
+        if not _is_real(self.weight) or self.weight < 0:
             problems.append(f"the weight of loss term {self.name!r} must be a non-negative number, got {self.weight!r}")
         if self.kind not in LOSS_KINDS:
             problems.append(f"loss term {self.name!r} has kind {self.kind!r}; choose one of {', '.join(LOSS_KINDS)}")
-        if not (isinstance(self.delta, int | float) and self.delta > 0):
+        if not (_is_real(self.delta) and self.delta > 0):
             problems.append(f"the Huber delta of loss term {self.name!r} must be positive, got {self.delta!r}")
         return problems
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +77,13 @@ class StepConfig:
     ema_decay: float | None
 
 
-@dataclasses.dataclass(frozen=True)
+def _positive(value):
+    if not value > 0:
+        raise ValueError(f"must be positive, got {value}")
+    return value
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
     """Optimisation settings. Defaults follow SchNetPack's MD17 recipe (loss weights energy 0.01 / forces 0.99,
     AdamW 1e-3 without weight decay, reduce-on-plateau ×0.5 with patience 75 and cooldown 10, EMA 0.995).
@@ -68,7 +91,12 @@ class TrainConfig:
     ``loss`` maps each trained property to its weight or ``{weight, kind, delta}`` (see :class:`LossTerm`); terms
     of weight 0 are reported as metrics but not trained on. ``energy_weight``/``forces_weight`` of older
     configurations are read as ``loss`` entries by :meth:`from_mapping`.
+
+    A validated, immutable pydantic dataclass: bad values raise a :class:`ConfigError` naming each setting; it is a
+    real dataclass too (``dataclasses.asdict``/``replace`` work), and :meth:`to_dict` gives its plain form.
     """
+
+    title = "training configuration"  # not a field (no annotation): names the schema in errors
 
     batch_size: int = 32
     max_epochs: int = 1000
@@ -76,7 +104,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     clip_norm: float | None = None
-    loss: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LOSS))
+    loss: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LOSS))
     plateau_factor: float = 0.5
     plateau_patience: int = 75
     plateau_cooldown: int = 10
@@ -87,37 +115,79 @@ class TrainConfig:
     seed: int = 0
     data_parallel: bool = True
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be positive, got {self.batch_size}")
-        if self.max_epochs < 1:
-            problems.append(f"max_epochs must be positive, got {self.max_epochs}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
-        problems += self._loss_problems()
-        if not 0 < self.plateau_factor < 1:
-            problems.append(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            problems.append(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            problems.append(f"clip_norm must be positive or None, got {self.clip_norm}")
-        if self.warmup_steps < 0 or self.plateau_patience < 0 or self.plateau_cooldown < 0:
-            problems.append("warmup_steps, plateau_patience and plateau_cooldown must not be negative")
-        if problems:
-            raise ConfigError("invalid training configuration: " + "; ".join(problems))
+    @field_validator("batch_size", "max_epochs")
+    @classmethod
+    def _positive_count(cls, value: int) -> int:
+        return _positive(value)
 
-    def _loss_problems(self) -> list[str]:
-        if not isinstance(self.loss, Mapping) or not self.loss:
-            return [f"loss must map trained properties to weights, e.g. {DEFAULT_LOSS}, got {self.loss!r}"]
-        try:
-            terms = self.terms
-        except (ConfigError, TypeError) as err:
-            return [str(err)]
-        problems = [problem for term in terms for problem in term.problems()]
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_rate(cls, value: float) -> float:
+        return _positive(value)
+
+    @field_validator("weight_decay", "min_learning_rate")
+    @classmethod
+    def _not_negative(cls, value: float, info) -> float:
+        if not value >= 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return value
+
+    @field_validator("warmup_steps", "plateau_patience", "plateau_cooldown")
+    @classmethod
+    def _not_negative_count(cls, value: int, info) -> int:
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return value
+
+    @field_validator("clip_norm", "max_time_s")
+    @classmethod
+    def _positive_or_none(cls, value: float | None, info) -> float | None:
+        if value is not None and not (value >= 0 if info.field_name == "max_time_s" else value > 0):
+            kind = "positive" if info.field_name == "clip_norm" else "non-negative"
+            raise ValueError(f"must be {kind} or null (none), got {value}")
+        return value
+
+    @field_validator("early_stopping_patience")
+    @classmethod
+    def _patience(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise ValueError(f"must not be negative (or null: never stop early), got {value}")
+        return value
+
+    @field_validator("plateau_factor")
+    @classmethod
+    def _factor(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"must lie in (0, 1), got {value}")
+        return value
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _ema(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"must lie in (0, 1), or be null (no EMA), got {value}")
+        return value
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError(f"must map trained properties to weights, e.g. {DEFAULT_LOSS}")
+        problems = []
+        terms = []
+        for name, setting in value.items():
+            try:
+                term = LossTerm.parse(name, setting)
+            except (ConfigError, TypeError) as err:
+                problems.append(str(err))
+                continue
+            problems += term.problems()
+            terms.append(term)
         if not problems and not any(term.weight > 0 for term in terms):
             problems.append("every loss weight is zero; give at least one trained property a positive weight")
-        return problems
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @property
     def terms(self) -> tuple[LossTerm, ...]:
@@ -130,18 +200,43 @@ class TrainConfig:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(StepConfig) if f.name != "terms"}
         return StepConfig(terms=self.terms, **fields)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values (JSON/YAML ready; ``TrainConfig(**config.to_dict()) == config``)."""
+        return dataclasses.asdict(self)
+
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
+    def from_mapping(cls, values: Mapping[str, Any], where: str | None = None) -> TrainConfig:
         """Build from a mapping (e.g. YAML), refusing unknown keys by name; ``energy_weight``/``forces_weight``
-        (older configurations) become ``loss`` entries."""
-        values = dict(values)
-        legacy = {name: values.pop(f"{name}_weight") for name in ("energy", "forces") if f"{name}_weight" in values}
-        if legacy:
-            if "loss" in values:
-                raise ConfigError("give either loss or energy_weight/forces_weight, not both")
-            values["loss"] = {**DEFAULT_LOSS, **legacy}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        (older configurations) become ``loss`` entries. ``where`` (e.g. the file) is named in errors."""
+        values = translate_legacy(values)
+        try:
+            return cls.__pydantic_validator__.validate_python(values)
+        except ValidationError as err:
+            raise config_error(err, cls, where=where) from None
+
+
+def translate_legacy(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Training settings of older configurations in today's form: ``energy_weight``/``forces_weight`` become
+    ``loss`` entries (the other weight keeps its default)."""
+    if not isinstance(values, Mapping):
+        return values
+    values = dict(values)
+    legacy = {LEGACY_WEIGHTS[key]: values.pop(key) for key in LEGACY_WEIGHTS if key in values}
+    if legacy:
+        if "loss" in values:
+            raise ConfigError("give either training.loss or energy_weight/forces_weight (older form), not both")
+        values["loss"] = {**DEFAULT_LOSS, **legacy}
+    return values
+
+
+_validated_init = TrainConfig.__init__
+
+
+def _init(self, *args, **kwargs) -> None:
+    try:
+        _validated_init(self, *args, **kwargs)
+    except ValidationError as err:
+        raise config_error(err, TrainConfig) from None
+
+
+TrainConfig.__init__ = _init  # the same validation, with jaxatom's error

@@ -1,141 +1,455 @@
-"""Whole runs from a configuration (YAML): data, split, model, training, evaluation — what the CLI executes."""
+"""Whole runs from a configuration (YAML): data, split, model, training, evaluation — what ``jaxatom train`` executes.
+
+The configuration is :class:`RunConfig`, a strict pydantic schema (see :mod:`jaxatom.config`)::
+
+    run_dir: runs/qm9_u0
+    data: {source: qm9, data_dir: ~/data, train: 110000, val: 10000}
+    model:
+      representation: {type: painn, n_atom_basis: 128, n_interactions: 3, cutoff: 5.0}
+      heads: [{type: atomwise, output_key: energy_U0}]
+      atomrefs: [energy_U0]
+    training: {learning_rate: 5.0e-4, loss: {energy_U0: 1.0}}
+
+The layout of earlier versions (``model: {type: painn, n_atom_basis: ...}``, ``data.atomrefs``,
+``training.energy_weight``) is read and translated, so old run directories resume.
+"""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from jaxatom.data.builtin import load_builtin
+from jaxatom.config import StrictModel, apply_overrides, read_yaml
+from jaxatom.data.builtin import BUILTIN_DATASETS, load_builtin
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.formats import read_dataset
 from jaxatom.data.splits import load_or_create_split
+from jaxatom.data.statistics import fit_standardisation
+from jaxatom.errors import ConfigError
+from jaxatom.nn.heads import Atomwise, OutputSpec
+from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check_model
+from jaxatom.nn.registry import HEADS, REPRESENTATIONS, module_config, module_from_config
 from jaxatom.potential import Potential, load_model
+from jaxatom.potential.outputs import OutputScaling
+from jaxatom.properties import property_unit
 from jaxatom.train.checkpoint import run_lock
-from jaxatom.train.config import ConfigError, TrainConfig
+from jaxatom.train.config import TrainConfig, translate_legacy
 from jaxatom.train.evaluation import error_metrics, plot_parity, predict_dataset, write_predictions
-from jaxatom.train.fit import check_training_data, fit, run_stop_reason, with_energy_offsets
+from jaxatom.train.fit import check_training_data, fit, run_stop_reason
 
-__all__ = ["DEFAULT_RUN", "load_run_config", "apply_overrides", "train_run", "evaluate_run"]
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "SOURCES",
+    "load_run_config",
+    "load_data",
+    "output_scaling",
+    "train_run",
+    "evaluate_run",
+]
 
-#: Defaults of a run; training defaults are SchNetPack's MD17 recipe (:class:`TrainConfig`).
-DEFAULT_RUN: dict[str, Any] = {
-    "run_dir": "runs/run",
-    "data": {"builtin": None, "path": None, "train": 1000, "val": 100, "test": None, "seed": 0, "atomrefs": False},
-    "model": {"type": "painn", "n_atom_basis": 128, "n_interactions": 3, "cutoff": 5.0, "n_rbf": 20},
-    "training": {},
-}
-MODELS = {"painn": "PaiNN", "schnet": "SchNet"}
-
-
-def _merge(base: dict, update: Mapping, where: str = "") -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if key not in base and where not in ("model", "training"):
-            raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}; known: {sorted(base)}")
-        if isinstance(base.get(key), dict) and isinstance(value, Mapping):
-            merged[key] = _merge(base[key], value, key)
-        else:
-            merged[key] = value
-    return merged
+#: Benchmark sources of :mod:`jaxatom.data.sources` reachable as ``data.source``, with the setting each needs.
+SOURCES = {"qm9": None, "md17": "molecule", "rmd17": "molecule", "md22": "molecule", "iso17": "fold"}
 
 
-def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) to a run configuration."""
-    config = copy.deepcopy(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"an override must look like section.key=value, got {item!r}")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.split(".")
-        target = config
-        for key in keys[:-1]:
-            if not isinstance(target.get(key), dict):
-                raise ConfigError(f"unknown section {key!r} in override {item!r}")
-            target = target[key]
-        target[keys[-1]] = yaml.safe_load(raw)
-    return _merge(DEFAULT_RUN, config)
+# -- data ------------------------------------------------------------------------------------------------------------
 
 
-def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
-    """Read a YAML run configuration, fill in defaults, apply overrides and validate everything that can be
-    validated without computing (sections, model type, training settings, data source)."""
-    raw = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"no configuration file at {path}")
-        raw = _read_yaml(path)
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (data, model, training, run_dir)")
-    config = apply_overrides(_merge(DEFAULT_RUN, raw), overrides)
-    TrainConfig.from_mapping(config["training"])
-    if str(config["model"].get("type", "")).lower() not in MODELS:
-        raise ConfigError(f"unknown model type {config['model'].get('type')!r}; choose one of {sorted(MODELS)}")
-    _representation(config["model"])  # refuses unusable settings (cutoff, sizes) before any data is read
-    data = config["data"]
-    if (data["builtin"] is None) == (data["path"] is None):
-        raise ConfigError("set exactly one of data.builtin (aspirin, ethanol) and data.path (a data file)")
+def _split_size(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a count (integer) or a fraction (number in [0, 1]), got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ValueError(f"a fraction must lie in [0, 1] (or give a count as an integer), got {value}")
+    return value
+
+
+SplitSize = Annotated[Any, AfterValidator(_split_size)]
+
+
+def _source_options(source: str) -> tuple[str, ...]:
+    from jaxatom.data import sources
+
+    return {"md17": tuple(sources.MD17_MOLECULES), "rmd17": tuple(sources.RMD17_MOLECULES),
+            "md22": tuple(sources.MD22_MOLECULES), "iso17": tuple(sources.ISO17_FOLDS)}[source]  # fmt: skip
+
+
+class DataConfig(StrictModel):
+    """Where the structures come from (exactly one of ``builtin``, ``path``, ``source``) and how they are split.
+
+    ``source`` reaches :mod:`jaxatom.data.sources` (downloaded once into ``data_dir``, default ``$JAXATOM_DATA`` or
+    ``~/.cache/jaxatom``): ``qm9`` (``remove_uncharacterized``, default true), ``md17``/``rmd17``/``md22`` (with
+    ``molecule``), ``iso17`` (with ``fold``, default ``reference``). Split sizes are counts (integers) or fractions
+    (numbers in [0, 1]); ``test: null`` takes the rest. The split is kept in ``run_dir/split.npz``.
+    """
+
+    builtin: Literal[tuple(BUILTIN_DATASETS)] | None = Field(None, description="a shipped data set")
+    path: str | None = Field(None, description="a data file (.db, .xyz/.extxyz, .npz, .h5)")
+    source: Literal[tuple(SOURCES)] | None = Field(None, description="a benchmark downloaded by jaxatom")
+    molecule: str | None = Field(None, validate_default=True)
+    fold: str | None = Field(None, validate_default=True)
+    data_dir: str | None = Field(None, validate_default=True)
+    remove_uncharacterized: bool | None = Field(None, validate_default=True)
+    train: SplitSize = 1000
+    val: SplitSize = 100
+    test: SplitSize | None = None
+    seed: int = 0
+
+    @field_validator("molecule", "fold")
+    @classmethod
+    def _source_setting(cls, value: str | None, info: ValidationInfo) -> str | None:
+        source, name = info.data.get("source"), info.field_name
+        if source is None or SOURCES.get(source) != name:
+            if value is not None:
+                takes = [s for s, setting in SOURCES.items() if setting == name]
+                raise ValueError(f"only data.source {' or '.join(takes)} takes a {name}")
+            return value
+        options = _source_options(source)
+        if value is None and name == "fold":
+            return "reference"
+        if value not in options:
+            got = "" if value is None else f"; got {value!r}"
+            raise ValueError(f"data.source {source} needs a {name}: one of {', '.join(options)}{got}")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("source") is None:
+            raise ValueError("only a data.source is downloaded into a data_dir; remove it or set data.source")
+        return value
+
+    @field_validator("remove_uncharacterized")
+    @classmethod
+    def _uncharacterized(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if info.data.get("source") == "qm9":
+            return True if value is None else value
+        if value is not None:
+            raise ValueError("only data.source qm9 has uncharacterized molecules to remove")
+        return value
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataConfig:
+        given = [name for name in ("builtin", "path", "source") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one of data.builtin ({', '.join(BUILTIN_DATASETS)}), data.path (a data file) and "
+                f"data.source ({', '.join(SOURCES)})" + (f"; got {' and '.join(given)}" if given else "")
+            )
+        return self
+
+
+def load_data(data: DataConfig) -> Dataset:
+    """The data set a :class:`DataConfig` names (a source downloads into its data directory once)."""
+    if data.builtin is not None:
+        return load_builtin(data.builtin)
+    if data.path is not None:
+        return read_dataset(data.path)
+    from jaxatom.data import sources
+
+    data_dir = None if data.data_dir is None else Path(data.data_dir).expanduser()
+    if data.source == "qm9":
+        return sources.load_qm9(data_dir, remove_uncharacterized=data.remove_uncharacterized)
+    if data.source == "iso17":
+        return sources.load_iso17(data.fold, data_dir)
+    loader = {"md17": sources.load_md17, "rmd17": sources.load_rmd17, "md22": sources.load_md22}[data.source]
+    return loader(data.molecule, data_dir)
+
+
+# -- model -----------------------------------------------------------------------------------------------------------
+
+
+class OutputConfig(StrictModel):
+    """How one per-structure scalar output of an ``atomwise`` head is scaled (fitted on the training split in
+    float64, SchNetPack's ``RemoveOffsets``/``ScaleProperty``): ``output = scale · model + Σ_atoms (shift +
+    atomrefs[Z])`` (averaged over atoms for ``aggregation: avg``).
+
+    ``atomrefs``: per-element references, the data set's own (QM9's free-atom energies) when it has them for this
+    output, else fitted by least squares. ``shift``: the mean (per atom for summed outputs) of what is left.
+    ``scale``: its standard deviation; default (null) on for every output except the energy and outputs with
+    atomrefs (SchNetPack's QM9 and MD17 recipes).
+    """
+
+    atomrefs: bool = False
+    shift: bool = True
+    scale: bool | None = None
+
+    def scaled(self, name: str) -> bool:
+        """Whether output ``name`` is divided by its standard deviation."""
+        return self.scale if self.scale is not None else not (name == "energy" or self.atomrefs)
+
+
+def _module_problem(config: Any, registry: Mapping[str, type], what: str) -> dict[str, Any]:
+    if not isinstance(config, Mapping):
+        raise ValueError(f"must be a mapping {{type: {' | '.join(registry)}, <setting>: <value>, ...}}")
+    kind = config.get("type")
+    names = {name: name for name in registry} | {cls.__name__.lower(): name for name, cls in registry.items()}
+    if kind is None:
+        raise ValueError(f"needs a type: one of {', '.join(registry)}")
+    if not isinstance(kind, str) or kind.lower() not in names:
+        raise ValueError(f"unknown {what} type {kind!r}; choose one of {', '.join(registry)}")
+    config = {**config, "type": names[kind.lower()]}
+    try:
+        module_from_config(config, registry)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
     return config
 
 
-def _read_yaml(path: Path):
+def _representation(config: Any) -> dict[str, Any]:
+    return _module_problem(config, REPRESENTATIONS, "model")
+
+
+def _head(config: Any) -> dict[str, Any]:
+    return _module_problem(config, HEADS, "head")
+
+
+def _energy_head() -> dict[str, Any]:
+    config = module_config(ENERGY_HEAD)
+    defaults = module_config(type(ENERGY_HEAD)())
+    return {"type": "atomwise", **{k: v for k, v in config.items() if k != "type" and v != defaults[k]}}
+
+
+def _scalable(spec: OutputSpec) -> bool:
+    """Whether ``spec`` is a per-structure scalar of an ``atomwise`` head (may get a shift, scale and atomrefs)."""
+    return spec.scaling == spec.name and not spec.per_atom and spec.shape == () and spec.aggregation is not None
+
+
+class ModelConfig(StrictModel):
+    """The model: a representation and output heads, each ``{type: <registered name>, <field>: <value>, ...}``
+    (:mod:`jaxatom.nn.registry`; unknown fields are refused by name), and how the outputs are scaled.
+
+    ``atomrefs: [energy_U0]`` is short for ``outputs: {energy_U0: {atomrefs: true}}``.
+    """
+
+    representation: Annotated[dict[str, Any], AfterValidator(_representation)] = Field(
+        default_factory=lambda: {"type": "painn"}
+    )
+    heads: list[Annotated[dict[str, Any], AfterValidator(_head)]] = Field(
+        default_factory=lambda: [_energy_head()], min_length=1
+    )
+    atomrefs: list[str] = Field(default_factory=list)
+    outputs: dict[str, OutputConfig] = Field(default_factory=dict)
+
+    def build(self) -> AtomisticModel:
+        """The (unbound) flax model: the representation and heads built through the registry."""
+        representation = module_from_config(self.representation, REPRESENTATIONS)
+        return AtomisticModel(representation, tuple(module_from_config(head, HEADS) for head in self.heads))
+
+    def output(self, name: str) -> OutputConfig:
+        """The scaling settings of output ``name`` (``atomrefs`` list included)."""
+        settings = self.outputs.get(name, OutputConfig())
+        if name in self.atomrefs and not settings.atomrefs:
+            settings = settings.model_copy(update={"atomrefs": True})
+        return settings
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        representation = module_from_config(self.representation, REPRESENTATIONS)
+        heads = [module_from_config(head, HEADS) for head in self.heads]
+        try:
+            check_model(representation, heads)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        specs = [spec for head in heads for spec in head.outputs]
+        scalable = [spec.name for spec in specs if _scalable(spec)]
+        for where, names in (("atomrefs", self.atomrefs), ("outputs", list(self.outputs))):
+            for name in names:
+                if name not in scalable:
+                    raise ValueError(
+                        f"{where} names {name!r}, but only per-structure scalar outputs of atomwise heads are "
+                        f"scaled (here: {', '.join(scalable) or 'none'}); remove it or add such a head"
+                    )
+        for name in self.atomrefs:
+            explicit = self.outputs.get(name)
+            if explicit is not None and "atomrefs" in explicit.model_fields_set and not explicit.atomrefs:
+                raise ValueError(f"atomrefs lists {name!r} but outputs.{name}.atomrefs is false; keep one of them")
+        return self
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+
+
+_REPRESENTATION_FIELDS = {"type"} | {
+    field.name
+    for cls in REPRESENTATIONS.values()
+    for field in dataclasses.fields(cls)
+    if field.name not in ("parent", "name")
+}
+
+
+def _translate_legacy(values: Any) -> Any:
+    """A run configuration of an earlier version in today's layout: ``model: {type, <representation settings>}`` ->
+    ``model.representation``; ``data.atomrefs: true`` -> ``model.atomrefs: [energy]``; ``training.energy_weight`` /
+    ``forces_weight`` -> ``training.loss``."""
+    if not isinstance(values, Mapping):
+        return values
+    values = dict(values)
+    model = values.get("model")
+    if isinstance(model, Mapping):
+        model = dict(model)
+        # the old layout held the representation's settings directly (with its type); a key that no representation
+        # has stays where it is, so that a misspelt section (``heds``) is named as such
+        old_layout = "type" in model and "representation" not in model
+        keep = ModelConfig.model_fields
+        moved = [key for key in model if key not in keep and (old_layout or key in _REPRESENTATION_FIELDS)]
+        legacy = {key: model.pop(key) for key in moved}
+        if legacy:
+            representation = model.get("representation")
+            representation = dict(representation) if isinstance(representation, Mapping) else {"type": "painn"}
+            model["representation"] = {**representation, **legacy}
+        values["model"] = model
+    data = values.get("data")
+    if isinstance(data, Mapping) and "atomrefs" in data:
+        data = dict(data)
+        if data.pop("atomrefs"):
+            model = dict(values.get("model") or {})
+            listed = list(model.get("atomrefs") or [])
+            model["atomrefs"] = listed if "energy" in listed else [*listed, "energy"]
+            values["model"] = model
+        values["data"] = data
+    if isinstance(values.get("training"), Mapping):
+        values["training"] = translate_legacy(values["training"])
+    return values
+
+
+class RunConfig(StrictModel):
+    """A ``jaxatom train`` run: where it writes (``run_dir``), its data, model and training settings
+    (:class:`~jaxatom.train.TrainConfig`, SchNetPack's MD17 recipe by default)."""
+
+    title = "run configuration"
+
+    run_dir: str = "runs/run"
+    data: DataConfig = Field(
+        description="set data.builtin (aspirin, ethanol), data.path (a data file) or data.source (qm9, md17, rmd17, "
+        "md22, iso17)"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, values: Any) -> Any:
+        return _translate_legacy(values)
+
+    @model_validator(mode="after")
+    def _loss_outputs(self) -> RunConfig:
+        outputs = self.model.build().output_names
+        for term in self.training.terms:
+            if term.name not in outputs:
+                raise ValueError(
+                    f"training.loss trains {term.name!r}, but the model predicts only {', '.join(outputs)}; add a "
+                    f"head for {term.name} to model.heads or remove it from training.loss"
+                )
+        return self
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run configuration (or none: everything from ``overrides``), apply ``section.key=value`` overrides
+    (values parsed as YAML) and validate it all without computing; a :class:`ConfigError` names every bad key."""
+    raw = {} if path is None else read_yaml(path, "a mapping of sections (run_dir, data, model, training)")
+    return RunConfig.load(apply_overrides(raw, overrides), where=None if path is None else str(path))
+
+
+def _as_run_config(config: RunConfig | Mapping) -> RunConfig:
+    return config if isinstance(config, RunConfig) else RunConfig.load(config)
+
+
+def _split(config: RunConfig, dataset: Dataset) -> dict:
+    data = config.data
+    path = Path(config.run_dir) / "split.npz"
     try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-
-
-def _dataset(data: Mapping) -> Dataset:
-    return load_builtin(data["builtin"]) if data["builtin"] else read_dataset(data["path"])
-
-
-def _representation(model: Mapping):
-    from jaxatom import nn
-
-    settings = {k: v for k, v in model.items() if k != "type"}
-    try:
-        return getattr(nn, MODELS[str(model["type"]).lower()])(**settings)
-    except TypeError as err:
-        raise ConfigError(f"invalid model settings: {err}") from err
-
-
-def _split(config: Mapping, dataset: Dataset) -> dict:
-    data = config["data"]
-    path = Path(config["run_dir"]) / "split.npz"
-    try:
-        return load_or_create_split(path, len(dataset), data["train"], data["val"], data["test"], data["seed"])
+        return load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
 
-def train_run(config: dict, progress: bool = True) -> Potential:
-    """Load the data, split it (reusing ``run_dir/split.npz``), build the model, write ``run_config.yaml`` and train
-    with checkpoints (resuming a previous run in ``run_dir``). A run that is already finished under ``config`` is
+def _data_atomrefs(dataset: Dataset, name: str) -> dict[int, float] | None:
+    """The data set's own references of ``name`` (QM9's free atoms), if it has them."""
+    refs = dict(dataset.metadata.get("atomrefs_all", {}) or {}).get(name)
+    if refs is None and name == "energy":
+        refs = dataset.metadata.get("atomrefs")
+    return {int(z): float(v) for z, v in refs.items()} if refs else None
+
+
+def output_scaling(
+    model: ModelConfig, specs: Sequence[OutputSpec], train: Dataset, names: Collection[str]
+) -> dict[str, OutputScaling]:
+    """Scale, shift and atomrefs of every output among ``names`` that may have them (per-structure scalars of atomwise
+    heads), from the training set ``train`` in float64 (:func:`~jaxatom.data.statistics.fit_standardisation`)."""
+    scaling, indices = {}, np.arange(len(train))
+    for spec in specs:
+        if spec.name not in names or not _scalable(spec):
+            continue
+        settings = model.output(spec.name)
+        refs = (_data_atomrefs(train, spec.name) or True) if settings.atomrefs else False
+        stats = fit_standardisation(train, indices, spec.name, extensive=spec.aggregation == "sum", atomrefs=refs)
+        scale = stats["scale"] if settings.scaled(spec.name) else 1.0
+        if not scale > 0:
+            raise ConfigError(
+                f"{spec.name} cannot be standardised: its spread over the {len(train)} training structures is "
+                f"{scale:g}; use more training data or set model.outputs.{spec.name}.scale: false"
+            )
+        scaling[spec.name] = OutputScaling(scale, stats["shift"] if settings.shift else 0.0, stats["atomrefs"])
+    return scaling
+
+
+def _with_data_units(model: AtomisticModel, dataset: Dataset) -> AtomisticModel:
+    """``model`` with the data's unit on atomwise heads that give none and whose output jaxatom does not know
+    (QM9's ``energy_U0``, ``gap``, ...: eV), so that the model file and predictions carry it."""
+    heads = []
+    for head in model.heads:
+        unit = dataset.units.get(getattr(head, "output_key", None), "1")
+        if isinstance(head, Atomwise) and head.unit is None and property_unit(head.output_key) == "1" and unit != "1":
+            head = head.clone(unit=unit)
+        heads.append(head)
+    return model.clone(heads=tuple(heads))
+
+
+def _scaled_outputs(training: TrainConfig, train: Dataset) -> set[str]:
+    """The outputs whose statistics are fitted: the loss terms, and the energy behind trained forces or stress."""
+    names = {term.name for term in training.terms}
+    if names & set(DERIVED_OUTPUTS) and "energy" in train.properties:
+        names.add("energy")
+    return names
+
+
+def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential:
+    """Load the data, split it (reusing ``run_dir/split.npz``), check that it has every property the loss trains,
+    fit the output scaling on the training split, build the model, write ``run_config.yaml`` and train with
+    checkpoints (resuming a previous run in ``run_dir``). A run that is already finished under ``config`` is
     reported and keeps its files (see :func:`~jaxatom.train.fit`). Returns the trained potential."""
-    run_dir = Path(config["run_dir"])
-    training = TrainConfig.from_mapping(config["training"])
-    representation = _representation(config["model"])
-    dataset = _dataset(config["data"])
+    config = _as_run_config(config)
+    run_dir, training = Path(config.run_dir), config.training
+    dataset = load_data(config.data)
     split = _split(config, dataset)
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
-    check_training_data({"training": train, "validation": val}, training)
-    potential = Potential.create(representation, elements=dataset.elements, seed=training.seed)
-    potential = with_energy_offsets(potential, train, atomrefs=bool(config["data"]["atomrefs"]))
+    check_training_data({"training": train, "validation": val}, training)  # before any neighbour list or compile
+    model = _with_data_units(config.model.build(), dataset)
+    scaling = output_scaling(config.model, model.outputs, train, _scaled_outputs(training, train))
+    potential = Potential.create(model.representation, elements=dataset.elements, seed=training.seed,
+                                 heads=model.heads, scaling=scaling)  # fmt: skip
     with run_lock(run_dir):
         written = run_dir / "run_config.yaml"
         if run_stop_reason(run_dir, training) is None or not written.exists():  # a finished run keeps its own
-            written.write_text(yaml.safe_dump(config, sort_keys=False))
+            written.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         return fit(potential, train, val, training, run_dir, resume=True, progress=progress)
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None, batch_size: int = 32) -> dict:
     """Evaluate ``run_dir/best_model`` on the run's test split (or on all of ``data_path``); writes
-    ``evaluation/metrics.json``, ``parity.png`` and ``predictions.npz`` and returns the metrics."""
+    ``evaluation/metrics.json``, ``parity.png`` and ``predictions.npz`` and returns the metrics: MAE and RMSE of every
+    predicted property the data has (``X_mae``, ``X_rmse``), ``structures``, and ``units`` (the unit of each X)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "run_config.yaml"
     if not (run_dir / "best_model").exists():
@@ -148,12 +462,13 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None, batch
                 f"{config_path} is missing, so the run's test split is unknown; rerun `jaxatom train` for this run "
                 "or evaluate on a data file with --data"
             )
-        config = _read_yaml(config_path)
-        full = _dataset(config["data"])
+        config = load_run_config(config_path)
+        full = load_data(config.data)
         dataset = full.subset(_split(config, full)["test_idx"])
     potential = load_model(run_dir / "best_model")
     predictions = predict_dataset(potential, dataset, batch_size)
     metrics = {"structures": len(dataset), **error_metrics(predictions, dataset)}
+    metrics["units"] = {name: dataset.units[name] for name in sorted(set(predictions) & set(dataset.properties))}
     out = run_dir / "evaluation"
     out.mkdir(exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
