@@ -25,8 +25,9 @@ SCRIPT = textwrap.dedent(
         config = TrainConfig(batch_size=16, max_epochs=3, learning_rate=3e-3, seed=1, data_parallel=parallel)
         with tempfile.TemporaryDirectory() as run_dir:
             results[parallel] = fit(potential, train, val, config, run_dir, progress=False).params
+    # Adam turns float32 noise in gradients near zero into steps of the learning rate's size: atol 1e-4 after 9 steps
     for a, b in zip(jax.tree.leaves(results[False]), jax.tree.leaves(results[True]), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-4)
     changed = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                   for a, b in zip(jax.tree.leaves(results[True]), jax.tree.leaves(potential.params), strict=True))
     assert changed > 1e-3, changed
