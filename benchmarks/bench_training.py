@@ -280,9 +280,7 @@ def spk_loss(model, batch: dict, config: TrainConfig) -> tuple[Any, dict]:
     import torch.nn.functional as F
 
     out = model(dict(batch))
-    loss = config.energy_weight * F.mse_loss(out["energy"], batch["energy"]) + config.forces_weight * F.mse_loss(
-        out["forces"], batch["forces"]
-    )
+    loss = sum(term.weight * F.mse_loss(out[term.name], batch[term.name]) for term in config.terms)
     return loss, out
 
 
