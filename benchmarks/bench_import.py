@@ -6,9 +6,17 @@ times both on one aspirin molecule and a batch of 32 perturbed copies (same prot
 first-call row is the first end-to-end prediction, which for jaxatom includes compiling).
 Needs torch and schnetpack in the jaxatom environment (``tools/install-schnetpack.sh``).
 
+With ``--heads`` it measures instead how closely an imported PaiNN with an energy, a ``DipoleMoment`` (vector
+representation, charges returned) and a ``Polarizability`` head (same size; biases randomised too, so that every
+parameter counts) reproduces SchNetPack's dipoles, charges and polarizabilities, in float64 and float32: on the
+structure, the perturbed batch and the structure as a cation (total charge +1). Units: e·Å and Å³ (charged structures
+agree), and Debye and Bohr³ with Bohr positions (the QM9 convention; neutral structures only, see
+``jaxatom.interop.schnetpack``).
+
 Usage (from the repository root)::
 
     python benchmarks/bench_import.py --repeats 20
+    python benchmarks/bench_import.py --heads
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +50,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", action="store_true", help="measure dipole/charge/polarizability parity instead")
     args = parser.parse_args()
+    if args.heads:
+        heads_parity(args.structure, args.batch_size, args.seed)
+        return
 
     import jax
     import schnetpack as spk
@@ -53,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(core_count())
     torch.manual_seed(args.seed)
     model = build_spk_model("painn")
-    potential = import_model(model)
+    potential = import_model(model, energy_unit="eV")
     cases = load_cases(args.structure, args.batch_size, args.seed)
     converter = spk.interfaces.AtomsConverter(
         neighbor_list=spk.transform.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32
@@ -79,6 +92,122 @@ def main() -> None:
             spk_s = spk_first if stage == "first_call" else spk_times[stage].median_s
             print(f"| {case} | {STAGES[stage]} | {fmt_ms(jax_s)} | {fmt_ms(spk_s)} | {spk_s / jax_s:.2f}x | "
                   f"{difference:.1e} |")  # fmt: skip
+
+
+def build_heads_model(seed: int):
+    """SchNetPack's PaiNN of the benchmark's size with energy + forces, vector dipole (+ charges) and polarizability
+    heads; biases drawn from N(0, 0.1) (SchNetPack initialises them to zero)."""
+    import schnetpack as spk
+    import torch
+    from bench_inference import N_ATOM_BASIS, N_RBF
+
+    torch.manual_seed(seed)
+    representation = spk.representation.PaiNN(
+        n_atom_basis=N_ATOM_BASIS, n_interactions=3, radial_basis=spk.nn.GaussianRBF(n_rbf=N_RBF, cutoff=CUTOFF),
+        cutoff_fn=spk.nn.CosineCutoff(CUTOFF),
+    )  # fmt: skip
+    model = spk.model.NeuralNetworkPotential(
+        representation=representation,
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[
+            spk.atomistic.Atomwise(n_in=N_ATOM_BASIS, output_key="energy"),
+            spk.atomistic.Forces(energy_key="energy", force_key="forces"),
+            spk.atomistic.DipoleMoment(n_in=N_ATOM_BASIS, use_vector_representation=True, return_charges=True),
+            spk.atomistic.Polarizability(n_in=N_ATOM_BASIS),
+        ],
+    )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, 0.1)
+    return model.eval()
+
+
+#: SchNetPack output -> (jaxatom output, label)
+HEAD_OUTPUTS = {
+    "energy": ("energy", "energy (eV)"),
+    "forces": ("forces", "forces (eV/Å)"),
+    "dipole_moment": ("dipole_moment", "μ (e·Å)"),
+    "partial_charges": ("partial_charges", "q (e)"),
+    "polarizability": ("polarizability", "α (Å³)"),
+}
+
+
+def heads_parity(structure: Path, batch_size: int, seed: int) -> None:
+    """Print the largest |jaxatom − SchNetPack| of each output, float64 and float32, for two unit conventions."""
+    import jax
+    import schnetpack as spk
+    import torch
+    from bench_inference import load_cases
+
+    from jaxatom.interop.schnetpack import import_model
+    from jaxatom.units import unit_factor
+
+    torch.set_num_threads(core_count())
+    cases = load_cases(structure, batch_size, seed)
+    cation = cases["single"][0].copy()
+    cation.info["charge"] = 1.0
+    structures = {"neutral": cases["single"] + cases[f"batch{batch_size}"], "cation": [cation]}
+    model = build_heads_model(seed)
+    conventions = {  # name -> (length unit, dipole unit, polarizability unit, structure sets)
+        "e·Å, Å³, Å": ("Ang", "e*Ang", "Ang^3", ("neutral", "cation")),
+        "Debye, Bohr³, Bohr": ("Bohr", "Debye", "Bohr^3", ("neutral",)),
+    }
+    n_neutral = len(structures["neutral"])
+    print(f"CPU: {cpu_model()} ({core_count()} cores); torch {torch.__version__}, schnetpack {spk.__version__}, "
+          f"jax {jax.__version__}; PaiNN {model.representation.n_atom_basis} features, 3 interactions, cutoff "
+          f"{CUTOFF} (model unit); {n_neutral} neutral structures of {len(cation)} atoms + 1 cation")  # fmt: skip
+    print("\n| model units | structures | precision | " + " | ".join(label for _, label in HEAD_OUTPUTS.values())
+          + " |")  # fmt: skip
+    print("|---|---|---|" + "---:|" * len(HEAD_OUTPUTS))
+    largest: dict[str, float] = {}
+    for convention, (length_unit, dipole_unit, alpha_unit, sets) in conventions.items():
+        length = unit_factor(length_unit, "Ang")
+        factors = {"energy": 1.0, "forces": 1.0 / length, "dipole_moment": unit_factor(dipole_unit, "e*Ang"),
+                   "partial_charges": unit_factor(dipole_unit, "e*Ang") / length,
+                   "polarizability": unit_factor(alpha_unit, "Ang^3")}  # fmt: skip
+        units = {"dipole_moment": dipole_unit, "polarizability": alpha_unit}
+        for x64, dtype in ((True, torch.float64), (False, torch.float32)):
+            with jax.enable_x64(x64):
+                with warnings.catch_warnings():  # Debye: the total-charge warning, hence no cation row
+                    warnings.simplefilter("ignore", UserWarning)
+                    potential = import_model(model, "eV", length_unit, units=units)
+                reference_model = model.double() if x64 else model.float()
+                for name in sets:
+                    atoms_list = structures[name]
+                    expected = _spk_outputs(reference_model, atoms_list, dtype, length, spk, torch)
+                    ours = potential.predict(atoms_list)
+                    cells = []
+                    for key, (ours_key, _) in HEAD_OUTPUTS.items():
+                        difference = max(
+                            np.abs(np.asarray(o[ours_key]) - np.reshape(r[key] * factors[key], np.shape(o[ours_key])))
+                            .max() for o, r in zip(ours, expected, strict=True)
+                        )  # fmt: skip
+                        size = max(np.abs(r[key] * factors[key]).max() for r in expected)
+                        largest[key] = max(largest.get(key, 0.0), size)
+                        cells.append(f"{difference:.1e}")
+                    precision = "float64" if x64 else "float32"
+                    print(f"| {convention} | {name} ({len(atoms_list)}) | {precision} | " + " | ".join(cells) + " |")
+    print("\nlargest |value| (jaxatom units): " + ", ".join(
+        f"{HEAD_OUTPUTS[key][1]} {value:.3g}" for key, value in largest.items()))  # fmt: skip
+
+
+def _spk_outputs(model, atoms_list, dtype, length: float, spk, torch) -> list[dict]:
+    """SchNetPack's outputs per structure (positions in the model's length unit, ``atoms.info["charge"]`` as
+    ``total_charge``)."""
+    converter = spk.interfaces.AtomsConverter(
+        neighbor_list=spk.transform.MatScipyNeighborList(cutoff=float(model.representation.cutoff)), dtype=dtype
+    )
+    results = []
+    for atoms in atoms_list:
+        scaled = atoms.copy()
+        scaled.positions = atoms.positions / length
+        inputs = converter(scaled)
+        if "charge" in atoms.info:
+            inputs[spk.properties.total_charge] = torch.tensor([float(atoms.info["charge"])], dtype=dtype)
+        out = model(inputs)
+        results.append({key: out[key].detach().double().numpy() for key in HEAD_OUTPUTS})
+    return results
 
 
 if __name__ == "__main__":

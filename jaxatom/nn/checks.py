@@ -49,8 +49,6 @@ def _radial_problems(module: nn.Module) -> list[str]:
         problems.append(f"rbf_start must be a finite number of Å, got {module.rbf_start!r}")
     elif module.radial_basis == "bessel" and module.rbf_start != 0:
         problems.append("the Bessel basis has no start; set rbf_start=0.0")
-    if module.radial_basis == "bessel" and module.trainable_rbf:
-        problems.append("the Bessel basis has no trainable parameters; set trainable_rbf=False")
     end = module.cutoff if module.rbf_cutoff is None else module.rbf_cutoff
     if module.rbf_cutoff is not None and not (_is_real(end) and end > 0):
         problems.append(f"rbf_cutoff must be None (the cutoff) or a finite positive number of Å, got {end!r}")

@@ -43,13 +43,25 @@ class GaussianRBF(nn.Module):
 
 
 class BesselRBF(nn.Module):
-    """``sin(k pi d / cutoff) / d`` for ``k = 1..n_rbf`` (0th-order spherical Bessel). ``[E] -> [E, n_rbf]``."""
+    """``sin(f_k d) / d`` with frequencies ``f_k = k pi / cutoff`` for ``k = 1..n_rbf`` (0th-order spherical Bessel).
+    ``[E] -> [E, n_rbf]``.
+
+    Fixed (default), the frequencies are computed in the distances' precision. With ``trainable`` they are the
+    parameter ``freqs`` (1/Å), initialised in float32 at ``k pi / cutoff`` as SchNetPack stores them: imported
+    SchNetPack models keep SchNetPack's stored float32 frequencies there, as :class:`GaussianRBF` keeps its centres.
+    """
 
     n_rbf: int
     cutoff: float
+    trainable: bool = False
 
+    @nn.compact
     def __call__(self, d: jax.Array) -> jax.Array:
-        freqs = jnp.arange(1, self.n_rbf + 1, dtype=d.dtype) * (math.pi / self.cutoff)
+        if self.trainable:
+            initial = np.arange(1, self.n_rbf + 1) * (math.pi / self.cutoff)
+            freqs = self.param("freqs", lambda *_: jnp.asarray(initial, jnp.float32)).astype(d.dtype)
+        else:
+            freqs = jnp.arange(1, self.n_rbf + 1, dtype=d.dtype) * (math.pi / self.cutoff)
         norm = jnp.where(d == 0, 1.0, d)
         return jnp.sin(d[..., None] * freqs) / norm[..., None]
 
@@ -71,15 +83,14 @@ CUTOFF_FNS = ("cosine", "mollifier")
 
 
 def make_radial_basis(name: str, n_rbf: int, cutoff: float, trainable: bool = False, start: float = 0.0) -> nn.Module:
-    """The radial basis called ``name`` (one of :data:`RADIAL_BASES`) spanning ``start``..``cutoff`` (Å)."""
+    """The radial basis called ``name`` (one of :data:`RADIAL_BASES`) spanning ``start``..``cutoff`` (Å); with
+    ``trainable`` its centres and widths (Gaussian) or frequencies (Bessel) are parameters."""
     if name == "gaussian":
         return GaussianRBF(n_rbf=n_rbf, cutoff=cutoff, start=start, trainable=trainable, name="radial_basis")
     if start != 0.0:
         raise ValueError("only the Gaussian basis has a start; set rbf_start=0.0")
     if name == "bessel":
-        if trainable:
-            raise ValueError("the Bessel basis has no trainable parameters; set trainable_rbf=False")
-        return BesselRBF(n_rbf=n_rbf, cutoff=cutoff, name="radial_basis")
+        return BesselRBF(n_rbf=n_rbf, cutoff=cutoff, trainable=trainable, name="radial_basis")
     raise ValueError(f"unknown radial basis {name!r}; choose one of {RADIAL_BASES}")
 
 
