@@ -15,7 +15,10 @@ def _import_schnetpack(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:  # printed below, one line each
             try:
-                potential = import_model(args.model_file, args.energy_unit, args.position_unit, elements=args.elements)
+                units = _unit_options(args.unit)
+                potential = import_model(
+                    args.model_file, args.energy_unit, args.position_unit, elements=args.elements, units=units
+                )
             finally:
                 for warning in caught:
                     print(f"jaxatom import-schnetpack: warning: {warning.message}", file=sys.stderr)
@@ -24,12 +27,27 @@ def _import_schnetpack(args: argparse.Namespace) -> int:
         return 2
     potential.save(args.out_dir)
     representation, units = potential.model.representation, potential.metadata["source_units"]
+    outputs = ", ".join(f"{spec.name} in {spec.unit} (model unit {units.get(spec.name, spec.unit)})"
+                        for spec in potential.model.outputs if not spec.per_atom)  # fmt: skip
     print(
         f"wrote {args.out_dir}: {type(representation).__name__} ({representation.n_atom_basis} features, "
-        f"{representation.n_interactions} interactions, cutoff {potential.cutoff:.4g} Å), energies in eV "
-        f"(model unit {units['energy']}), positions in Å (model unit {units['length']})"
+        f"{representation.n_interactions} interactions, cutoff {potential.cutoff:.4g} Å); {outputs}; positions in "
+        f"Å (model unit {units['length']})"
     )
     return 0
+
+
+def _unit_options(items: Sequence[str] | None) -> dict[str, str]:
+    """``--unit NAME=UNIT`` options as a mapping; a malformed one is a :class:`ConfigError` naming the form."""
+    from jaxatom.errors import ConfigError
+
+    units = {}
+    for item in items or ():
+        name, _, unit = item.partition("=")
+        if not name or not unit:
+            raise ConfigError(f"--unit takes NAME=UNIT (e.g. dipole_moment=Debye), got {item!r}")
+        units[name] = unit
+    return units
 
 
 #: Units with a second spelling in the printed summary (kcal/mol for energies and forces, as MD17 papers report).
@@ -180,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--position-unit",
         help="length unit the model expects, e.g. Ang or Bohr (default: data.distance_unit of that config.yaml, "
         "else Ang)",
+    )
+    spk.add_argument(
+        "--unit",
+        action="append",
+        metavar="NAME=UNIT",
+        help="unit of another output of the model, e.g. dipole_moment=Debye or polarizability=Bohr^3 (repeatable; "
+        "default: data.property_units of that config.yaml)",
     )
     spk.add_argument(
         "--elements", nargs="+", help="element symbols the model may be used for (default: from its atomrefs, or all)"

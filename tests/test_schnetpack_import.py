@@ -608,3 +608,28 @@ def test_what_cannot_be_reproduced_is_refused():
         import_model(model, units={"dipole": "Debye", "polarizability": "Bohr^3"})
     with pytest.raises(UnitError, match="the unit 'eV' of the output 'dipole_moment' cannot be used"):
         import_model(model, units={"dipole_moment": "eV", "polarizability": "Bohr^3"})
+
+
+def test_cli_takes_the_units_of_further_outputs(tmp_path, capsys):
+    """``--unit NAME=UNIT`` gives the units of outputs a run directory would otherwise name (no config.yaml here)."""
+    from jaxatom.cli import main
+
+    model = build_spk_model("painn", energy=False, outputs=[dipole(), polarizability()])
+    path = tmp_path / "best_model"
+    torch.save(model, path)
+    out = tmp_path / "imported"
+    argv = [
+        "import-schnetpack",
+        str(path),
+        str(out),
+        "--unit",
+        "dipole_moment=Debye",
+        "--unit",
+        "polarizability=Bohr^3",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "dipole_moment in e*Ang (model unit Debye)" in printed and "polarizability in Ang^3" in printed
+    assert jaxatom.load_model(out).metadata["source_units"]["dipole_moment"] == "Debye"
+    assert main([*argv[:2], str(tmp_path / "again"), "--unit", "dipole_moment"]) == 2
+    assert "--unit takes NAME=UNIT" in capsys.readouterr().err
