@@ -198,11 +198,12 @@ def jax_throughput(
     indices = batch_indices(loader.order(0), batch_size, drop_last=True)[:steps]
     batches = [jax.device_put(loader.batch(idx)) for idx in indices]
     state = init_state(potential.params, config)
+    scales = potential.scaling_arrays(np.float32, include_offsets=False)  # the labels come without offsets
 
     def step(k: int) -> None:
         nonlocal state
         graph, labels = batches[k]
-        state, sums = train_step(state, graph, labels, potential.model, potential.energy_scale, config.step)
+        state, sums = train_step(state, graph, labels, potential.model, scales, config.step)
         jax.block_until_ready((state, sums))
 
     timing = time_steps(step, len(batches), steps, batch_size)
