@@ -47,7 +47,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
@@ -77,9 +76,9 @@ from bench_training import (  # noqa: E402
     StepTiming,
     batch_indices,
     command_line,
-    epoch_order,
     jax_history,
     recipe,
+    spk_epochs,
     spk_optimizers,
     versions,
 )
@@ -401,8 +400,6 @@ def spk_budget(case: str, splits: Splits, batch_size: int, seconds: float, seed:
     """``bench_training.spk_budget`` with the loss of ``case``: train for ``seconds`` (epochs in ``GraphLoader``'s
     shuffled order, EMA-weight validation after every epoch, plateau on the validation loss), then evaluate the best
     epoch's EMA weights."""
-    from jaxatom.train.schedule import THRESHOLD
-
     wall_start = time.perf_counter()
     model = spk_model(case, seed)
     config = case_recipe(case, batch_size, seed, dipole_weight, max_time_s=seconds)
@@ -410,25 +407,10 @@ def spk_budget(case: str, splits: Splits, batch_size: int, seconds: float, seed:
     train = spk_structures(splits.train, splits.energy_shift)
     val = spk_structures(splits.val, splits.energy_shift)
     val_batches = [val.batch(idx) for idx in batch_indices(np.arange(len(splits.val)), batch_size)]
-    optimizer, plateau, ema = spk_optimizers(model, config)
-    history, best_loss, best_state, steps = [], float("inf"), None, 0
-    started = time.perf_counter()
-    for epoch in range(config.max_epochs):
-        for idx in batch_indices(epoch_order(len(splits.train), seed, epoch), batch_size):
-            spk_train_step(model, train.batch(idx), optimizer, ema, outputs)
-            steps += 1
-        with ema.average_parameters():
-            val_metrics = spk_validate(model, val_batches, outputs)
-            if val_metrics["val_loss"] < best_loss * (1 - THRESHOLD):
-                best_loss, best_state = val_metrics["val_loss"], copy.deepcopy(model.state_dict())
-        plateau.step(val_metrics["val_loss"])
-        elapsed = time.perf_counter() - started
-        history.append({"epoch": epoch, "time_s": elapsed, **val_metrics})
-        if not np.isfinite(val_metrics["val_loss"]):
-            raise RuntimeError(f"SchNetPack {case}: the validation loss became {val_metrics['val_loss']}")
-        if elapsed > seconds:
-            break
-    model.load_state_dict(best_state)
+    history, best_loss, steps = spk_epochs(
+        model, train, val_batches, config, seconds, case, lambda *a: spk_train_step(*a, outputs),
+        lambda m, b: spk_validate(m, b, outputs),
+    )  # fmt: skip
     wall = time.perf_counter() - wall_start
     errors = {}
     for split in ("val", "test"):

@@ -345,27 +345,22 @@ def spk_predict(model, structures: SpkStructures, dataset: Dataset, energy_shift
     return {"energy": energy, "forces": forces}
 
 
-def spk_budget(name: str, splits: Splits, batch_size: int, seconds: float, seed: int) -> dict[str, Any]:
-    """Train SchNetPack with the recipe for ``seconds`` (epochs in ``GraphLoader``'s shuffled order, validation with
-    the EMA weights after every epoch, plateau on the validation loss); evaluate the best epoch's EMA weights."""
-    from jaxatom.train.evaluation import error_metrics
+def spk_epochs(model, train, val_batches: list, config: TrainConfig, seconds: float, name: str, step, validate):
+    """SchNetPack's epochs for ``seconds`` (in ``GraphLoader``'s shuffled order, batches of ``config.batch_size``):
+    ``step(model, batch, optimizer, ema)`` per batch, ``validate(model, val_batches)`` with the EMA weights after
+    every epoch, plateau on the validation loss; leaves the best epoch's EMA weights in ``model`` and returns
+    ``(history, best validation loss, steps)``."""
     from jaxatom.train.schedule import THRESHOLD
 
-    wall_start = time.perf_counter()
-    model = spk_model(name, seed)
-    config = recipe(batch_size, seed, max_time_s=seconds)
-    train = SpkStructures(splits.train, splits.energy_shift)
-    val = SpkStructures(splits.val, splits.energy_shift)
-    val_batches = [val.batch(idx) for idx in batch_indices(np.arange(len(splits.val)), batch_size)]
     optimizer, plateau, ema = spk_optimizers(model, config)
     history, best_loss, best_state, steps = [], float("inf"), None, 0
     started = time.perf_counter()
     for epoch in range(config.max_epochs):
-        for idx in batch_indices(epoch_order(len(splits.train), seed, epoch), batch_size):
-            spk_train_step(model, train.batch(idx), optimizer, ema, config)
+        for idx in batch_indices(epoch_order(len(train.items), config.seed, epoch), config.batch_size):
+            step(model, train.batch(idx), optimizer, ema)
             steps += 1
         with ema.average_parameters():
-            val_metrics = spk_validate(model, val_batches, config)
+            val_metrics = validate(model, val_batches)
             if val_metrics["val_loss"] < best_loss * (1 - THRESHOLD):
                 best_loss, best_state = val_metrics["val_loss"], copy.deepcopy(model.state_dict())
         plateau.step(val_metrics["val_loss"])
@@ -376,6 +371,24 @@ def spk_budget(name: str, splits: Splits, batch_size: int, seconds: float, seed:
         if elapsed > seconds:
             break
     model.load_state_dict(best_state)
+    return history, best_loss, steps
+
+
+def spk_budget(name: str, splits: Splits, batch_size: int, seconds: float, seed: int) -> dict[str, Any]:
+    """Train SchNetPack with the recipe for ``seconds`` (epochs in ``GraphLoader``'s shuffled order, validation with
+    the EMA weights after every epoch, plateau on the validation loss); evaluate the best epoch's EMA weights."""
+    from jaxatom.train.evaluation import error_metrics
+
+    wall_start = time.perf_counter()
+    model = spk_model(name, seed)
+    config = recipe(batch_size, seed, max_time_s=seconds)
+    train = SpkStructures(splits.train, splits.energy_shift)
+    val = SpkStructures(splits.val, splits.energy_shift)
+    val_batches = [val.batch(idx) for idx in batch_indices(np.arange(len(splits.val)), batch_size)]
+    history, best_loss, steps = spk_epochs(
+        model, train, val_batches, config, seconds, name, lambda *a: spk_train_step(*a, config),
+        lambda m, b: spk_validate(m, b, config),
+    )  # fmt: skip
     wall = time.perf_counter() - wall_start
     test = SpkStructures(splits.test, splits.energy_shift)
     metrics = error_metrics(spk_predict(model, test, splits.test, splits.energy_shift, batch_size), splits.test)
