@@ -76,6 +76,7 @@ def split_outputs(
     arrays on the host, offsets left out), with each output's offsets added in float64. Per-structure scalars become
     Python floats. ``per_atom`` names further per-atom entries (e.g. features) beside the specs' and ``forces``."""
     by_name = {spec.name: spec for spec in specs}
+    tables = {name: values.table() for name, values in scaling.items()}
     atom_keys = {*per_atom, *PER_ATOM_DERIVED, *(spec.name for spec in specs if spec.per_atom)}
     results, node0 = [], 0
     for index, graph in enumerate(graphs):
@@ -86,8 +87,8 @@ def split_outputs(
                 continue
             value = values[nodes] if name in atom_keys else values[index]
             spec = by_name.get(name)
-            if spec is not None and spec.scaling in scaling:
-                offset = _offset(spec, scaling[spec.scaling].table(), graph.species)
+            if spec is not None and spec.scaling in tables:
+                offset = _offset(spec, tables[spec.scaling], graph.species)
                 value = np.asarray(value, np.float64) + np.reshape(
                     offset, np.shape(offset) + (1,) * (value.ndim - np.ndim(offset))
                 )

@@ -72,7 +72,7 @@ def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str 
     figure, axes = plt.subplots(1, len(names) + histogram, figsize=(5 * (len(names) + histogram), 4.5), squeeze=False)
     for axis, name in zip(axes[0], names, strict=False):
         predicted, reference = np.ravel(predictions[name]), np.ravel(dataset.properties[name])
-        label = f"{name} ({dataset.units.get(name, '') if hasattr(dataset, 'units') else ''})"
+        label = f"{name} ({dataset.units.get(name, '')})"
         if name == "energy":
             mean = reference.mean()
             predicted, reference, label = predicted - mean, reference - mean, f"energy − {mean:.2f} (eV)"
