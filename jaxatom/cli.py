@@ -1,4 +1,5 @@
-"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate``, ``md`` and ``import-schnetpack``."""
+"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate``, ``md``, ``spectrum`` and
+``import-schnetpack``."""
 
 from __future__ import annotations
 
@@ -129,6 +130,38 @@ def _md(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spectrum(args: argparse.Namespace) -> int:
+    from jaxatom.spectra import describe, plot_spectra, spectra_from_trajectory, write_spectrum_csv
+
+    chosen = args.ir or args.raman or args.power  # no flag: every spectrum the file allows
+    window = None if args.window == "none" else args.window
+    correction = None if args.quantum_correction == "none" else args.quantum_correction
+    out = Path(args.out) if args.out else Path(args.trajectory).with_name(Path(args.trajectory).stem + "_spectra")
+    with warnings.catch_warnings(record=True) as caught:  # printed one line each
+        warnings.simplefilter("always")
+        try:
+            spectra = spectra_from_trajectory(
+                args.trajectory,
+                ir=args.ir if chosen else None,
+                raman=args.raman if chosen else None,
+                power=args.power if chosen else None,
+                max_frequency_cm1=args.max_frequency,
+                window=window,
+                temperature_K=args.temperature,
+                quantum_correction=correction,
+                resolution_cm1=args.resolution,
+                skip_fs=args.skip_fs,
+            )
+        finally:
+            for warning in caught:
+                print(f"jaxatom spectrum: warning: {warning.message}", file=sys.stderr)
+    for kind, spectrum in spectra.items():
+        csv = write_spectrum_csv(spectrum, out / f"{kind}.csv")
+        png = plot_spectra([spectrum], out / f"{kind}.png")
+        print(f"{describe(spectrum)}\n  wrote {csv} and {png}")
+    return 0
+
+
 #: The quickstart run: PaiNN on the shipped GFN2-xTB aspirin data, sized for about 10 minutes on 2 CPU cores.
 QUICKSTART = {
     "data": {"builtin": "aspirin", "train": 1000, "val": 100, "test": None, "seed": 0},
@@ -231,6 +264,52 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("overrides", nargs="*", help="key=value settings, e.g. steps=20000 ensemble=langevin")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(run=_md)
+
+    spectrum = commands.add_parser(
+        "spectrum",
+        help="IR, Raman and power spectra (absolute units) of an MD trajectory: CSV and PNG",
+        description="IR absorption (km/mol per cm⁻¹) from dipole_moment, Raman activity (Å⁴/amu per cm⁻¹) from "
+        "polarizability and the power spectrum (modes per cm⁻¹) from velocities of a jaxatom HDF5 trajectory, "
+        "replicas averaged. Without --ir/--raman/--power, every spectrum the file allows. See docs/spectra.md.",
+    )
+    spectrum.add_argument("trajectory", help="HDF5 trajectory written by jaxatom md / simulate")
+    spectrum.add_argument("--ir", action="store_true", help="IR from dipole_moment (error if missing)")
+    spectrum.add_argument("--raman", action="store_true", help="Raman from polarizability (error if missing)")
+    spectrum.add_argument("--power", action="store_true", help="power spectrum from velocities")
+    spectrum.add_argument(
+        "--max-frequency",
+        type=float,
+        default=4000.0,
+        metavar="CM1",
+        help="highest wavenumber in cm⁻¹ (default 4000; warns above the Nyquist limit)",
+    )
+    spectrum.add_argument(
+        "--window",
+        default="hann",
+        choices=["hann", "hamming", "blackman", "none"],
+        help="taper on the time series (default hann)",
+    )
+    spectrum.add_argument(
+        "--quantum-correction",
+        default="harmonic",
+        choices=["harmonic", "standard", "schofield", "classical", "none"],
+        help="quantum correction factor (default harmonic)",
+    )
+    spectrum.add_argument(
+        "--temperature",
+        type=float,
+        metavar="K",
+        help="temperature in K (default: the run's temperature_K; NVE: its mean temperature)",
+    )
+    spectrum.add_argument(
+        "--resolution",
+        type=float,
+        metavar="CM1",
+        help="resolution in cm⁻¹ by averaging segments of 1/(c·CM1) fs (default: the whole run)",
+    )
+    spectrum.add_argument("--skip-fs", type=float, default=0.0, help="drop the first fs of the run (equilibration)")
+    spectrum.add_argument("--out", help="output directory (default: TRAJECTORY_spectra beside the file)")
+    spectrum.set_defaults(run=_spectrum)
 
     train = commands.add_parser("train", help="train from a YAML configuration, then evaluate on the test split")
     train.add_argument("config", nargs="?", help="YAML with sections run_dir, data, model, training")

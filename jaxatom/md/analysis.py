@@ -1,5 +1,6 @@
-"""Analysis of molecular-dynamics trajectories with numpy only: energy drift, temperature, vibrational and IR spectra,
-mean square displacement and diffusion, radial distribution functions, and PNG plots of them.
+"""Analysis of molecular-dynamics trajectories with numpy only: energy drift, temperature, mean square displacement
+and diffusion, radial distribution functions, and PNG plots of them. The spectra (``Spectrum``,
+``vibrational_spectrum``, ``ir_spectrum``, ``plot_spectrum``) live in :mod:`jaxatom.spectra` and are re-exported here.
 
 Units at every boundary: energies in eV, lengths in Å, masses in amu, times in fs (rates per ps where stated),
 velocities in Å/fs, dipoles in e·Å. Trajectory arrays are frames first: positions and velocities ``[T, N, 3]``,
@@ -8,7 +9,6 @@ energies ``[T]``, dipoles ``[T, 3]``; ``dt_fs`` is the time between two stored f
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from ase import units as ase_units
 from numpy.typing import ArrayLike
 
 from jaxatom.errors import DataError
+from jaxatom.spectra import CM1_PER_THZ, Spectrum, ir_spectrum, plot_spectrum, vibrational_spectrum
 
 __all__ = [
     "CM1_PER_THZ",
@@ -41,10 +42,6 @@ __all__ = [
 
 # 1 amu·Å²/fs² in eV (ASE's time unit is Å·sqrt(amu/eV), and ase.units.fs is one fs in it).
 _AMU_ANG2_PER_FS2 = 1.0 / ase_units.fs**2
-# Wavenumber in cm⁻¹ of a frequency of 1 THz: (1e12 Hz) / (c in cm/s) = 33.356 cm⁻¹.
-CM1_PER_THZ = 1e12 / (ase_units._c * 100.0)
-_WINDOWS: dict[str, Callable[[int], np.ndarray]] = {"hann": np.hanning, "hamming": np.hamming, "blackman": np.blackman}
-_MIN_SPECTRUM_FRAMES = 4
 
 
 def _array(
@@ -135,81 +132,6 @@ def temperature(kinetic_energy: ArrayLike, n_dof: int) -> np.ndarray:
     """
     energy = _array(kinetic_energy, "kinetic_energy", "[T]", (0, 1))
     return 2.0 * energy / (_positive_int(n_dof, "n_dof") * ase_units.kB)
-
-
-@dataclass(frozen=True, eq=False)
-class Spectrum:
-    """A spectrum on a frequency grid ``[F]``: ``frequency_thz`` in THz, ``frequency_cm1`` the same grid as
-    wavenumbers in cm⁻¹ (1 THz = 33.356 cm⁻¹), and ``intensity`` normalised to unit area over cm⁻¹
-    (``sum(intensity) * Δν̃ = 1``), so spectra of different runs and lengths are comparable."""
-
-    frequency_cm1: np.ndarray
-    frequency_thz: np.ndarray
-    intensity: np.ndarray
-
-
-def _power_spectrum(
-    series: np.ndarray, dt_fs: float, window: str | None, pad_factor: int, weights: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies ``[F]`` in 1/fs and the (weighted) mean over columns of ``|FFT(w · (x − mean x))|²`` of the
-    series ``[T, M]``, zero-padded to ``pad_factor · T`` points."""
-    dt = _positive(dt_fs, "dt_fs")
-    n_frames = series.shape[0]
-    _frames(n_frames, _MIN_SPECTRUM_FRAMES, "the time series")
-    if window is not None and window not in _WINDOWS:
-        raise DataError(f"unknown window {window!r}; use one of {sorted(_WINDOWS)} or None (no window)")
-    n_fft = n_frames * _positive_int(pad_factor, "pad_factor")
-    centred = series - series.mean(axis=0)
-    if window is not None:
-        centred = centred * _WINDOWS[window](n_frames)[:, None]
-    power = np.abs(np.fft.rfft(centred, n=n_fft, axis=0)) ** 2
-    return np.fft.rfftfreq(n_fft, d=dt), np.average(power, axis=1, weights=weights)
-
-
-def _spectrum(frequency_per_fs: np.ndarray, intensity: np.ndarray, what: str) -> Spectrum:
-    thz = frequency_per_fs * 1000.0
-    cm1 = thz * CM1_PER_THZ
-    area = intensity.sum() * (cm1[1] - cm1[0])
-    if not area > 0:
-        raise DataError(f"the {what} do not change in time (after removing the mean), so the spectrum is zero")
-    return Spectrum(frequency_cm1=cm1, frequency_thz=thz, intensity=intensity / area)
-
-
-def vibrational_spectrum(
-    velocities: ArrayLike,
-    dt_fs: float,
-    masses: ArrayLike | None = None,
-    window: str | None = "hann",
-    pad_factor: int = 1,
-) -> Spectrum:
-    """Vibrational density of states from velocities ``[T, N, 3]`` (Å/fs) stored every ``dt_fs`` fs.
-
-    Each atom's x, y and z velocity series has its mean removed, is multiplied by ``window`` ("hann", "hamming",
-    "blackman" or None), zero-padded to ``pad_factor · T`` points and Fourier transformed; the intensity is
-    ``|FFT|²`` averaged over atoms and Cartesian components, weighted by ``masses`` ``[N]`` (amu) when given (the
-    kinetic-energy weighted VDOS). By Wiener–Khinchin this is the Fourier transform of the velocity autocorrelation of
-    the windowed series (its linear autocorrelation for ``pad_factor >= 2``), so the window is applied to the velocity
-    series, not to the autocorrelation. Frequencies run from 0 to the Nyquist frequency ``1 / (2 dt_fs)`` with
-    resolution about ``1 / (T dt_fs)``; padding interpolates the grid but does not sharpen the peaks.
-    """
-    v = _array(velocities, "velocities", "[T, N, 3]", 3, last=3)
-    n_frames, n_atoms = v.shape[:2]
-    weights = None if masses is None else np.repeat(_masses(masses, n_atoms), 3)
-    frequency, power = _power_spectrum(v.reshape(n_frames, 3 * n_atoms), dt_fs, window, pad_factor, weights)
-    return _spectrum(frequency, power, "velocities")
-
-
-def ir_spectrum(dipoles: ArrayLike, dt_fs: float, window: str | None = "hann", pad_factor: int = 1) -> Spectrum:
-    """Classical IR absorption line shape from the total dipole moment ``[T, 3]`` (e·Å) stored every ``dt_fs`` fs.
-
-    The intensity is the power spectrum of the dipole time derivative, ``Σ_α |FFT(dμ_α/dt)|²``, computed spectrally as
-    ``(2π f)² Σ_α |FFT(w · (μ_α − mean μ_α))|²`` (no finite-difference damping at high frequency), in arbitrary units
-    normalised to unit area over cm⁻¹; no quantum correction factor is applied. ``window`` and ``pad_factor`` are as
-    in :func:`vibrational_spectrum`; the window multiplies the dipole series.
-    """
-    mu = _array(dipoles, "dipoles", "[T, 3]", 2, last=3)
-    frequency, power = _power_spectrum(mu, dt_fs, window, pad_factor)
-    return _spectrum(frequency, (2.0 * np.pi * frequency) ** 2 * power, "dipoles")
 
 
 @dataclass(frozen=True)
@@ -448,19 +370,6 @@ def plot_temperature(time_fs: ArrayLike, temperature_k: ArrayLike, path: str | P
     axes.axhline(values.mean(), color="k", ls="--", lw=1, label=f"mean {values.mean():.1f} K")
     axes.set(xlabel="time (ps)", ylabel="temperature (K)")
     axes.legend()
-    return _save(figure, path)
-
-
-def plot_spectrum(spectrum: Spectrum, path: str | Path, unit: str = "cm-1", max_frequency: float | None = None) -> Path:
-    """Plot a :class:`Spectrum` against wavenumber (``unit="cm-1"``) or frequency (``unit="THz"``), up to
-    ``max_frequency`` in that unit (default: the whole grid); writes a PNG to ``path``."""
-    axes_by_unit = {"cm-1": (spectrum.frequency_cm1, "wavenumber (cm⁻¹)"), "THz": (spectrum.frequency_thz, "THz")}
-    if unit not in axes_by_unit:
-        raise DataError(f"unit must be 'cm-1' or 'THz', got {unit!r}")
-    frequency, label = axes_by_unit[unit]
-    figure, (axes,) = _figure()
-    axes.plot(frequency, spectrum.intensity, lw=1)
-    axes.set(xlabel=label, ylabel="intensity (a.u.)", xlim=(0, max_frequency or frequency[-1]))
     return _save(figure, path)
 
 
