@@ -52,7 +52,7 @@ def write_spectrum_csv(spectrum: Spectrum, path: str | Path) -> Path:
 
 def _draw(axes, spectrum: Spectrum, x: np.ndarray) -> None:
     if isinstance(spectrum, RamanSpectrum):
-        axes.plot(x, spectrum.intensity, lw=1.2, color="k", label="total (45 a² + 7 γ²)")
+        axes.plot(x, spectrum.intensity, lw=2.5, color="0.7", label="total (45 a² + 7 γ²)")
         axes.plot(x, 45.0 * spectrum.isotropic, lw=1, label="isotropic (45 a²)")
         axes.plot(x, 7.0 * spectrum.anisotropic, lw=1, label="anisotropic (7 γ²)")
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
