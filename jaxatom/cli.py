@@ -1,5 +1,5 @@
-"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate``, ``md``, ``spectrum`` and
-``import-schnetpack``."""
+"""The ``jaxatom`` command line: ``quickstart``, ``train``, ``evaluate``, ``md``, ``spectrum``,
+``vibrations`` and ``import-schnetpack``."""
 
 from __future__ import annotations
 
@@ -159,6 +159,49 @@ def _spectrum(args: argparse.Namespace) -> int:
         csv = write_spectrum_csv(spectrum, out / f"{kind}.csv")
         png = plot_spectra([spectrum], out / f"{kind}.png")
         print(f"{describe(spectrum)}\n  wrote {csv} and {png}")
+    return 0
+
+
+def _vibrations(args: argparse.Namespace) -> int:
+    for label, path in (("structure file", args.structure), ("model", args.model)):
+        if not Path(path).exists():  # named before the slow imports
+            print(f"jaxatom vibrations: {label} {path} does not exist", file=sys.stderr)
+            return 2
+    import jax
+    from ase.io import read
+
+    import jaxatom
+    from jaxatom.vibrations import NotStationaryWarning, harmonic_analysis
+
+    if jax.config.jax_enable_x64 != (args.precision == "float64"):
+        jaxatom.enable_x64(args.precision == "float64")
+    try:
+        atoms = read(args.structure)
+    except Exception as err:  # ASE raises many kinds for an unreadable file
+        print(f"jaxatom vibrations: cannot read structure file {args.structure}: {err}", file=sys.stderr)
+        return 2
+    potential = jaxatom.load_model(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NotStationaryWarning)
+        try:
+            result = harmonic_analysis(potential, atoms, optimize=not args.no_optimize, fmax=args.fmax,
+                                       steps=args.steps)  # fmt: skip
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, NotStationaryWarning):
+                    print(f"jaxatom vibrations: warning: {warning.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    (out / "summary.txt").write_text(summary + "\n")
+    result.to_csv(out / "frequencies.csv")
+    result.plot(out / "spectrum.png", width_cm1=args.width)
+    result.atoms.write(out / "structure.xyz")
+    print(summary)
+    print(f"wrote {out / 'frequencies.csv'}, {out / 'summary.txt'}, {out / 'spectrum.png'} and the analysed "
+          f"structure {out / 'structure.xyz'}")  # fmt: skip
     return 0
 
 
@@ -322,6 +365,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="data file to evaluate on instead of the run's test split")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.set_defaults(run=_evaluate)
+
+    vib = commands.add_parser(
+        "vibrations",
+        help="harmonic frequencies, IR intensities and Raman activities of a structure",
+        description="Optimise a structure to a minimum (ASE BFGS), then compute harmonic frequencies (cm^-1), IR "
+        "intensities (km/mol, models with a dipole_moment output) and Raman activities (A^4/amu, models with a "
+        "polarizability output) from the autodiff Hessian; writes frequencies.csv, summary.txt, spectrum.png and "
+        "structure.xyz (the analysed structure) to --out.",
+    )
+    vib.add_argument("model", help="jaxatom model directory or zip")
+    vib.add_argument("structure", help="structure file ase.io.read reads (the last frame is used)")
+    vib.add_argument("--no-optimize", action="store_true", help="analyse the structure as given (no optimisation)")
+    vib.add_argument("--fmax", type=float, default=1e-3, help="force threshold in eV/Å (default 1e-3)")
+    vib.add_argument("--steps", type=int, default=1000, help="most optimisation steps (default 1000)")
+    vib.add_argument("--width", type=float, default=10.0, help="line width (FWHM) of the plotted spectrum, cm^-1")
+    vib.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                     help="JAX precision (default float64; float32 makes low frequencies noisy)")  # fmt: skip
+    vib.add_argument("--out", default="vibrations", help="output directory (default ./vibrations)")
+    vib.set_defaults(run=_vibrations)
     return parser
 
 
