@@ -28,6 +28,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from jaxatom.graph import Graph, HostGraph, batch_graphs
 from jaxatom.neighbors import graph_from_atoms
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential.field import batch_fields, check_field_model, field_array
 from jaxatom.potential.outputs import split_outputs
 
 __all__ = ["Capacity", "JaxAtomCalculator", "EnsembleCalculator"]
@@ -134,17 +135,30 @@ class JaxAtomCalculator(_PaddedCalculator):
         model: a :class:`Potential` or the path of a model directory/zip written by :meth:`Potential.save`.
         shrink_after: calls with a need below half the capacity before the padded size shrinks (see
             :class:`Capacity`).
+        electric_field: a uniform electric field ``(Ex, Ey, Ez)`` in V/Å for models with a dipole head: energy and
+            forces include ``−μ·F − ½ F·α·F / k_e`` (:mod:`jaxatom.potential.field`), e.g. for MD or relaxation in
+            a field.
         **kwargs: passed to ``ase.calculators.calculator.Calculator`` (e.g. ``label``).
     """
 
-    def __init__(self, model: Potential | str | os.PathLike, shrink_after: int = 20, **kwargs):
+    def __init__(
+        self,
+        model: Potential | str | os.PathLike,
+        shrink_after: int = 20,
+        electric_field: Sequence[float] | None = None,
+        **kwargs,
+    ):
         self.potential = model if isinstance(model, Potential) else load_model(model)
+        self.electric_field = field_array(electric_field)
+        if self.electric_field is not None:
+            check_field_model(self.potential.model)
         self.implemented_properties = _ase_properties(self.potential.outputs)
         super().__init__(self.potential, shrink_after=shrink_after, **kwargs)
 
     def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
         batch: Graph = batch_graphs([graph], n_node=n_node, n_edge=n_edge)
-        out = jax.device_get(self.potential.evaluate(batch, stress=with_stress, include_offsets=False))
+        field = None if self.electric_field is None else batch_fields(self.electric_field, batch)
+        out = jax.device_get(self.potential.evaluate(batch, stress=with_stress, include_offsets=False, field=field))
         out = {name: out[name] for name in self.potential.outputs if name in out}
         result = split_outputs(out, [graph], self.potential.model.outputs, self.potential.scaling)[0]
         return _ase_results(result, with_stress)
@@ -162,17 +176,24 @@ class EnsembleCalculator(_PaddedCalculator):
 
     Args:
         models: a :class:`PotentialEnsemble`, or a list of :class:`Potential` objects or model paths.
-        shrink_after: see :class:`JaxAtomCalculator`.
+        shrink_after, electric_field: see :class:`JaxAtomCalculator`.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
     """
 
     def __init__(
-        self, models: PotentialEnsemble | Sequence[Potential | str | os.PathLike], shrink_after: int = 20, **kwargs
+        self,
+        models: PotentialEnsemble | Sequence[Potential | str | os.PathLike],
+        shrink_after: int = 20,
+        electric_field: Sequence[float] | None = None,
+        **kwargs,
     ):
         self.ensemble = models if isinstance(models, PotentialEnsemble) else PotentialEnsemble.from_potentials(models)
+        self.electric_field = field_array(electric_field)
+        if self.electric_field is not None:
+            check_field_model(self.ensemble.model)
         self.implemented_properties = _ase_properties(self.ensemble.outputs, ("", "_std", "_members"))
         super().__init__(self.ensemble, shrink_after=shrink_after, **kwargs)
 
     def _results(self, graph: HostGraph, n_node: int, n_edge: int, with_stress: bool) -> dict:
-        result = self.ensemble.predict_graphs([graph], n_node=n_node, n_edge=n_edge)[0]
+        result = self.ensemble.predict_graphs([graph], n_node=n_node, n_edge=n_edge, field=self.electric_field)[0]
         return _ase_results(result, with_stress)

@@ -44,8 +44,9 @@ from jaxatom.md.state import (
 )
 from jaxatom.md.trajectory import FORMAT as TRAJECTORY_FORMAT
 from jaxatom.md.trajectory import TrajectoryWriter
-from jaxatom.neighbors import check_structure
+from jaxatom.neighbors import check_structure, total_charge_of
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential.field import field_array
 
 __all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
 
@@ -87,17 +88,35 @@ class MDRun:
     settings: dict = field(default_factory=dict)
 
 
-def _load_force_field(model, atoms: Atoms, neighbors: str, skin: float) -> ForceField:
+def _load_force_field(
+    model, atoms: Atoms, neighbors: str, skin: float, observables: tuple[str, ...], field: tuple | None
+) -> ForceField:
     if isinstance(model, ForceField):
-        return model
+        return _checked_force_field(model, observables, field)
     if isinstance(model, list | tuple):
         model = model[0] if len(model) == 1 else PotentialEnsemble.from_potentials(model)
     if not isinstance(model, Potential | PotentialEnsemble):
         model = load_model(model)
     model.check_elements(atoms.numbers)
     cell = np.asarray(atoms.cell[:])
-    edges = EdgeBuilder.create(atoms.numbers, cell, atoms.pbc, model.cutoff, skin, neighbors)
-    return from_ensemble(model, edges) if isinstance(model, PotentialEnsemble) else from_potential(model, edges)
+    edges = EdgeBuilder.create(
+        atoms.numbers, cell, atoms.pbc, model.cutoff, skin, neighbors, total_charge=total_charge_of(atoms)
+    )
+    make = from_ensemble if isinstance(model, PotentialEnsemble) else from_potential
+    return make(model, edges, observables, field)
+
+
+def _checked_force_field(force_field: ForceField, observables: tuple[str, ...], field: tuple | None) -> ForceField:
+    """A user's :class:`ForceField` can record the entries it declares in ``units``; a field is a model's matter."""
+    missing = [name for name in observables if name not in force_field.units]
+    if missing:
+        raise ConfigError(
+            f"this ForceField does not declare observables {', '.join(missing)}; its apply must return them and its "
+            f"units name them (declared: {', '.join(force_field.units) or 'none'})"
+        )
+    if field is not None:
+        raise ConfigError("electric_field needs a model with a dipole head, not a ForceField; build the field in")
+    return force_field
 
 
 def _check_atoms(structures: Sequence[Atoms]) -> None:
@@ -133,6 +152,13 @@ class _Plan:
     seed: int
     n_atoms: int
     dtype: str
+    observables: tuple[str, ...] = ()
+    write_beads: bool = False
+    electric_field: tuple[float, float, float] | None = None
+
+
+#: Settings added after jaxatom 0.1, with the value that reproduces a run made before them.
+_LATER_SETTINGS = {"observables": [], "write_beads": False, "electric_field": None}
 
 
 def _integrator(plan: _Plan, masses: jax.Array, periodic: bool) -> tuple[Integrator, int]:
@@ -220,7 +246,9 @@ def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int
                 "temperature": temperature(jnp.sum(kinetic_energy(state.momenta, masses), -1), dof) / plan.n_beads**2,
                 "conserved_energy": integrator.conserved(state),
             }
-            extras = {k: jnp.mean(v, axis=-1) for k, v in state.extras.items()}
+            extras = {k: jnp.mean(v, axis=1) for k, v in state.extras.items()}  # bead averages [R, ...]
+            if plan.write_beads:
+                extras.update({f"{name}_beads": state.extras[name] for name in plan.observables})
             forces = rpmd.centroid(state.forces)
         else:
             kinetic = kinetic_energy(state.momenta, masses)
@@ -256,7 +284,8 @@ def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: i
 
 
 def _settings_dict(plan: _Plan) -> dict:
-    return dataclasses.asdict(plan)
+    """The plan as JSON values (tuples as lists), as trajectories and checkpoints store it."""
+    return json.loads(json.dumps(dataclasses.asdict(plan)))
 
 
 def _check_arguments(
@@ -303,6 +332,9 @@ def simulate(
     neighbors: str = "auto",
     skin: float = 1.0,
     write_forces: bool = False,
+    observables: Sequence[str] = (),
+    write_beads: bool = False,
+    electric_field: Sequence[float] | None = None,
     progress: bool = True,
 ) -> MDRun:
     """Run molecular dynamics on the device in compiled chunks.
@@ -337,6 +369,15 @@ def simulate(
             ``"list"``.
         skin: neighbour-list skin (Å).
         write_forces: also write forces.
+        observables: further model outputs to write per frame with their units, e.g. ``["dipole_moment",
+            "polarizability"]`` for IR and Raman spectra (:mod:`jaxatom.spectra`) or ``["charges"]``; computed in
+            the same model evaluation as the forces (one representation pass per step feeds every head). Ensembles
+            write the members' mean; ring polymers the bead average (the estimator of RPMD/TRPMD spectra).
+        write_beads: for ``ensemble="rpmd"``, also write every bead's observables as ``<name>_beads`` ``[F, R, P,
+            ...]``.
+        electric_field: a uniform electric field ``(Ex, Ey, Ez)`` in V/Å acting on a model with a dipole head (and
+            optionally a polarizability head): the energy gains ``−μ·F − ½ F·α·F / k_e`` and the forces its
+            gradient (:mod:`jaxatom.potential.field`).
         progress: show a progress bar with steps/s and ns/day.
     """
     structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
@@ -362,7 +403,9 @@ def simulate(
             pile_lambda=pile_lambda,
         ),
     )
-    force_field = _load_force_field(model, structures[0], neighbors, skin)
+    observables = tuple(dict.fromkeys(observables))
+    field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
+    force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field)
     plan = _Plan(
         ensemble=ensemble,
         timestep_fs=float(timestep_fs),
@@ -381,6 +424,9 @@ def simulate(
         seed=int(seed),
         n_atoms=len(structures[0]),
         dtype=float_dtype().name,
+        observables=observables,
+        write_beads=bool(write_beads) and ensemble == "rpmd",
+        electric_field=field,
     )
     dtype = jnp.dtype(plan.dtype)
     masses = jnp.asarray(masses_of(structures[0].numbers), dtype)
@@ -512,7 +558,9 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
         "degrees_of_freedom": setup.dof,
         "energy_offset_eV": setup.force_field.energy_offset,
     }
-    writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes)
+    units = {**setup.force_field.units}
+    units.update({f"{name}_beads": units[name] for name in plan.observables if plan.write_beads})
+    writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes, units)
     _save_checkpoint(checkpoint, state, 0, setup)
     return state, writer, 0
 
@@ -706,8 +754,9 @@ def _check_checkpoint_matches(path: Path, meta: dict, setup: _Setup) -> None:
     before models were fingerprinted are accepted on their settings alone, those of jaxatom 0.1 by the fingerprint it
     gave the model)."""
     now = _settings_dict(setup.plan)
-    if meta["settings"] != now:
-        changed = {k: (v, now.get(k)) for k, v in meta["settings"].items() if now.get(k) != v}
+    settings = {**_LATER_SETTINGS, **meta["settings"]}
+    if settings != now:
+        changed = {k: (v, now.get(k)) for k, v in settings.items() if now.get(k) != v}
         raise CheckpointMismatch(
             f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
             "the original settings to continue, or pass overwrite=True to start afresh"

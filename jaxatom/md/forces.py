@@ -4,8 +4,8 @@ structure plus its parameters. Replicas and beads are ``vmap``s of it; ensembles
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -13,28 +13,33 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxatom.errors import ConfigError
+from jaxatom.graph import float_dtype
 from jaxatom.md.neighbors import EdgeBuilder
+from jaxatom.nn.heads import OutputSpec
 from jaxatom.nn.model import AtomisticModel
 from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.evaluate import cast_params, evaluate
+from jaxatom.potential.field import check_field_model, field_array
 
-__all__ = ["ForceField", "from_energy", "from_potential", "from_ensemble"]
+__all__ = ["ForceField", "from_energy", "from_potential", "from_ensemble", "observable_specs"]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class ForceField:
     """``apply(params, positions [N, 3] Å, neighbors) -> {"energy": [] eV, "forces": [N, 3] eV/Å, ...}``.
 
-    Extra scalar entries (e.g. ``energy_std``) are written to the trajectory. ``edges`` says how neighbours are made
-    (``None`` for functions that need none, e.g. analytic test potentials). ``energy_offset`` (eV) is a constant
-    left out of the device energies (a model's per-atom reference energies, often -10⁴ eV) and added in float64 on
-    the host when energies are written, so float32 runs keep their energy resolution.
+    Further entries (observables such as ``dipole_moment [3]``, or the ensemble spread ``energy_std``) are written to
+    the trajectory per frame, each with its unit from ``units``. ``edges`` says how neighbours are made (``None``
+    for functions that need none, e.g. analytic test potentials). ``energy_offset`` (eV) is a constant left out of
+    the device energies (a model's per-atom reference energies, often -10⁴ eV) and added in float64 on the host when
+    energies are written, so float32 runs keep their energy resolution.
     """
 
     apply: Callable[[Any, jax.Array, Any], dict]
     params: Any
     edges: EdgeBuilder | None = None
     energy_offset: float = 0.0
+    units: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def from_energy(energy_fn: Callable[[jax.Array], jax.Array], params: Any = None) -> ForceField:
@@ -49,15 +54,6 @@ def from_energy(energy_fn: Callable[[jax.Array], jax.Array], params: Any = None)
     return ForceField(apply=apply, params=params)
 
 
-def _model_apply(model: AtomisticModel, edges: EdgeBuilder):
-    def member(params, scale, offsets, positions, neighbors):
-        graph = edges.graph(positions, neighbors)
-        out = evaluate(model, params, graph, {"energy": {"scale": scale, "offsets": offsets}})
-        return out["energy"][0], out["forces"][: edges.n_atoms]
-
-    return member
-
-
 def _require_energy(outputs: tuple[str, ...]) -> None:
     if "energy" not in outputs:
         raise ConfigError(
@@ -66,45 +62,118 @@ def _require_energy(outputs: tuple[str, ...]) -> None:
         )
 
 
-def from_potential(potential: Potential, edges: EdgeBuilder) -> ForceField:
-    """The MD force field of a :class:`Potential`; its offsets become ``energy_offset``."""
+def observable_specs(model: AtomisticModel, observables: Sequence[str]) -> tuple[OutputSpec, ...]:
+    """The output specs of the ``observables`` named, refusing names the model does not predict per structure or
+    per atom (the energy and its derivatives are written anyway)."""
+    allowed = {spec.name: spec for spec in model.outputs if spec.scaling != "energy"}
+    unknown = [name for name in observables if name not in allowed]
+    if unknown:
+        offer = ", ".join(sorted(allowed)) or "none besides the energy"
+        raise ConfigError(
+            f"observables {', '.join(unknown)} are not outputs of this model; it can record: {offer} (the energy and, "
+            "with write_forces, forces are always written)"
+        )
+    return tuple(allowed[name] for name in dict.fromkeys(observables))
+
+
+def _model_apply(model: AtomisticModel, edges: EdgeBuilder, specs: tuple[OutputSpec, ...]):
+    """One member's ``(params, scaling, field, positions, neighbors) -> (energy, forces, observables)``, all from
+    one evaluation of the model (one representation pass feeds every head)."""
+    n = edges.n_atoms
+
+    def member(params, scaling, field, positions, neighbors):
+        graph = edges.graph(positions, neighbors)
+        fields = None if field is None else jnp.stack([field, jnp.zeros_like(field)])
+        out = evaluate(model, params, graph, scaling, field=fields)
+        observed = {spec.name: out[spec.name][:n] if spec.per_atom else out[spec.name][0] for spec in specs}
+        return out["energy"][0], out["forces"][:n], observed
+
+    return member
+
+
+def _device_scaling(params: dict, dtype) -> dict:
+    """The ``evaluate`` scaling of a force field's parameters: the energy's scale without offsets (added on the
+    host), each observable's scale and offsets."""
+    scaling = {"energy": {"scale": params["scale"].astype(dtype), "offsets": params["offsets"].astype(dtype)}}
+    for name, values in params.get("observable_scaling", {}).items():
+        scaling[name] = jax.tree.map(lambda x: x.astype(dtype), values)
+    return scaling
+
+
+def _extra_params(scaling_arrays: dict, specs: tuple[OutputSpec, ...], field: np.ndarray | None) -> dict:
+    """Parameters beyond the energy's (absent when unused, so a plain energy run's parameters keep their names)."""
+    extra = {}
+    names = {spec.scaling for spec in specs} & set(scaling_arrays)
+    if names:
+        extra["observable_scaling"] = {name: scaling_arrays[name] for name in sorted(names)}
+    if field is not None:
+        extra["field"] = jnp.asarray(field)
+    return extra
+
+
+def from_potential(
+    potential: Potential, edges: EdgeBuilder, observables: Sequence[str] = (), field: Sequence[float] | None = None
+) -> ForceField:
+    """The MD force field of a :class:`Potential`; its energy offsets become ``energy_offset``.
+
+    ``observables`` names further outputs (e.g. ``dipole_moment``, ``polarizability``, ``charges``) computed in the
+    same model evaluation as the forces and returned under their names; ``field`` ``[3]`` (V/Å) puts the molecule in
+    a uniform electric field (energy and forces include the field terms, :mod:`jaxatom.potential.field`).
+    """
     _require_energy(potential.outputs)
-    member = _model_apply(potential.model, edges)
+    field = field_array(field)
+    if field is not None:
+        check_field_model(potential.model)
+    specs = observable_specs(potential.model, observables)
+    member = _model_apply(potential.model, edges, specs)
 
     def apply(p, positions, neighbors):
         dtype = positions.dtype
-        energy, forces = member(
-            cast_params(p["model"], dtype), p["scale"].astype(dtype), p["offsets"].astype(dtype), positions, neighbors
-        )
-        return {"energy": energy, "forces": forces}
+        field_value = p["field"].astype(dtype) if "field" in p else None
+        model_params = cast_params(p["model"], dtype)
+        energy, forces, observed = member(model_params, _device_scaling(p, dtype), field_value, positions, neighbors)
+        return {"energy": energy, "forces": forces, **observed}
 
     params = {
         "model": potential.params,
         "scale": jnp.asarray(potential.energy_scale),
         "offsets": jnp.zeros(len(potential.atom_offsets())),
+        **_extra_params(potential.scaling_arrays(float_dtype()), specs, field),
     }
     offset = float(np.sum(potential.atom_offsets()[edges.species]))
-    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset)
+    units = {spec.name: spec.unit for spec in specs}
+    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset, units=units)
 
 
-def from_ensemble(ensemble: PotentialEnsemble, edges: EdgeBuilder) -> ForceField:
+def from_ensemble(
+    ensemble: PotentialEnsemble,
+    edges: EdgeBuilder,
+    observables: Sequence[str] = (),
+    field: Sequence[float] | None = None,
+) -> ForceField:
     """The mean force field of a :class:`~jaxatom.potential.PotentialEnsemble` (members ``vmap``ped over their
     stacked parameters). The dynamics follow the mean forces; ``energy_std`` (eV, population std across members) and
-    ``forces_std_max`` (eV/Å, the largest per-atom norm of the force standard deviation) are reported per frame."""
+    ``forces_std_max`` (eV/Å, the largest per-atom norm of the force standard deviation) are reported per frame,
+    and each of the ``observables`` as the members' mean (``field`` as in :func:`from_potential`)."""
     _require_energy(ensemble.outputs)
-    member = jax.vmap(_model_apply(ensemble.model, edges), in_axes=(0, 0, 0, None, None))
+    field = field_array(field)
+    if field is not None:
+        check_field_model(ensemble.model)
+    specs = observable_specs(ensemble.model, observables)
+    member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0, None, None, None))
 
     def apply(p, positions, neighbors):
         dtype = positions.dtype
-        energy, forces = member(
-            cast_params(p["model"], dtype), p["scale"].astype(dtype), p["offsets"].astype(dtype), positions, neighbors
-        )
+        field_value = p["field"].astype(dtype) if "field" in p else None
+        model_params = cast_params(p["model"], dtype)
+        energy, forces, observed = member(model_params, _device_scaling(p, dtype), field_value, positions, neighbors)
         force_std = jnp.sqrt(jnp.sum(jnp.var(forces, axis=0), axis=-1))
         return {
             "energy": jnp.mean(energy),
             "forces": jnp.mean(forces, axis=0),
             "energy_std": jnp.std(energy),
             "forces_std_max": jnp.max(force_std),
+            **{name: jnp.mean(value, axis=0) for name, value in observed.items()},
         }
 
     tables = ensemble.atom_offsets()  # [M, 100]
@@ -112,6 +181,8 @@ def from_ensemble(ensemble: PotentialEnsemble, edges: EdgeBuilder) -> ForceField
         "model": ensemble.params,
         "scale": jnp.asarray(ensemble.energy_scales),
         "offsets": jnp.asarray(tables - tables.mean(axis=0)),  # member differences stay on the device
+        **_extra_params(ensemble.scaling_arrays(float_dtype()), specs, field),
     }
     offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))
-    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset)
+    units = {"energy_std": "eV", "forces_std_max": "eV/Ang", **{spec.name: spec.unit for spec in specs}}
+    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset, units=units)

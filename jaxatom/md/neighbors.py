@@ -60,6 +60,7 @@ class EdgeBuilder:
             moved more than ``skin / 2``.
         mode: ``"all_pairs"`` or ``"list"``.
         capacity_margin: allocated edge capacity relative to the pairs present (rounded up to a multiple of 64).
+        total_charge: the structure's total charge (e), for models whose charges sum to it.
     """
 
     species: np.ndarray
@@ -69,10 +70,19 @@ class EdgeBuilder:
     skin: float
     mode: str
     capacity_margin: float = 1.25
+    total_charge: float = 0.0
 
     @classmethod
     def create(
-        cls, species, cell, pbc, cutoff: float, skin: float = 1.0, mode: str = "auto", capacity_margin: float = 1.25
+        cls,
+        species,
+        cell,
+        pbc,
+        cutoff: float,
+        skin: float = 1.0,
+        mode: str = "auto",
+        capacity_margin: float = 1.25,
+        total_charge: float = 0.0,
     ) -> EdgeBuilder:
         """Choose and validate the neighbour regime for a structure; see the class attributes."""
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
@@ -101,7 +111,8 @@ class EdgeBuilder:
             mode = "all_pairs" if len(species) <= ALL_PAIRS_MAX_ATOMS else "list"
         if skin < 0 or capacity_margin < 1:
             raise ConfigError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
-        return cls(np.asarray(species, np.int32), cell, periodic, float(cutoff), float(skin), mode, capacity_margin)
+        species = np.asarray(species, np.int32)
+        return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge))
 
     @property
     def n_atoms(self) -> int:
@@ -281,4 +292,5 @@ class EdgeBuilder:
             cell=jnp.asarray(cell, dtype),
             pbc=jnp.asarray(pbc),
             n_node=jnp.asarray([n, 0], np.int32),
+            total_charge=jnp.asarray([self.total_charge, 0.0], dtype),
         )

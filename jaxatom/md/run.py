@@ -60,6 +60,9 @@ class MDConfig(StrictModel):
     neighbors: str = "auto"
     skin: float = 1.0
     write_forces: bool = False
+    observables: tuple[str, ...] = ()
+    write_beads: bool = False
+    electric_field: tuple[float, float, float] | None = None
     progress: bool = True
 
     @field_validator("model", "structure", mode="before")

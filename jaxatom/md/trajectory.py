@@ -4,7 +4,10 @@ truncation to a checkpoint, and export to ASE trajectories or extended XYZ.
 Layout (frames first, then replicas): ``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
 ``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K), ``time`` ``[F]``
 (fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å), ``pbc [3]``.
-Run settings are root attributes. For ring-polymer runs positions, velocities and forces are centroid values.
+Observables a run records (e.g. ``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³,
+``charges [F, R, N]`` e) follow with their units; ring-polymer runs write bead averages, and with ``write_beads``
+every bead's values as ``<name>_beads [F, R, P, ...]``. Run settings are root attributes. For ring-polymer runs
+positions, velocities and forces are centroid values.
 """
 
 from __future__ import annotations
@@ -66,10 +69,16 @@ class TrajectoryWriter:
 
     @classmethod
     def create(
-        cls, path, constants: Mapping[str, np.ndarray], attributes: Mapping, frame_shapes: Mapping
+        cls,
+        path,
+        constants: Mapping[str, np.ndarray],
+        attributes: Mapping,
+        frame_shapes: Mapping,
+        units: Mapping[str, str] | None = None,
     ) -> TrajectoryWriter:
         """Create ``path`` with the constant datasets, root ``attributes`` and empty per-frame datasets
-        ``{name: (shape_without_frames, dtype)}``. The file is built under a temporary name and renamed when
+        ``{name: (shape_without_frames, dtype)}``, each with its unit (from ``units``, else :data:`UNITS`, else
+        ``"1"``) in its ``units`` attribute. The file is built under a temporary name and renamed when
         complete, so ``path`` is never a half-made file."""
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
@@ -88,7 +97,7 @@ class TrajectoryWriter:
             dataset = file.create_dataset(
                 name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(chunk_frames, *shape)
             )
-            dataset.attrs["units"] = UNITS.get(name, "1")
+            dataset.attrs["units"] = {**UNITS, **(units or {})}.get(name, "1")
         file.swmr_mode = True
         os.replace(partial, path)
         return cls(file, path)

@@ -10,6 +10,7 @@ and is exactly zero for identical members.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,15 +26,21 @@ from jaxatom.graph import Graph, HostGraph, batch_graphs
 from jaxatom.nn.model import AtomisticModel
 from jaxatom.nn.registry import module_config
 from jaxatom.potential.evaluate import evaluate
+from jaxatom.potential.field import batch_fields, check_field_model, field_array
 from jaxatom.potential.io import load_model
-from jaxatom.potential.outputs import OutputScaling, split_outputs
+from jaxatom.potential.outputs import HOST_OFFSETS, OutputScaling, split_outputs
 from jaxatom.potential.potential import Potential, _symbols, predict_structures
 
 __all__ = ["PotentialEnsemble", "evaluate_ensemble", "evaluate_ensemble_jit"]
 
 
 def evaluate_ensemble(
-    model: nn.Module, stacked_params, graph: Graph, scaling: dict, with_stress: bool = False
+    model: nn.Module,
+    stacked_params,
+    graph: Graph,
+    scaling: dict,
+    with_stress: bool = False,
+    field: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """:func:`~jaxatom.potential.evaluate.evaluate` of ``M`` members that share ``model``, on one padded graph.
 
@@ -43,6 +50,7 @@ def evaluate_ensemble(
         graph: the padded batch (shared by all members).
         scaling: per-output ``{"scale": [M], "offsets": [M, 100]}`` (see :meth:`PotentialEnsemble.scaling_arrays`).
         with_stress: also return ``stress [M, G, 3, 3]`` (eV/Å³).
+        field: uniform electric field per structure ``[G, 3]`` (V/Å), or None (see :mod:`~jaxatom.potential.field`).
 
     Returns:
         Every output with a leading member axis, e.g. ``energy [M, G]`` (eV), ``forces [M, N, 3]`` (eV/Å),
@@ -51,7 +59,7 @@ def evaluate_ensemble(
     names = model.output_names
 
     def member(params, member_scaling):
-        out = evaluate(model, params, graph, member_scaling, with_stress)
+        out = evaluate(model, params, graph, member_scaling, with_stress, field)
         return {key: out[key] for key in names if key in out}
 
     return jax.vmap(member)(stacked_params, scaling)
@@ -155,14 +163,17 @@ class PotentialEnsemble:
         """``[M, 100]`` offset per member and atomic number of output ``name`` (float64)."""
         return np.stack([s.get(name, OutputScaling()).table() for s in self.scalings])
 
-    def scaling_arrays(self, dtype, include_offsets: bool = True) -> dict[str, dict[str, jax.Array]]:
-        """Per-output ``{"scale": [M], "offsets": [M, 100]}`` for :func:`evaluate_ensemble`."""
+    def scaling_arrays(
+        self, dtype, include_offsets: bool = True, host_offsets: bool = False
+    ) -> dict[str, dict[str, jax.Array]]:
+        """Per-output ``{"scale": [M], "offsets": [M, 100]}`` for :func:`evaluate_ensemble` (offsets as in
+        :meth:`Potential.scaling_arrays`)."""
         names = sorted({name for scaling in self.scalings for name in scaling})
         arrays = {}
         for name in names:
-            tables = (
-                self.atom_offsets(name) if include_offsets else np.zeros((self.size, len(self.atom_offsets(name)[0])))
-            )
+            tables = self.atom_offsets(name)
+            if not include_offsets or (host_offsets and name == HOST_OFFSETS):
+                tables = np.zeros_like(tables)
             scales = [s.get(name, OutputScaling()).scale for s in self.scalings]
             arrays[name] = {"scale": jnp.asarray(scales, dtype), "offsets": jnp.asarray(tables, dtype)}
         return arrays
@@ -171,15 +182,20 @@ class PotentialEnsemble:
         """Raise ``ValueError`` if ``species`` contains elements the members do not know."""
         Potential.check_elements(self, species)
 
-    def evaluate(self, graph: Graph, stress: bool = False, include_offsets: bool = True) -> dict[str, jax.Array]:
+    def evaluate(
+        self, graph: Graph, stress: bool = False, include_offsets: bool = True, field: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
         """Jitted per-member outputs (``energy [M, G]``, ``forces [M, N, 3]``, ...) of a graph.
 
-        With ``include_offsets=False`` outputs exclude the offsets (see :meth:`Potential.evaluate`).
+        With ``include_offsets=False`` the energy's offsets are left out; ``field`` ``[G, 3]`` (V/Å) as in
+        :meth:`Potential.evaluate`.
         """
-        scaling = self.scaling_arrays(graph.positions.dtype, include_offsets)
-        return evaluate_ensemble_jit(self.model, self.params, graph, scaling, with_stress=stress)
+        scaling = self.scaling_arrays(graph.positions.dtype, host_offsets=not include_offsets)
+        return evaluate_ensemble_jit(self.model, self.params, graph, scaling, with_stress=stress, field=field)
 
-    def predict(self, structures: Atoms | Sequence[Atoms], batch_size: int = 32) -> dict | list[dict]:
+    def predict(
+        self, structures: Atoms | Sequence[Atoms], batch_size: int = 32, field: Sequence[float] | None = None
+    ) -> dict | list[dict]:
         """Mean and spread over members of every output (energy, forces, dipole moment, charges, ...).
 
         Takes one ``ase.Atoms`` (returns one dict) or a list of them (returns a list of dicts), evaluated in padded
@@ -187,18 +203,28 @@ class PotentialEnsemble:
         holds ``X`` (the members' mean), ``X_std`` (population std, ``ddof=0``, per component) and ``X_members``
         (each member's value, leading axis ``[M]``); e.g. ``energy``/``energy_std`` (eV), ``forces [n, 3]`` (eV/Å),
         and for periodic input ``stress [3, 3]`` (eV/Å³). Offsets are added and the statistics taken in float64 on
-        the host.
+        the host. ``field`` (V/Å, ``[3]``) as in :meth:`Potential.predict`.
         """
-        return predict_structures(structures, self.cutoff, self.check_elements, self.predict_graphs, batch_size)
+        field = field_array(field)
+        if field is not None:
+            check_field_model(self.model)
+        predict_batch = functools.partial(self.predict_graphs, field=field)
+        return predict_structures(structures, self.cutoff, self.check_elements, predict_batch, batch_size)
 
     def predict_graphs(
-        self, graphs: Sequence[HostGraph], n_node: int | None = None, n_edge: int | None = None
+        self,
+        graphs: Sequence[HostGraph],
+        n_node: int | None = None,
+        n_edge: int | None = None,
+        field: np.ndarray | None = None,
     ) -> list[dict]:
         """:meth:`predict` for structures whose graphs are built, padded as one batch to ``n_node``/``n_edge``
-        (default: the bucket sizes of :func:`~jaxatom.graph.batch_graphs`)."""
+        (default: the bucket sizes of :func:`~jaxatom.graph.batch_graphs`), in the uniform ``field`` ``[3]`` (V/Å)
+        or none."""
         batch = batch_graphs(graphs, n_node=n_node, n_edge=n_edge)
         with_stress = any(g.periodic for g in graphs)
-        out = jax.device_get(self.evaluate(batch, stress=with_stress, include_offsets=False))
+        fields = None if field is None else batch_fields(field, batch)
+        out = jax.device_get(self.evaluate(batch, stress=with_stress, include_offsets=False, field=fields))
         members = [
             split_outputs({k: v[m] for k, v in out.items()}, graphs, self.model.outputs, self.scalings[m])
             for m in range(self.size)

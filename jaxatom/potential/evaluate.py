@@ -5,6 +5,9 @@
 output ``name`` (and every output whose :attr:`~jaxatom.nn.OutputSpec.scaling` is ``name``) becomes
 ``scale * raw + offsets`` — per atom ``offsets[Z_i]``; per structure their sum (``"sum"``) or mean (``"avg"``).
 Names absent from ``scaling`` are returned raw.
+
+``field`` (``[G, 3]`` V/Å, optional) puts each structure in a uniform electric field: the energy becomes
+``E − μ·F − ½ F·α·F / k_e`` (:mod:`jaxatom.potential.field`) and the forces include the field terms.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxatom.graph import Graph
 from jaxatom.nn.heads import OutputSpec
+from jaxatom.potential.field import field_energy
 
 __all__ = ["evaluate", "evaluate_jit", "cast_params", "scale_outputs"]
 
@@ -58,7 +62,9 @@ def scale_outputs(specs: tuple[OutputSpec, ...], raw: dict, graph: Graph, scalin
     return out
 
 
-def evaluate(model: nn.Module, params, graph: Graph, scaling: Scaling, with_stress: bool = False) -> dict:
+def evaluate(
+    model: nn.Module, params, graph: Graph, scaling: Scaling, with_stress: bool = False, field: jax.Array | None = None
+) -> dict:
     """Every output of ``model`` for a padded batch, in the dtype of ``graph.positions``.
 
     Args:
@@ -67,6 +73,8 @@ def evaluate(model: nn.Module, params, graph: Graph, scaling: Scaling, with_stre
         graph: the padded batch.
         scaling: per-output scale and offsets (module docstring); offsets of zero leave them out.
         with_stress: also return ``stress [G, 3, 3]`` (eV/Å³; zero where the cell has no volume).
+        field: uniform electric field per structure ``[G, 3]`` (V/Å), or None. The model needs energy and dipole
+            heads (:func:`~jaxatom.potential.field.check_field_model`); ``energy`` then includes the field energy.
 
     Returns:
         The model's outputs (per structure ``[G, ...]``, per atom ``[N, ...]``, e.g. ``energy [G]`` eV,
@@ -83,7 +91,10 @@ def evaluate(model: nn.Module, params, graph: Graph, scaling: Scaling, with_stre
         g = graph.replace(positions=positions)
         if with_stress:
             g = _strained(g, strain)
-        return scale_outputs(specs, model.apply(params, g), graph, scaling)
+        out = scale_outputs(specs, model.apply(params, g), graph, scaling)
+        if field is not None:
+            out["energy"] = out["energy"] + field_energy(out, field.astype(dtype))
+        return out
 
     if "energy" not in {spec.name for spec in specs}:
         return outputs(graph.positions, strain)

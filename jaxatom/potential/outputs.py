@@ -12,10 +12,13 @@ from jaxatom.graph import HostGraph
 from jaxatom.nn.heads import OutputSpec
 from jaxatom.nn.schnet import MAX_Z
 
-__all__ = ["OutputScaling", "split_outputs", "PER_ATOM_DERIVED"]
+__all__ = ["OutputScaling", "split_outputs", "PER_ATOM_DERIVED", "HOST_OFFSETS"]
 
 #: Derived outputs with one value per atom.
 PER_ATOM_DERIVED = ("forces",)
+#: The scaling whose offsets predictions add on the host in float64 (total energies of ~10⁴ eV need more than
+#: float32's 7 digits); every other output's offsets are small and added on the device.
+HOST_OFFSETS = "energy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +76,11 @@ def split_outputs(
     per_atom: Collection[str] = (),
 ) -> list[dict]:
     """One dict per structure of a batch's outputs (``[G, ...]`` per structure, ``[N, ...]`` per atom, as numpy
-    arrays on the host, offsets left out), with each output's offsets added in float64. Per-structure scalars become
+    arrays on the host, the energy's offsets left out), with the energy's offsets (:data:`HOST_OFFSETS`) added in
+    float64. Per-structure scalars become
     Python floats. ``per_atom`` names further per-atom entries (e.g. features) beside the specs' and ``forces``."""
     by_name = {spec.name: spec for spec in specs}
-    tables = {name: values.table() for name, values in scaling.items()}
+    tables = {name: values.table() for name, values in scaling.items() if name == HOST_OFFSETS}
     atom_keys = {*per_atom, *PER_ATOM_DERIVED, *(spec.name for spec in specs if spec.per_atom)}
     results, node0 = [], 0
     for index, graph in enumerate(graphs):

@@ -4,6 +4,7 @@ structures."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
 from typing import Any
@@ -20,7 +21,8 @@ from jaxatom.neighbors import graph_from_atoms, host_graph
 from jaxatom.nn.model import ENERGY_HEAD, AtomisticModel
 from jaxatom.nn.schnet import MAX_Z
 from jaxatom.potential.evaluate import evaluate_jit
-from jaxatom.potential.outputs import OutputScaling, split_outputs
+from jaxatom.potential.field import batch_fields, check_field_model, field_array
+from jaxatom.potential.outputs import HOST_OFFSETS, OutputScaling, split_outputs
 
 __all__ = ["Potential", "OutputScaling", "normalise_elements"]
 
@@ -132,14 +134,19 @@ class Potential:
         """``[100]`` offset per atomic number of output ``name`` (float64): ``shift + atomrefs[Z]`` (zeros if none)."""
         return self.scaling.get(name, OutputScaling()).table()
 
-    def scaling_arrays(self, dtype, include_offsets: bool = True) -> dict[str, dict[str, jax.Array]]:
-        """The device form of :attr:`scaling` for :func:`~jaxatom.potential.evaluate.evaluate` (offsets zero when
-        not ``include_offsets``)."""
+    def scaling_arrays(
+        self, dtype, include_offsets: bool = True, host_offsets: bool = False
+    ) -> dict[str, dict[str, jax.Array]]:
+        """The device form of :attr:`scaling` for :func:`~jaxatom.potential.evaluate.evaluate`: offsets zero when
+        not ``include_offsets`` (training labels come without them), and the energy's zero with ``host_offsets``
+        (the host adds them in float64, see :data:`~jaxatom.potential.outputs.HOST_OFFSETS`)."""
+
+        def offsets(name: str, scaling: OutputScaling) -> np.ndarray:
+            on_device = include_offsets and not (host_offsets and name == HOST_OFFSETS)
+            return scaling.table() if on_device else np.zeros(MAX_Z)
+
         return {
-            name: {
-                "scale": jnp.asarray(scaling.scale, dtype),
-                "offsets": jnp.asarray(scaling.table() if include_offsets else np.zeros(MAX_Z), dtype),
-            }
+            name: {"scale": jnp.asarray(scaling.scale, dtype), "offsets": jnp.asarray(offsets(name, scaling), dtype)}
             for name, scaling in self.scaling.items()
         }
 
@@ -152,30 +159,41 @@ class Potential:
                 f"this model knows {_symbols(self.elements)} (retrain or choose another model)"
             )
 
-    def evaluate(self, graph: Graph, stress: bool = False, include_offsets: bool = True) -> dict[str, jax.Array]:
+    def evaluate(
+        self, graph: Graph, stress: bool = False, include_offsets: bool = True, field: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
         """Jitted outputs, forces and optionally stress of a padded :class:`Graph` (on device).
 
-        With ``include_offsets=False`` outputs exclude the offsets, which :meth:`predict` then adds in float64 on the
-        host so that large total energies keep their precision in float32 mode.
+        With ``include_offsets=False`` the energy's offsets are left out, which :meth:`predict` then adds in float64
+        on the host so that large total energies keep their precision in float32 mode (other outputs carry theirs).
+        ``field`` ``[G, 3]`` (V/Å) puts the structures in a uniform electric field (:mod:`~jaxatom.potential.field`).
         """
-        scaling = self.scaling_arrays(graph.positions.dtype, include_offsets)
-        return evaluate_jit(self.model, self.params, graph, scaling, with_stress=stress)
+        scaling = self.scaling_arrays(graph.positions.dtype, host_offsets=not include_offsets)
+        return evaluate_jit(self.model, self.params, graph, scaling, with_stress=stress, field=field)
 
-    def predict(self, structures: Atoms | Sequence[Atoms], batch_size: int = 32) -> dict | list[dict]:
+    def predict(
+        self, structures: Atoms | Sequence[Atoms], batch_size: int = 32, field: Sequence[float] | None = None
+    ) -> dict | list[dict]:
         """Every output of the model for ASE structures, in jaxatom units: e.g. ``energy`` (eV), ``energies [n]``
         (eV), ``forces [n, 3]`` (eV/Å), ``dipole_moment [3]`` (e·Å), ``charges [n]`` (e), ``polarizability
         [3, 3]`` (Å³) and, for periodic input, ``stress`` (eV/Å³, 3x3).
 
         Takes one ``ase.Atoms`` (returns one dict) or a list of them (returns a list of dicts), evaluated in padded
         batches of up to ``batch_size`` structures. The total charge of each structure is ``atoms.info["charge"]``
-        (else the sum of its initial charges).
+        (else the sum of its initial charges). ``field`` (V/Å, ``[3]``) puts every structure in that uniform
+        electric field: ``energy`` and ``forces`` then include the field terms (:mod:`~jaxatom.potential.field`).
         """
-        return predict_structures(structures, self.cutoff, self.check_elements, self._predict_batch, batch_size)
+        field = field_array(field)
+        if field is not None:
+            check_field_model(self.model)
+        predict_batch = functools.partial(self._predict_batch, field=field)
+        return predict_structures(structures, self.cutoff, self.check_elements, predict_batch, batch_size)
 
-    def _predict_batch(self, graphs: list[HostGraph]) -> list[dict]:
+    def _predict_batch(self, graphs: list[HostGraph], field: np.ndarray | None = None) -> list[dict]:
         batch = batch_graphs(graphs)
         with_stress = any(g.periodic for g in graphs)
-        out = jax.device_get(self.evaluate(batch, stress=with_stress, include_offsets=False))
+        fields = None if field is None else batch_fields(field, batch)
+        out = jax.device_get(self.evaluate(batch, stress=with_stress, include_offsets=False, field=fields))
         out = {name: out[name] for name in self.outputs if name in out}
         return split_outputs(out, graphs, self.model.outputs, self.scaling)
 
