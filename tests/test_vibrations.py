@@ -16,17 +16,17 @@ from ase.build import molecule
 
 import jaxatom
 from jaxatom.cli import main
+from jaxatom.md.state import masses_of
 from jaxatom.nn import ENERGY_HEAD, Atomwise, DipoleMoment, Polarizability
 from jaxatom.nn.heads import OutputSpec
 from jaxatom.nn.layers import safe_norm
+from jaxatom.spectra import HARMONIC_IR_KM_MOL
 from jaxatom.vibrations import (
-    IR_KM_MOL_PER_E2_AMU,
     NotConvergedError,
     NotStationaryWarning,
     derivatives,
     harmonic_analysis,
     hessian,
-    masses_of,
     normal_modes,
     relax,
 )
@@ -227,14 +227,14 @@ def test_morse_diatomic_frequency_ir_intensity_and_raman_activity_by_hand(analyt
     k = 2.0 * depth * alpha**2 * 0.5 * (np.cos(np.pi * r0 / CUTOFF) + 1.0)
     wavenumber = np.sqrt(k / reduced) * units._hbar * 1e10 / np.sqrt(units._e * units._amu) / units.invcm
     assert result.frequencies_cm1[0] == pytest.approx(wavenumber, rel=1e-9)
-    assert result.ir_intensities_km_mol[0] == pytest.approx(IR_KM_MOL_PER_E2_AMU * charge**2 / reduced, rel=1e-9)
+    assert result.ir_intensities_km_mol[0] == pytest.approx(HARMONIC_IR_KM_MOL * charge**2 / reduced, rel=1e-9)
     x = 2.0 * c * r0 / np.sqrt(reduced)  # ∂α_xx/∂Q; every other component is zero
     assert result.raman_activities[0] == pytest.approx(45.0 * (x / 3.0) ** 2 + 7.0 * x**2, rel=1e-9)
 
 
 def test_ir_constant_is_the_one_ase_infrared_uses():
     porezag = 42.255  # ASE Infrared: km/mol per (D/Å)²/amu
-    assert IR_KM_MOL_PER_E2_AMU == pytest.approx(porezag / units.Debye**2, rel=1e-4)
+    assert HARMONIC_IR_KM_MOL == pytest.approx(porezag / units.Debye**2, rel=1e-4)
 
 
 @pytest.mark.parametrize(("name", "n_zero"), [("H2O", 6), ("CO2", 5)])

@@ -10,12 +10,10 @@ from jaxatom.vibrations.analysis import HarmonicAnalysis, NotStationaryWarning, 
 from jaxatom.vibrations.derivatives import Derivatives, derivatives, hessian
 from jaxatom.vibrations.modes import (
     CM1_PER_SQRT_EV_ANG2_AMU,
-    IR_KM_MOL_PER_E2_AMU,
     NormalModes,
     external_basis,
     ir_intensities,
     is_linear,
-    masses_of,
     normal_modes,
     raman_activities,
 )
@@ -24,7 +22,6 @@ from jaxatom.vibrations.report import BroadenedSpectrum, broaden
 
 __all__ = [
     "CM1_PER_SQRT_EV_ANG2_AMU",
-    "IR_KM_MOL_PER_E2_AMU",
     "BroadenedSpectrum",
     "Derivatives",
     "HarmonicAnalysis",
@@ -39,7 +36,6 @@ __all__ = [
     "hessian",
     "ir_intensities",
     "is_linear",
-    "masses_of",
     "normal_modes",
     "raman_activities",
     "relax",

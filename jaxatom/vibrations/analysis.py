@@ -12,11 +12,11 @@ import numpy as np
 from ase import Atoms
 
 from jaxatom.errors import ConfigError
+from jaxatom.md.state import masses_of
 from jaxatom.vibrations.derivatives import derivatives
 from jaxatom.vibrations.modes import (
     ir_intensities,
     is_linear,
-    masses_of,
     normal_modes,
     raman_activities,
     wavenumbers_to_energies,

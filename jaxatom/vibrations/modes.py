@@ -8,8 +8,9 @@ Conventions (those of ASE's ``Vibrations``/``Infrared``, which jaxatom's MD spec
 * a mode's Cartesian displacement is ``M^-1/2 e`` for the unit mass-weighted eigenvector ``e`` (ASE's ``get_mode``),
   i.e. the displacement (Å) per unit of the normal coordinate ``Q`` (Å·amu^½);
 * IR intensity ``A = N_A π / (3 c² 4πε₀) |∂μ/∂Q|²`` (km/mol), the integrated absorption of the fundamental in the
-  double-harmonic approximation; with μ in e·Å and Q in Å·amu^½ the factor is :data:`IR_KM_MOL_PER_E2_AMU`
-  (= 42.255 (km/mol) / ((D/Å)²/amu), the factor ASE's ``Infrared`` uses, times (e/D)²);
+  double-harmonic approximation; with μ in e·Å and Q in Å·amu^½ the factor is
+  :data:`~jaxatom.spectra.HARMONIC_IR_KM_MOL` (= 42.255 (km/mol) / ((D/Å)²/amu), the factor ASE's ``Infrared``
+  uses, times (e/D)²);
 * Raman activity ``S = 45 a'² + 7 γ'²`` (Å⁴/amu) with ``a'`` the mean and ``γ'²`` the anisotropy invariant of
   ``∂α/∂Q`` (α in Å³).
 """
@@ -20,15 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import units
-from ase.data import atomic_masses
 
 from jaxatom.errors import ConfigError
+from jaxatom.spectra.core import HARMONIC_IR_KM_MOL
 
 __all__ = [
     "CM1_PER_SQRT_EV_ANG2_AMU",
-    "IR_KM_MOL_PER_E2_AMU",
     "NormalModes",
-    "masses_of",
     "is_linear",
     "external_basis",
     "normal_modes",
@@ -39,8 +38,6 @@ __all__ = [
 
 #: Wavenumber (cm⁻¹) of a mass-weighted Hessian eigenvalue of 1 eV/(Å² amu): ħ·sqrt(e/(Å² amu)) in cm⁻¹ (≈ 521.47).
 CM1_PER_SQRT_EV_ANG2_AMU = units._hbar * 1e10 / np.sqrt(units._e * units._amu) / units.invcm
-#: IR intensity (km/mol) of |∂μ/∂Q|² = 1 e²/amu: N_A/(12 ε₀ c²) · e²/amu / 1000 (≈ 974.9).
-IR_KM_MOL_PER_E2_AMU = units._Nav / (12.0 * units._eps0 * units._c**2) * units._e**2 / units._amu / 1000.0
 #: Relative size of the smallest principal moment of inertia below which a molecule counts as linear.
 LINEAR_TOLERANCE = 1e-6
 
@@ -66,11 +63,6 @@ class NormalModes:
     def vibrational(self) -> slice:
         """The indices of the internal (vibrational) modes."""
         return slice(self.n_external, None)
-
-
-def masses_of(numbers) -> np.ndarray:
-    """Standard atomic masses (amu) of atomic numbers, from ``ase.data.atomic_masses``."""
-    return np.asarray(atomic_masses[np.asarray(numbers, int)], np.float64)
 
 
 def _principal_axes(positions: np.ndarray, masses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,7 +148,7 @@ def ir_intensities(dipole_derivatives, modes) -> np.ndarray:
     """IR intensities ``[M]`` (km/mol) of modes ``[M, N, 3]`` (Cartesian displacements ``M^-1/2 e``) from atomic
     polar tensors ∂μ/∂R ``[3N, 3]`` (e): ``A = N_A π/(3 c² 4πε₀) |∂μ/∂Q|²``."""
     dmu_dq = _mode_derivatives(dipole_derivatives, modes)
-    return IR_KM_MOL_PER_E2_AMU * np.sum(dmu_dq**2, axis=-1)
+    return HARMONIC_IR_KM_MOL * np.sum(dmu_dq**2, axis=-1)
 
 
 def raman_activities(polarizability_derivatives, modes) -> np.ndarray:
