@@ -120,6 +120,8 @@ def _print_md(run, summary: dict) -> None:
     print(f"  mean temperature: {temperatures} K")
     print(f"  trajectory:   {run.output}  (jaxatom.md.read_trajectory, export_trajectory)")
     print(f"  plots:        {run.output}.energies.png, {run.output}.temperature.png")
+    if run.settings.get("observables"):
+        print(f"  observables:  {', '.join(run.settings['observables'])}  (spectra: jaxatom spectrum {run.output})")
 
 
 def _md(args: argparse.Namespace) -> int:

@@ -127,3 +127,18 @@ def test_unknown_observables_are_refused_naming_what_the_model_offers(potential,
         simulate(potential, ethanol, steps=10, observables=["quadrupole"], progress=False)
     with pytest.raises(ConfigError, match="energies"):
         simulate(potential, ethanol, steps=10, observables=["energies"], progress=False)
+
+
+def test_md_configuration_takes_observables_beads_and_field():
+    from jaxatom.md.run import MDConfigError, load_md_config
+
+    config = load_md_config(
+        None,
+        ["model=m", "structure=s.xyz", "observables=[dipole_moment, polarizability]", "write_beads=true",
+         "electric_field=[0, 0, 0.01]"],
+    )  # fmt: skip
+    options = config.simulate_options()
+    assert options["observables"] == ("dipole_moment", "polarizability") and options["write_beads"] is True
+    assert options["electric_field"] == (0.0, 0.0, 0.01)
+    with pytest.raises(MDConfigError, match="electric_field"):
+        load_md_config(None, ["model=m", "structure=s.xyz", "electric_field=[0, 1]"])

@@ -76,8 +76,8 @@ class MDRun:
         frames: per-frame arrays ``{name: [F, R, ...]}`` of this call when no output file is written, else ``None``.
         output: the HDF5 trajectory path, or ``None``.
         timing: ``compile_s`` (XLA compile of the chunk functions), ``steps_per_s`` (MD steps of the whole system
-            per second after compilation, output included), ``ns_per_day``, ``wall_s``, ``reruns`` (chunks rerun
-            after a neighbour-list overflow).
+            per second after compilation, writing frames and checkpoints included), ``ns_per_day``, ``wall_s``,
+            ``reruns`` (chunks rerun after a neighbour-list overflow).
         settings: the run settings.
     """
 
@@ -492,6 +492,7 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
             _require_space(writer, output, total_frames - done_frames, int(state.step))
         while done_frames < total_frames:
             n_frames = min(plan.frames_per_chunk - done_frames % plan.frames_per_chunk, total_frames - done_frames)
+            tic, compile_before = time.perf_counter(), timing["compile_s"]
             if writer is not None:
                 _reserve(writer, output, n_frames, int(state.step))
             state, frames = _run_chunk(compiled, timing, setup, state, n_frames)
@@ -502,6 +503,7 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
             else:
                 collected.append(frames)
             done_frames += n_frames
+            timing["run_s"] += time.perf_counter() - tic - (timing["compile_s"] - compile_before)
             _advance(bar, n_frames * plan.stride, timing, plan.timestep_fs)
     finally:
         if writer is not None:
@@ -623,11 +625,9 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
             function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames)
             compiled[key] = function.lower(params, state).compile()
             timing["compile_s"] += time.perf_counter() - tic
-        tic = time.perf_counter()
         new_state, frames = compiled[key](params, state)
         overflow = bool(new_state.overflow)
         frames = jax.device_get(frames)
-        timing["run_s"] += time.perf_counter() - tic
         if not overflow:
             return new_state, frames
         timing["reruns"] += 1
