@@ -36,7 +36,7 @@ def load_builtin(name: str) -> Dataset:
     """
     if not isinstance(name, str) or name not in BUILTIN_DATASETS:
         raise ConfigError(
-            f"no built-in data set {name!r}; available: {', '.join(sorted(BUILTIN_DATASETS))} (or give a data file)"
+            f"no built-in data set {name!r}; available: {', '.join(BUILTIN_DATASETS)} (or give a data file)"
         )
     with resources.as_file(resources.files("jaxatom.data") / "builtin" / BUILTIN_DATASETS[name]) as path:
         return read_hdf5(path)
