@@ -68,6 +68,8 @@ def _print_evaluation(run_dir: Path, metrics: dict) -> None:
         line = f"  {name:<{width}}  MAE {metrics[f'{name}_mae']:.4g} {unit}, RMSE {metrics[f'{name}_rmse']:.4g} {unit}"
         if unit in _KCAL_MOL and name in ("energy", "forces"):
             line += f"  ({metrics[f'{name}_mae'] / kcal_mol:.4g} {_KCAL_MOL[unit]} MAE)"
+        if "stress_mae_GPa" in metrics and name == "stress":
+            line += f"  ({metrics['stress_mae_GPa']:.4g} GPa MAE, {metrics['stress_rmse_GPa']:.4g} GPa RMSE)"
         print(line.replace("Ang", "Å"))
     print(f"  model:        {run_dir / 'best_model'}  (jaxatom.load_model)")
     print(f"  metrics:      {run_dir / 'metrics.csv'}, {run_dir / 'evaluation' / 'metrics.json'}")

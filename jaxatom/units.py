@@ -5,7 +5,9 @@ femtoseconds. Unit values are taken from :mod:`ase.units` (CODATA 2014), the sam
 so imported data and models give the same numbers.
 
 Unit strings are products and quotients of known unit names with optional integer powers, e.g. ``"kcal/mol/Ang"``,
-``"Ha/Bohr"``, ``"eV/Ang^3"``, ``"e*Ang"``. Anything else is refused with :class:`UnitError`.
+``"Ha/Bohr"``, ``"eV/Ang^3"``, ``"e*Ang"``; pressures (stress) also by name: ``"GPa"``, ``"MPa"``, ``"Pa"``,
+``"kbar"``, ``"bar"``, ``"atm"`` (1 eV/Å³ = 160.21766 GPa = 1602.1766 kbar). Anything else is refused with
+:class:`UnitError`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "Bohr",
     "Debye",
     "nm",
+    "GPa",
+    "kbar",
     "kB",
 ]
 
@@ -51,6 +55,7 @@ _MASS = (1, 0, 0, 0)
 _TIME = (0, 0, 1, 0)
 _CHARGE = (0, 0, 0, 1)
 _NONE = (0, 0, 0, 0)
+_PRESSURE = (1, -1, -2, 0)  # energy / length^3
 
 # name -> (value in ASE units, dimension)
 _UNITS: dict[str, tuple[float, tuple[int, int, int, int]]] = {
@@ -86,6 +91,13 @@ _UNITS: dict[str, tuple[float, tuple[int, int, int, int]]] = {
     "C": (_ase.C, _CHARGE),
     "Debye": (_ase.Debye, (0, 1, 0, 1)),
     "D": (_ase.Debye, (0, 1, 0, 1)),
+    "Pa": (_ase.Pascal, _PRESSURE),
+    "kPa": (1e3 * _ase.Pascal, _PRESSURE),
+    "MPa": (1e6 * _ase.Pascal, _PRESSURE),
+    "GPa": (_ase.GPa, _PRESSURE),
+    "bar": (_ase.bar, _PRESSURE),
+    "kbar": (1e3 * _ase.bar, _PRESSURE),
+    "atm": (101325.0 * _ase.Pascal, _PRESSURE),
 }
 _ALIASES = {"ev": "eV", "hartree": "Hartree", "angstrom": "Angstrom", "bohr": "Bohr", "debye": "Debye"}
 
@@ -174,5 +186,8 @@ kJ_mol = unit_factor("kJ/mol", "eV")
 Hartree = unit_factor("Ha", "eV")
 Bohr = unit_factor("Bohr", "Ang")
 Debye = unit_factor("Debye", "e*Ang")
+#: One GPa and one kbar in eV/Å³ (stress and pressure; 1 eV/Å³ = 160.21766 GPa).
+GPa = unit_factor("GPa", "eV/Ang^3")
+kbar = unit_factor("kbar", "eV/Ang^3")
 #: Boltzmann constant in eV/K.
 kB = _ase.kB

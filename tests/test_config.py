@@ -102,7 +102,7 @@ def test_legacy_weights_become_loss_terms():
     ("values", "line"),
     [
         ({"data": {"builtin": "ethanol", "trian": 10}}, "data.trian: unknown setting (did you mean train?); known: "
-         "builtin, data_dir, fold, molecule, path, remove_uncharacterized, seed, source, test, train, val"),
+         "builtin, data_dir, fold, molecule, path, remove_uncharacterized, seed, source, test, train, units, val"),
         ({"data": {"builtin": "ethanol"}, "modle": {}}, "modle: unknown setting (did you mean model?); known: data, "
          "model, run_dir, training"),
         ({"data": {"builtin": "benzene"}}, "data.builtin: 'benzene' is not one of 'aspirin' or 'ethanol'"),

@@ -288,10 +288,14 @@ def read_extxyz(path, properties: Sequence[str] | None = None, units: Mapping[st
 
     Args:
         path: the ``.xyz``/``.extxyz`` file.
-        properties: which properties to read (default: those :func:`write_extxyz` recorded, else ``energy`` and
-            ``forces``, each if every structure has it).
-        units: units of the properties as stored (default: as :func:`write_extxyz` recorded them, else jaxatom's for
-            known properties, else ``"1"``).
+        properties: which properties to read (default: those :func:`write_extxyz` recorded, else ``energy``,
+            ``forces`` and ``stress``, each if every structure has it).
+        units: units of the properties as stored, e.g. ``{"stress": "GPa"}`` (default: as :func:`write_extxyz`
+            recorded them, else jaxatom's for known properties, else ``"1"``).
+
+    ``stress`` is ASE's: a Voigt 6-vector ``[xx, yy, zz, yz, xz, xy]`` or a 3×3 matrix in ``info`` or among the
+    calculator results, ``(1/V) dE/dε`` (positive = tensile), as ``atoms.get_stress()`` returns it; ASE writes it in
+    eV/Å³, files from other codes may hold GPa or kbar (declare it with ``units``).
     """
     path = _check_file(path)
     with _parsing(path, "extended XYZ"):
@@ -302,7 +306,7 @@ def read_extxyz(path, properties: Sequence[str] | None = None, units: Mapping[st
         properties = list(recorded["units"])
     elif properties is None:
         common = set.intersection(*(atoms_properties(a) for a in structures))
-        properties = [name for name in ("energy", "forces") if name in common]
+        properties = [name for name in ("energy", "forces", "stress") if name in common]
     return Dataset.from_atoms(
         structures,
         properties=properties,
@@ -367,11 +371,17 @@ def _load_npz(path) -> dict[str, np.ndarray]:
 
 
 def read_npz(path, **options) -> Dataset:
-    """Read an npz archive, told apart by its keys: jaxatom's layout (:func:`write_npz`), revised MD17
-    (:func:`read_rmd17_npz`) or sGDML/MD17/MD22 (:func:`read_md17_npz`, which takes ``options``)."""
+    """Read an npz archive, told apart by its keys: jaxatom's layout (:func:`write_npz`; ``units={name: unit}``
+    overrides the recorded units), revised MD17 (:func:`read_rmd17_npz`) or sGDML/MD17/MD22 (:func:`read_md17_npz`,
+    which takes ``options``)."""
     arrays = _load_npz(path)
     if "jaxatom" in arrays:
-        return _read_jaxatom_npz(path, arrays)
+        return _read_jaxatom_npz(path, arrays, **options)
+    if "units" in options:
+        raise DataError(
+            f"{path} is an MD17-style npz, whose units are fixed (rMD17) or set with energy_unit/length_unit; "
+            "units={...} applies to jaxatom's own npz layout"
+        )
     if "nuclear_charges" in arrays:
         return read_rmd17_npz(path)
     return read_md17_npz(path, **options)
@@ -399,7 +409,8 @@ def write_npz(dataset: Dataset, path) -> None:
 
 
 @_names_file
-def _read_jaxatom_npz(path, arrays: Mapping[str, np.ndarray]) -> Dataset:
+def _read_jaxatom_npz(path, arrays: Mapping[str, np.ndarray], units: Mapping[str, str] | None = None) -> Dataset:
+    given = dict(units or {})
     try:
         description = json.loads(str(arrays["jaxatom"]))
         units, per_atom = dict(description["units"]), list(description["per_atom"])
@@ -416,6 +427,7 @@ def _read_jaxatom_npz(path, arrays: Mapping[str, np.ndarray]) -> Dataset:
         raise DataError(f"the jaxatom npz lacks {', '.join(missing)}; write the file again with write_npz")
     _require_structures(len(arrays["n_atoms"]), Path(path))
     properties = {name: arrays[f"properties/{name}"] for name in units}
+    units.update({name: unit for name, unit in given.items() if name in units})
     metadata = _int_keys(description.get("metadata", {}))
     return _ragged_dataset(arrays, properties, units, per_atom, metadata)
 
@@ -516,16 +528,22 @@ def write_hdf5(dataset: Dataset, path) -> None:
 
 
 @_names_file
-def read_hdf5(path) -> Dataset:
-    """Read a data set written by :func:`write_hdf5`, or a built-in GFN2-xTB trajectory file."""
+def read_hdf5(path, units: Mapping[str, str] | None = None) -> Dataset:
+    """Read a data set written by :func:`write_hdf5` (each property in the unit its ``unit`` attribute names, e.g.
+    ``stress`` in ``"GPa"`` or ``"eV/Ang^3"``), or a built-in GFN2-xTB trajectory file.
+
+    Args:
+        units: units of properties as stored, overriding the files' ``unit`` attributes (for files written by other
+            tools that lack them or got them wrong).
+    """
     path = _check_file(path)
     with _parsing(path, "an HDF5 file"):
         data = h5py.File(path, "r")
     with data, _parsing(path, "a jaxatom HDF5 data set or trajectory"):
         if data.attrs.get("format") == _FORMAT:
-            return _read_hdf5_dataset(data, path)
+            return _read_hdf5_dataset(data, path, units or {})
         if {"numbers", "positions", "energy", "forces"} <= set(data):
-            return _read_hdf5_trajectory(data, path)
+            return _read_hdf5_trajectory(data, path, units or {})
         members = ", ".join(sorted(data)) or "nothing"
     raise DataError(
         f"{path} is neither a jaxatom data set (written by write_hdf5) nor a trajectory with numbers, positions, "
@@ -533,10 +551,10 @@ def read_hdf5(path) -> Dataset:
     )
 
 
-def _read_hdf5_dataset(data: h5py.File, path: Path) -> Dataset:
+def _read_hdf5_dataset(data: h5py.File, path: Path, given: Mapping[str, str]) -> Dataset:
     group = data["properties"]
     properties = {name: group[name][:] for name in group}
-    units = {name: str(group[name].attrs.get("unit", property_unit(name))) for name in properties}
+    units = {name: given.get(name, str(group[name].attrs.get("unit", property_unit(name)))) for name in properties}
     per_atom = [name for name in properties if bool(group[name].attrs.get("per_atom", is_per_atom(name)))]
     metadata = {k[5:]: _attr(v) for k, v in data.attrs.items() if k.startswith("meta:")}
     arrays = {key: data[key][:] for key in ("numbers", "positions", "n_atoms", "cell", "pbc")}
@@ -544,7 +562,7 @@ def _read_hdf5_dataset(data: h5py.File, path: Path) -> Dataset:
     return _ragged_dataset(arrays, properties, units, per_atom, metadata)
 
 
-def _read_hdf5_trajectory(data: h5py.File, path: Path) -> Dataset:
+def _read_hdf5_trajectory(data: h5py.File, path: Path, given: Mapping[str, str]) -> Dataset:
     positions = data["positions"][:].astype(np.float64)
     _require_structures(len(positions), path)
     properties = {"energy": data["energy"][:], "forces": data["forces"][:].astype(np.float64)}
@@ -558,7 +576,7 @@ def _read_hdf5_trajectory(data: h5py.File, path: Path) -> Dataset:
         numbers=data["numbers"][:],
         positions=positions,
         properties=properties,
-        units={name: str(data[name].attrs["unit"]) for name in properties},
+        units={name: given.get(name, str(data[name].attrs["unit"])) for name in properties},
         length_unit=str(data["positions"].attrs["unit"]),
         metadata={"source": "trajectory_hdf5", "file": str(path), **{k: _attr(v) for k, v in data.attrs.items()}},
     )
@@ -571,7 +589,12 @@ def _attr(value):
 
 
 def read_dataset(path, **options) -> Dataset:
-    """Read any supported file, chosen by its extension (``.db``, ``.xyz``/``.extxyz``, ``.npz``, ``.h5``/``.hdf5``)."""
+    """Read any supported file, chosen by its extension (``.db``, ``.xyz``/``.extxyz``, ``.npz``, ``.h5``/``.hdf5``).
+
+    ``options`` go to the reader. The readers of ASE databases, extended XYZ, jaxatom's npz and HDF5 take
+    ``units={name: unit}``, the units the file stores properties in where it does not record them (or records them
+    wrongly), e.g. ``{"stress": "GPa"}``; values are converted to jaxatom's units (stress: eV/Å³) and the given unit
+    is kept in ``Dataset.source_units``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if path.is_dir():
@@ -581,7 +604,7 @@ def read_dataset(path, **options) -> Dataset:
     if suffix in (".xyz", ".extxyz"):
         return read_extxyz(path, **options)
     if suffix in (".h5", ".hdf5"):
-        return read_hdf5(path)
+        return read_hdf5(path, **options)
     if suffix == ".npz":
         return read_npz(path, **options)
     raise DataError(f"unknown data file type {suffix!r} for {path}; use {SUFFIXES} (or convert the file)")

@@ -1,5 +1,5 @@
 """Test-set evaluation: predictions of every model output for a data set, errors in their units (energy and forces
-also in kcal/mol), parity plot and error histogram."""
+also in kcal/mol, stress also in GPa), parity plot and error histogram."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.potential import Potential
 from jaxatom.potential.outputs import split_outputs
-from jaxatom.units import kcal_mol
+from jaxatom.units import GPa, kcal_mol
 
 __all__ = ["predict_dataset", "error_metrics", "plot_parity", "write_predictions"]
 
@@ -40,7 +40,7 @@ def predict_dataset(potential: Potential, dataset: Dataset, batch_size: int = 32
 def error_metrics(predictions: dict[str, np.ndarray], dataset: Dataset) -> dict[str, float]:
     """MAE and RMSE of every predicted property the data set has, in its unit (``X_mae``, ``X_rmse``); energy also
     per atom and energy and forces also in kcal/mol(/Å) (``energy_mae_eV``, ``energy_mae_kcal_mol``,
-    ``forces_mae_eV_per_A`` ...)."""
+    ``forces_mae_eV_per_A`` ...), stress (eV/Å³) also in GPa (``stress_mae_GPa``, ``stress_rmse_GPa``)."""
     metrics = {}
     for name in sorted(set(predictions) & set(dataset.properties)):
         error = predictions[name] - dataset.properties[name]
@@ -56,12 +56,14 @@ def error_metrics(predictions: dict[str, np.ndarray], dataset: Dataset) -> dict[
         named |= {"forces_mae_eV_per_A": metrics["forces_mae"], "forces_rmse_eV_per_A": metrics["forces_rmse"]}
     for key in list(named):
         named[key.replace("eV", "kcal_mol")] = named[key] / kcal_mol
+    if "stress_mae" in metrics and dataset.units.get("stress") == "eV/Ang^3":
+        named |= {"stress_mae_GPa": metrics["stress_mae"] / GPa, "stress_rmse_GPa": metrics["stress_rmse"] / GPa}
     return {**metrics, **named}
 
 
 def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path) -> Path:
-    """A PNG with a parity plot (every component) of each predicted property the data set has, in its unit, and a
-    histogram of the force errors when forces are among them."""
+    """A PNG with a parity plot (every component) of each predicted property the data set has, in its unit (stress
+    in GPa), and a histogram of the force errors when forces are among them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,6 +78,8 @@ def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str 
         if name == "energy":
             mean = reference.mean()
             predicted, reference, label = predicted - mean, reference - mean, f"energy − {mean:.2f} (eV)"
+        elif name == "stress" and dataset.units.get(name) == "eV/Ang^3":
+            predicted, reference, label = predicted / GPa, reference / GPa, "stress (GPa)"
         axis.scatter(reference, predicted, s=2, alpha=0.4)
         low, high = min(reference.min(), predicted.min()), max(reference.max(), predicted.max())
         axis.plot([low, high], [low, high], "k--", lw=0.8)

@@ -76,20 +76,53 @@ def _accumulate(total, batch):
     return batch if total is None else jax.tree.map(lambda a, b: a + b, total, batch)
 
 
-def check_training_data(datasets: dict[str, Dataset], config: TrainConfig) -> None:
-    """Refuse empty data sets and data sets lacking a property a loss term asks for (``{name: dataset}``), naming
-    the property and the file."""
+def check_training_data(
+    datasets: dict[str, Dataset], config: TrainConfig, indices: Mapping[str, np.ndarray] | None = None
+) -> None:
+    """Refuse empty data sets, data sets lacking a property a loss term asks for (``{name: dataset}``), naming the
+    property and the file, and, when stress is trained, structures that are not periodic in all three directions
+    with a cell volume, naming the first such structure (by its index in the data file when ``indices`` maps each
+    set's name to the file indices of its structures, as a split does)."""
     for name, dataset in datasets.items():
         if len(dataset) == 0:
             raise ConfigError(f"the {name} set is empty")
+        source = f" (read from {dataset.metadata['file']})" if "file" in dataset.metadata else ""
         for term in config.terms:
             if term.name not in dataset.properties:
-                source = f" (read from {dataset.metadata['file']})" if "file" in dataset.metadata else ""
                 have = ", ".join(sorted(dataset.properties)) or "nothing"
+                hint = STRESS_HINT if term.name == "stress" else ""
                 raise ConfigError(
                     f"the {name} set{source} lacks {term.name!r}, which the loss trains (it has: {have}); use data "
-                    f"that has {term.name} or remove it from training.loss"
+                    f"that has {term.name} or remove it from training.loss{hint}"
                 )
+        if "stress" in {term.name for term in config.terms}:
+            _check_periodic(name, dataset, source, None if indices is None else indices.get(name))
+
+
+#: How a data file carries stress, added to the error for data without it.
+STRESS_HINT = (
+    " (stress is read from ASE's 'stress' in extended XYZ and ASE databases, Voigt [6] or 3x3, and from 'stress' "
+    "[S, 3, 3] in jaxatom's HDF5/npz; declare a unit other than eV/Ang^3 with data.units, e.g. {stress: GPa})"
+)
+
+
+def _check_periodic(name: str, dataset: Dataset, source: str, indices: np.ndarray | None) -> None:
+    """Stress ``(1/V) dE/dε`` needs a cell: every structure periodic in x, y and z with a nonzero volume."""
+    volume = np.abs(np.linalg.det(dataset.cell))
+    bad = np.flatnonzero(~dataset.pbc.all(axis=1) | (volume < 1e-6))
+    if bad.size == 0:
+        return
+    first = int(bad[0])
+    where = f"structure {first} of the {name} set"
+    if indices is not None:
+        where = f"structure {int(indices[first])} of the data{source} ({where})"
+    pbc = "".join("T" if p else "F" for p in dataset.pbc[first])
+    others = f" and {bad.size - 1} more" if bad.size > 1 else ""
+    raise ConfigError(
+        f"the loss trains 'stress', but {where}{others} is not periodic with a cell (pbc {pbc}, volume "
+        f"{volume[first]:.3g} Ang^3); stress (1/V) dE/d(strain) is defined only for structures periodic in x, y and "
+        "z: remove the non-periodic structures from the data or remove stress from training.loss"
+    )
 
 
 def check_loss_outputs(potential: Potential, dataset: Dataset, config: TrainConfig) -> None:

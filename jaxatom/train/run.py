@@ -28,7 +28,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from jaxatom.config import StrictModel, apply_overrides, read_yaml
 from jaxatom.data.builtin import BUILTIN_DATASETS, load_builtin
-from jaxatom.data.dataset import Dataset
+from jaxatom.data.dataset import Dataset, internal_unit
 from jaxatom.data.formats import read_dataset
 from jaxatom.data.splits import load_or_create_split
 from jaxatom.data.statistics import fit_standardisation
@@ -43,6 +43,7 @@ from jaxatom.train.checkpoint import run_lock
 from jaxatom.train.config import TrainConfig, translate_legacy
 from jaxatom.train.evaluation import error_metrics, plot_parity, predict_dataset, write_predictions
 from jaxatom.train.fit import check_training_data, fit, run_stop_reason
+from jaxatom.units import UnitError
 
 __all__ = [
     "RunConfig",
@@ -100,6 +101,9 @@ class DataConfig(StrictModel):
     fold: str | None = Field(None, validate_default=True)
     data_dir: str | None = Field(None, validate_default=True)
     remove_uncharacterized: bool | None = Field(None, validate_default=True)
+    units: dict[str, str] | None = Field(
+        None, description="units the data file stores properties in, e.g. {stress: GPa} (only with data.path)"
+    )
     train: SplitSize = 1000
     val: SplitSize = 100
     test: SplitSize | None = None
@@ -129,6 +133,20 @@ class DataConfig(StrictModel):
             raise ValueError("only a data.source is downloaded into a data_dir; remove it or set data.source")
         return value
 
+    @field_validator("units")
+    @classmethod
+    def _units(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if info.data.get("path") is None:
+            raise ValueError("only a data file (data.path) takes units; built-in data and sources carry their own")
+        for name, unit in value.items():
+            try:
+                internal_unit(name, unit)
+            except UnitError as err:
+                raise ValueError(f"{name}: {err}") from None
+        return value
+
     @field_validator("remove_uncharacterized")
     @classmethod
     def _uncharacterized(cls, value: bool | None, info: ValidationInfo) -> bool | None:
@@ -154,7 +172,7 @@ def load_data(data: DataConfig) -> Dataset:
     if data.builtin is not None:
         return load_builtin(data.builtin)
     if data.path is not None:
-        return read_dataset(data.path)
+        return read_dataset(data.path, **({} if data.units is None else {"units": data.units}))
     from jaxatom.data import sources
 
     data_dir = None if data.data_dir is None else Path(data.data_dir).expanduser()
@@ -434,7 +452,8 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential:
     dataset = load_data(config.data)
     split = _split(config, dataset)
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
-    check_training_data({"training": train, "validation": val}, training)  # before any neighbour list or compile
+    indices = {"training": split["train_idx"], "validation": split["val_idx"]}
+    check_training_data({"training": train, "validation": val}, training, indices)  # before neighbour lists, compiles
     model = _with_data_units(config.model.build(), dataset)
     scaling = output_scaling(config.model, model.outputs, train, _scaled_outputs(training, train))
     potential = Potential.create(model.representation, elements=dataset.elements, seed=training.seed,
@@ -446,8 +465,14 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential:
         return fit(potential, train, val, training, run_dir, resume=True, progress=progress)
 
 
-def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None, batch_size: int = 32) -> dict:
-    """Evaluate ``run_dir/best_model`` on the run's test split (or on all of ``data_path``); writes
+def evaluate_run(
+    run_dir: str | Path,
+    data_path: str | Path | None = None,
+    batch_size: int = 32,
+    units: Mapping[str, str] | None = None,
+) -> dict:
+    """Evaluate ``run_dir/best_model`` on the run's test split (or on all of ``data_path``, whose properties are
+    stored in ``units`` where the file does not record them, e.g. ``{"stress": "GPa"}``); writes
     ``evaluation/metrics.json``, ``parity.png`` and ``predictions.npz`` and returns the metrics: MAE and RMSE of every
     predicted property the data has (``X_mae``, ``X_rmse``), ``structures``, and ``units`` (the unit of each X)."""
     run_dir = Path(run_dir)
@@ -455,7 +480,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None, batch
     if not (run_dir / "best_model").exists():
         raise ConfigError(f"{run_dir} holds no trained model (best_model); train first")
     if data_path is not None:
-        dataset = read_dataset(data_path)
+        dataset = read_dataset(data_path, **({"units": units} if units else {}))
     else:
         if not config_path.is_file():
             raise ConfigError(
