@@ -4,9 +4,11 @@ The degrees of freedom of a batch with ``N`` padded atoms and ``G`` graph slots 
 positions (:mod:`~jaxatom.relax.cell`), then ``cell_factor · F`` of every graph (three rows each). Each row belongs
 to one structure (its FIRE segment). One iteration evaluates the model on the deformed graph, forms the generalised
 forces, marks structures whose largest row force is below ``fmax`` (or that used up their steps) as done, and moves
-the others by one FIRE step. The loop stops after ``chunk`` iterations, when every structure is done, or as soon as
-a structure may have moved far enough to leave its neighbour list (:func:`~jaxatom.relax.cell.skin_used` above the
-skin): its edges are then rebuilt on the host before any force is computed from the stale list.
+the others by one FIRE step. A structure that may have moved far enough to leave its neighbour list
+(:func:`~jaxatom.relax.cell.skin_used` above the skin) waits, untouched and with the results of its last valid
+evaluation, while the others go on; the loop stops after ``chunk`` iterations, when no structure can move, or when a
+quarter of the unfinished structures wait, and the host rebuilds their lists before any force is computed from a
+stale one.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def run_chunk(
 
     def body(carry):
         state, i = carry
+        waiting = state.rebuild  # moved past their skin: forces from the stale list would be wrong, so they wait
         positions, deformation = split_dof(state.fire.positions, n_node, cell_factor)
         graph = deformed_graph(reference, positions, deformation)
         out = _outputs(settings, params, scaling, graph)
@@ -110,25 +113,31 @@ def run_chunk(
         norms = jnp.sqrt(jnp.sum(rows * rows, axis=1))
         max_force = jnp.maximum(jax.ops.segment_max(norms, state.fire.segments, num_segments=n_graph), 0.0)
         converged = real & (max_force < limits.fmax)
-        done = converged | (state.fire.n_steps >= limits.max_steps) | ~real
-        moved = optimiser.step(state.fire, rows, ~done)
+        done = (converged | (state.fire.n_steps >= limits.max_steps) | ~real) & ~waiting
+        moved = optimiser.step(state.fire, rows, ~done & ~waiting)
         new_positions, new_deformation = split_dof(moved.positions, n_node, cell_factor)
         used = skin_used(reference, new_positions, new_deformation, built_positions, built_deformation, limits.cutoff)
+        node_waiting = waiting[reference.node_graph][:, None]
+        forces = jnp.where(graph.node_mask[:, None], out["forces"], 0.0)
+        stress = jnp.zeros((n_graph, 3, 3), rows.dtype) if stress is None else stress
         state = RelaxState(
             fire=moved,
-            energy=out["energy"],
-            forces=jnp.where(graph.node_mask[:, None], out["forces"], 0.0),
-            stress=jnp.zeros((n_graph, 3, 3), rows.dtype) if stress is None else stress,
-            max_force=max_force,
-            converged=converged,
+            energy=jnp.where(waiting, state.energy, out["energy"]),
+            forces=jnp.where(node_waiting, state.forces, forces),
+            stress=jnp.where(waiting[:, None, None], state.stress, stress),
+            max_force=jnp.where(waiting, state.max_force, max_force),
+            converged=jnp.where(waiting, state.converged, converged),
             done=done,
-            rebuild=real & ~done & (used > limits.skin),
+            rebuild=waiting | (real & ~done & (used > limits.skin)),
         )
         return state, i + 1
 
     def cond(carry):
+        # go on while some structure can move, until the chunk ends or a quarter of the open ones wait for new lists
         state, i = carry
-        return (i < limits.chunk) & jnp.any(~state.done) & ~jnp.any(state.rebuild)
+        n_open = jnp.sum(~state.done)
+        n_waiting = jnp.sum(state.rebuild)
+        return (i < limits.chunk) & (n_open > n_waiting) & (4 * n_waiting <= n_open)
 
     state, _ = jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))
     return state

@@ -47,6 +47,8 @@ class RelaxResult:
         max_force: largest atomic force (eV/Å).
         converged: whether every generalised force (atoms and, with cell relaxation, cell) fell below ``fmax``.
         steps: FIRE steps taken.
+        error: why the structure was stopped early (e.g. atoms that collapsed onto each other), else None; the
+            others of the batch go on.
     """
 
     atoms: Atoms
@@ -56,6 +58,7 @@ class RelaxResult:
     max_force: float
     converged: bool
     steps: int
+    error: str | None = None
 
 
 def relax_batch(
@@ -103,7 +106,7 @@ def relax_batch(
     hosts = [_host_graph(atoms, radius, k) for k, atoms in enumerate(atoms_list)]
     n_struct = len(hosts)
     n_node = bucket_size(sum(g.n_node for g in hosts) + 1, 8)
-    n_edge = bucket_size(max(sum(g.n_edge for g in hosts), 1), 64)
+    n_edge = bucket_size(max(int(1.2 * sum(g.n_edge for g in hosts)), 1), 64)  # headroom: lists grow as atoms move
     reference = batch_graphs(hosts, n_node=n_node, n_edge=n_edge)
     dtype = float_dtype()
     n_graph = n_struct + 1
@@ -121,6 +124,7 @@ def relax_batch(
     built_positions, built_deformation = np.asarray(reference.positions), np.array(identity)
     pressure = np.full(n_graph, pressure_GPa * GPa, dtype)
     scaling = potential.scaling_arrays(dtype, host_offsets=True)
+    errors: dict[int, tuple[str, int]] = {}
     while True:
         args = (state, reference, built_positions, built_deformation, potential.params, scaling, pressure, cell_factor)
         state = _compiled_chunk(args + (limits,), settings, stats)(*args, limits)
@@ -130,16 +134,24 @@ def relax_batch(
             break
         if rebuild.any():
             positions, deformation = split_dof(np.asarray(jax.device_get(state.fire.positions)), n_node, cell_factor)
+            n_steps = np.array(state.fire.n_steps)
             for k in np.nonzero(rebuild)[0]:
                 nodes = reference.node_graph == k
-                hosts[k] = _rebuilt_graph(hosts[k], positions[nodes], deformation[k], radius, k)
+                try:
+                    hosts[k] = _rebuilt_graph(hosts[k], positions[nodes], deformation[k], radius, k)
+                except StructureError as error:  # stop this one where it is (at its step limit); the others go on
+                    errors[k] = (str(error), int(n_steps[k]))
+                    n_steps[k] = steps
+                    continue
                 built_positions = np.where(nodes[:, None], positions, built_positions)
                 built_deformation[k] = deformation[k]
                 stats["rebuilds"] += 1
             n_edge = max(n_edge, bucket_size(sum(g.n_edge for g in hosts), 64))
             reference = batch_graphs(hosts, n_node=n_node, n_edge=n_edge)
-            state = state.replace(rebuild=np.zeros(n_graph, bool))
+            state = state.replace(rebuild=np.zeros(n_graph, bool), fire=state.fire.replace(n_steps=n_steps))
     results = _results(potential, atoms_list, reference, jax.device_get(state), cell_factor, cell != "fixed")
+    for k, (message, taken) in errors.items():
+        results[k] = dataclasses.replace(results[k], error=message, steps=taken, converged=False)
     if timing is not None:
         timing.update(stats, wall_s=time.perf_counter() - start)
     return results
