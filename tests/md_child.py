@@ -31,7 +31,7 @@ def _fill_disk(directory: Path) -> None:
 
 
 def _install(point: str, nth: int) -> None:
-    from jaxatom.md import driver
+    from jaxatom.md import checkpoint
     from jaxatom.md.trajectory import TrajectoryWriter
 
     calls = {"count": 0}
@@ -40,7 +40,7 @@ def _install(point: str, nth: int) -> None:
         calls["count"] += 1
         return calls["count"] == nth
 
-    save, append, savez = driver._save_checkpoint, TrajectoryWriter.append, np.savez
+    save, append, savez = checkpoint.save_checkpoint, TrajectoryWriter.append, np.savez
 
     def save_checkpoint(path, state, n_frames, setup):
         if point == "first_checkpoint" and n_frames == 0:
@@ -72,10 +72,10 @@ def _install(point: str, nth: int) -> None:
         os.fsync(handle.fileno())
         _die()
 
-    driver._save_checkpoint = save_checkpoint
+    checkpoint.save_checkpoint = save_checkpoint
     TrajectoryWriter.append = half_append if point == "append" else append
     if point == "checkpoint_write":
-        driver.np.savez = half_savez
+        checkpoint.np.savez = half_savez
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from jaxatom.data import sources
 from jaxatom.data.statistics import fit_standardisation
 from jaxatom.errors import ConfigError
 from jaxatom.md.driver import simulate
+from jaxatom.md.ensembles import ENSEMBLES, Langevin
 from jaxatom.md.run import DEFAULT_MD, SIMULATE_OPTIONS, MDConfig, MDConfigError, load_md_config
 from jaxatom.nn.heads import Atomwise, DipoleMoment
 from jaxatom.nn.painn import PaiNN
@@ -105,7 +106,7 @@ def test_legacy_weights_become_loss_terms():
          "builtin, data_dir, fold, molecule, path, remove_uncharacterized, seed, source, test, train, units, val"),
         ({"data": {"builtin": "ethanol"}, "modle": {}}, "modle: unknown setting (did you mean model?); known: data, "
          "model, run_dir, training"),
-        ({"data": {"builtin": "benzene"}}, "data.builtin: 'benzene' is not one of 'aspirin' or 'ethanol'"),
+        ({"data": {"builtin": "benzene"}}, "data.builtin: 'benzene' is not one of 'aspirin', 'ethanol' or 'cu'"),
         ({"data": {"builtin": "ethanol", "train": 1.5}}, "data.train: a fraction must lie in [0, 1]"),
         ({"data": {"builtin": "ethanol"}, "training": {"learning_rate": -1}}, "training.learning_rate: must be "
          "positive, got -1"),
@@ -139,8 +140,8 @@ def test_legacy_weights_become_loss_terms():
          "training.loss trains 'dipole_moment', but the model predicts only energy, energies, forces, stress; add a "
          "head for dipole_moment to model.heads or remove it from training.loss"),
         ({"data": {"builtin": "ethanol", "path": "x.h5"}}, "data: set exactly one of data.builtin (aspirin, "
-         "ethanol), data.path (a data file) and data.source (qm9, md17, rmd17, md22, iso17); got builtin and path"),
-        ({}, "data: required setting is missing; set data.builtin (aspirin, ethanol), data.path (a data file) or "
+         "ethanol, cu), data.path (a data file) and data.source (qm9, md17, rmd17, md22, iso17); got builtin and path"),
+        ({}, "data: required setting is missing; set data.builtin (aspirin, ethanol, cu), data.path (a data file) or "
          "data.source"),
         ({"data": {"source": "md17", "molecule": "water"}}, "data.molecule: data.source md17 needs a molecule: one "
          "of aspirin, azobenzene"),
@@ -321,10 +322,13 @@ def test_shipped_example_configurations_load():
 
 def test_md_config_has_every_simulate_argument_with_its_default():
     parameters = inspect.signature(simulate).parameters
-    assert set(SIMULATE_OPTIONS) == set(parameters) - {"model", "atoms"}
+    assert set(SIMULATE_OPTIONS) == set(parameters) - {"model", "atoms", "ensemble", "ensemble_settings"}
     for name in SIMULATE_OPTIONS:
         if parameters[name].default is not inspect.Parameter.empty and name != "output":
             assert DEFAULT_MD[name] == parameters[name].default, name
+    for name, cls in ENSEMBLES.items():  # the flat ensemble settings default to each ensemble's own defaults
+        spec = MDConfig(model="m", structure="s.xyz", ensemble=name).ensemble_spec()
+        assert spec == cls(), name
     assert (DEFAULT_MD["steps"], DEFAULT_MD["output"], DEFAULT_MD["precision"]) == (2000, "md/trajectory.h5", "float32")
 
 
@@ -337,7 +341,8 @@ def test_md_config_files_overrides_and_errors(tmp_path):
     assert config.output == "/abs/x.h5"  # relative paths are relative to the file, absolute ones stay
     assert (config.ensemble, config.temperature_K, config.n_replicas, config.steps) == ("langevin", 500.0, 2, 40)
     options = config.simulate_options()
-    assert options["friction_per_fs"] == 0.01 and "model" not in options and "structure" not in options
+    assert options["ensemble"] == Langevin(temperature_K=500.0, friction_per_fs=0.01)
+    assert "model" not in options and "structure" not in options
     cases = [
         (["thermostat=pile"], "unknown MD setting(s) thermostat; known: "),
         (["model=null"], "model: the MD configuration needs 'model' (a model directory and a structure file)"),
@@ -346,6 +351,7 @@ def test_md_config_files_overrides_and_errors(tmp_path):
         (["steps=many"], "steps: input should be a valid integer, unable to parse string as an integer"),
         (["rpmd_thermostat=gle"], "unknown ring-polymer thermostat 'gle'; choose one of pile_l, pile_g, trpmd"),
         (["velocities=random"], "velocities must be 'maxwell_boltzmann' or 'atoms', got 'random'"),
+        (["tau_fs=50"], "tau_fs do not apply to the nve ensemble; remove them"),
         (["neighbors=cells"], "neighbors must be one of auto, all_pairs, list, got 'cells'"),
         (["steps"], "an override must look like key=value, got 'steps'"),
     ]

@@ -4,7 +4,8 @@ chunks, replicas and ensembles, jax-md neighbour lists, HDF5 trajectories with r
 This is the only package that imports jax-md.
 """
 
-from jaxatom.md.driver import ENSEMBLES, CheckpointMismatch, MDRun, simulate
+from jaxatom.md.driver import CheckpointMismatch, MDRun, simulate
+from jaxatom.md.ensembles import ENSEMBLES, NVE, RPMD, Ensemble, Langevin, NoseHoover
 from jaxatom.md.forces import ForceField, from_energy, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
 from jaxatom.md.trajectory import export_trajectory, read_trajectory, trajectory_atoms
@@ -12,6 +13,11 @@ from jaxatom.md.trajectory import export_trajectory, read_trajectory, trajectory
 __all__ = [
     "ENSEMBLES",
     "CheckpointMismatch",
+    "Ensemble",
+    "Langevin",
+    "NVE",
+    "NoseHoover",
+    "RPMD",
     "ForceField",
     "Integrator",
     "MDRun",

@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import os
 import sys
@@ -26,21 +24,17 @@ import numpy as np
 from ase import Atoms
 
 from jaxatom.errors import ConfigError, DiskFullError, JaxAtomError, OutputExistsError, StructureError
-from jaxatom.files import exclusive_lock, format_bytes, free_bytes, is_disk_full, require_free_space
+from jaxatom.files import exclusive_lock, require_free_space
 from jaxatom.graph import float_dtype
-from jaxatom.md import rpmd
+from jaxatom.md import checkpoint
+from jaxatom.md.checkpoint import CheckpointMismatch
+from jaxatom.md.ensembles import Ensemble, ensemble_from_settings, json_values
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
-from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
+from jaxatom.md.integrators import Integrator, MDState
 from jaxatom.md.neighbors import EdgeBuilder
 from jaxatom.md.state import (
     FS,
-    degrees_of_freedom,
-    kinetic_energy,
     masses_of,
-    maxwell_boltzmann,
-    remove_com_momentum,
-    remove_rotation,
-    temperature,
 )
 from jaxatom.md.trajectory import FORMAT as TRAJECTORY_FORMAT
 from jaxatom.md.trajectory import TrajectoryWriter
@@ -48,15 +42,10 @@ from jaxatom.neighbors import check_structure, total_charge_of
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.field import field_array
 
-__all__ = ["ENSEMBLES", "MDRun", "simulate", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
+__all__ = ["MDRun", "simulate", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
 
-ENSEMBLES = ("nve", "langevin", "nose_hoover", "rpmd")
 #: Reruns of one chunk with growing neighbour-list capacity before the run is stopped.
 MAX_RERUNS = 8
-
-
-class CheckpointMismatch(JaxAtomError, ValueError):
-    """The checkpoint next to an output file was written by a run with different settings or another model."""
 
 
 class SimulationFailed(JaxAtomError, RuntimeError):
@@ -135,19 +124,11 @@ def _check_atoms(structures: Sequence[Atoms]) -> None:
 class _Plan:
     """The static description of a run (what a checkpoint must agree with)."""
 
-    ensemble: str
+    ensemble: Ensemble
     timestep_fs: float
-    temperature_K: float
-    friction_per_fs: float
-    tau_fs: float
     n_replicas: int
-    n_beads: int
-    rpmd_thermostat: str
-    centroid_tau_fs: float
-    pile_lambda: float
     stride: int
     frames_per_chunk: int
-    remove_rotation: bool
     write_forces: bool
     seed: int
     n_atoms: int
@@ -161,42 +142,20 @@ class _Plan:
 _LATER_SETTINGS = {"observables": [], "write_beads": False, "electric_field": None}
 
 
-def _integrator(plan: _Plan, masses: jax.Array, periodic: bool) -> tuple[Integrator, int]:
-    dt = plan.timestep_fs * FS
-    rotation = plan.remove_rotation and not periodic
-    if plan.ensemble == "nve":
-        return velocity_verlet(masses, dt), degrees_of_freedom(plan.n_atoms, True, rotation)
-    if plan.ensemble == "langevin":
-        return langevin(masses, dt, plan.temperature_K, plan.friction_per_fs / FS), degrees_of_freedom(
-            plan.n_atoms, False
-        )
-    if plan.ensemble == "nose_hoover":
-        dof = degrees_of_freedom(plan.n_atoms, True, rotation)
-        return nose_hoover(masses, dt, plan.temperature_K, plan.tau_fs * FS, dof), dof
-    integrator = rpmd.ring_polymer(
-        masses, dt, plan.temperature_K, plan.n_beads, plan.rpmd_thermostat, plan.centroid_tau_fs * FS, plan.pile_lambda
-    )
-    return integrator, degrees_of_freedom(plan.n_atoms, False)
-
-
 def _initial_state(plan, structures, masses, force_field, compute, integrator, velocities: str) -> MDState:
     dtype = jnp.dtype(plan.dtype)
+    ensemble = plan.ensemble
     keys = jax.random.split(jax.random.PRNGKey(plan.seed), plan.n_replicas)
     positions = jnp.asarray(np.stack([s.positions for s in structures]), dtype)
-    beads = (plan.n_beads,) if plan.ensemble == "rpmd" else ()
-    kT_scale = plan.n_beads if plan.ensemble == "rpmd" else 1
+    beads = (ensemble.n_beads,) if ensemble.ring_polymer else ()
+    periodic = bool(np.any(structures[0].pbc))
     if velocities == "atoms":
-        momenta = jnp.asarray(np.stack([s.get_momenta() for s in structures]), dtype)
+        given = jnp.asarray(np.stack([s.get_momenta() for s in structures]), dtype)
+        momenta = jax.vmap(lambda p, x: ensemble.constrain_momenta(p, masses, x, periodic))(given, positions)
         momenta = jnp.broadcast_to(momenta[:, None], (plan.n_replicas, *beads, plan.n_atoms, 3)) if beads else momenta
     else:
-        draw = jax.vmap(
-            lambda k: maxwell_boltzmann(jax.random.fold_in(k, 1), masses, plan.temperature_K * kT_scale, beads)
-        )
-        momenta = draw(keys)
-        if plan.ensemble in ("nve", "nose_hoover"):
-            momenta = remove_com_momentum(momenta, masses)
-            if plan.remove_rotation and not np.any(structures[0].pbc):
-                momenta = remove_rotation(positions, momenta, masses)
+        draw = jax.vmap(lambda k, x: ensemble.initial_momenta(jax.random.fold_in(k, 1), masses, x, periodic))
+        momenta = draw(keys, positions)
     if beads:
         positions = jnp.broadcast_to(positions[:, None], momenta.shape)
     flat = np.asarray(positions).reshape(-1, plan.n_atoms, 3)
@@ -235,35 +194,14 @@ def _compute_fn(force_field: ForceField, n_atoms: int):
 
 
 def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int):
+    ensemble = plan.ensemble
+
     def observe(state: MDState) -> dict:
-        if plan.ensemble == "rpmd":
-            frame = {
-                "positions": rpmd.centroid(state.positions),
-                "velocities": rpmd.centroid(state.momenta) / masses[:, None] * FS,
-                "potential_energy": jnp.mean(state.potential_energy, axis=-1),
-                "kinetic_energy": rpmd.virial_kinetic_energy(state.positions, state.forces, plan.temperature_K),
-                "kinetic_energy_primitive": rpmd.primitive_kinetic_energy(state.positions, masses, plan.temperature_K),
-                "temperature": temperature(jnp.sum(kinetic_energy(state.momenta, masses), -1), dof) / plan.n_beads**2,
-                "conserved_energy": integrator.conserved(state),
-            }
-            extras = {k: jnp.mean(v, axis=1) for k, v in state.extras.items()}  # bead averages [R, ...]
-            if plan.write_beads:
-                extras.update({f"{name}_beads": state.extras[name] for name in plan.observables})
-            forces = rpmd.centroid(state.forces)
-        else:
-            kinetic = kinetic_energy(state.momenta, masses)
-            frame = {
-                "positions": state.positions,
-                "velocities": state.momenta / masses[:, None] * FS,
-                "potential_energy": state.potential_energy,
-                "kinetic_energy": kinetic,
-                "temperature": temperature(kinetic, dof),
-                "conserved_energy": integrator.conserved(state),
-            }
-            extras, forces = state.extras, state.forces
-        frame.update(extras)
+        frame = ensemble.observe(state, masses, integrator, dof)
+        if plan.write_beads:
+            frame.update({f"{name}_beads": state.extras[name] for name in plan.observables})
         if plan.write_forces:
-            frame["forces"] = forces
+            frame["forces"] = ensemble.frame_forces(state)
         return frame
 
     return observe
@@ -284,28 +222,48 @@ def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: i
 
 
 def _settings_dict(plan: _Plan) -> dict:
-    """The plan as JSON values (tuples as lists), as trajectories and checkpoints store it."""
-    return json.loads(json.dumps(dataclasses.asdict(plan)))
+    """The plan as flat JSON values (the ensemble's name and settings first), as trajectories and checkpoints store
+    it."""
+    values = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan) if f.name != "ensemble"}
+    return {**plan.ensemble.settings(), **json_values(values)}
 
 
-def _check_arguments(
-    ensemble: str, velocities: str, friction_per_fs: float, counts: dict[str, int], positives: dict[str, float]
-) -> None:
+def _comparable_settings(settings: dict) -> dict:
+    """Settings a checkpoint recorded, in today's form: settings added later at the values that reproduce the old
+    run, and the flat ensemble settings of jaxatom 0.1 (every ensemble's, e.g. ``friction_per_fs`` for NVE) reduced
+    to those of its ensemble."""
+    settings = {**_LATER_SETTINGS, **settings}
+    plan_keys = {f.name for f in dataclasses.fields(_Plan)} - {"ensemble"}
+    ensemble_values = {k: v for k, v in settings.items() if k not in plan_keys and k != "ensemble"}
+    ensemble = ensemble_from_settings(settings["ensemble"], ensemble_values, strict=False)
+    return {**ensemble.settings(), **{k: v for k, v in settings.items() if k in plan_keys}}
+
+
+def _check_arguments(velocities: str, counts: dict[str, int], timestep_fs: float) -> None:
     """Refuse settings that cannot work, naming the setting, before anything is loaded or compiled."""
-    if ensemble not in ENSEMBLES:
-        raise ConfigError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
     for name, value in counts.items():
-        if int(value) != value or value < 1:
+        if isinstance(value, bool) or int(value) != value or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
     if counts["steps"] % counts["stride"]:
         raise ConfigError(f"steps ({counts['steps']}) must be a multiple of stride ({counts['stride']})")
-    for name, value in positives.items():
-        if not value > 0 or not math.isfinite(value):
-            raise ConfigError(f"{name} must be positive, got {value}")
-    if not friction_per_fs >= 0:
-        raise ConfigError(f"friction_per_fs must be >= 0, got {friction_per_fs}")
+    if not timestep_fs > 0 or not math.isfinite(timestep_fs):
+        raise ConfigError(f"timestep_fs must be positive, got {timestep_fs}")
     if velocities not in ("maxwell_boltzmann", "atoms"):
         raise ConfigError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
+
+
+def _ensemble(ensemble: Ensemble | str, settings: dict) -> Ensemble:
+    """The ensemble object of ``simulate(ensemble=..., **settings)``."""
+    if isinstance(ensemble, Ensemble):
+        if settings:
+            raise ConfigError(
+                f"ensemble settings {', '.join(sorted(settings))} go into the ensemble object "
+                f"(e.g. {type(ensemble).__name__}(...)), not into simulate"
+            )
+        return ensemble
+    if not isinstance(ensemble, str):
+        raise ConfigError(f"ensemble must be an Ensemble (e.g. NVE(), Langevin(...)) or a name, got {ensemble!r}")
+    return ensemble_from_settings(ensemble, settings)
 
 
 def simulate(
@@ -313,22 +271,15 @@ def simulate(
     atoms: Atoms | Sequence[Atoms],
     steps: int,
     timestep_fs: float = 0.5,
-    ensemble: str = "nve",
-    temperature_K: float = 300.0,
-    friction_per_fs: float = 0.01,
-    tau_fs: float = 100.0,
+    ensemble: Ensemble | str = "nve",
+    *,
     n_replicas: int | None = None,
-    n_beads: int = 8,
-    rpmd_thermostat: str = "pile_l",
-    centroid_tau_fs: float = 100.0,
-    pile_lambda: float = 1.0,
     stride: int = 10,
     frames_per_chunk: int = 100,
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     seed: int = 0,
     velocities: str = "maxwell_boltzmann",
-    remove_rotation: bool = False,
     neighbors: str = "auto",
     skin: float = 1.0,
     write_forces: bool = False,
@@ -336,6 +287,7 @@ def simulate(
     write_beads: bool = False,
     electric_field: Sequence[float] | None = None,
     progress: bool = True,
+    **ensemble_settings,
 ) -> MDRun:
     """Run molecular dynamics on the device in compiled chunks.
 
@@ -346,14 +298,13 @@ def simulate(
         atoms: the starting structure, or one per replica (same atoms, e.g. different conformers).
         steps: number of MD steps (a multiple of ``stride``).
         timestep_fs: time step (fs).
-        ensemble: ``"nve"`` (velocity Verlet), ``"langevin"`` (BAOAB), ``"nose_hoover"`` (chain of 3) or ``"rpmd"``.
-        temperature_K: initial Maxwell–Boltzmann temperature and thermostat target (K).
-        friction_per_fs: Langevin friction γ (1/fs).
-        tau_fs: Nosé–Hoover chain period (fs).
+        ensemble: an :class:`~jaxatom.md.ensembles.Ensemble` — ``NVE(temperature_K, remove_rotation)``,
+            ``Langevin(temperature_K, friction_per_fs)``, ``NoseHoover(temperature_K, tau_fs)``,
+            ``RPMD(temperature_K, n_beads, thermostat, centroid_tau_fs, pile_lambda)`` or one of your own — or its
+            name (``"nve"``, ``"langevin"``, ``"nose_hoover"``, ``"rpmd"``) with its settings as further keywords
+            (``temperature_K=``, ``friction_per_fs=``, ``tau_fs=``, ``n_beads=``, ``rpmd_thermostat=``, ...; a
+            setting the ensemble does not have is refused).
         n_replicas: independent copies run at once (own velocities and random streams); default: one per structure.
-        n_beads, rpmd_thermostat, centroid_tau_fs, pile_lambda: ring-polymer beads, thermostat (``pile_l``,
-            ``pile_g``, ``trpmd``, ``none``), centroid thermostat time (fs) and internal-mode friction
-            ``γ_k = 2 λ ω_k`` (λ = 1: critical damping), for ``ensemble="rpmd"``.
         stride: steps between written frames.
         frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks).
         output: HDF5 trajectory path; a checkpoint ``<output>.ckpt.npz`` is kept beside it. If both exist, the run
@@ -363,8 +314,8 @@ def simulate(
             :class:`~jaxatom.errors.RunInUseError`, too little disk space :class:`~jaxatom.errors.DiskFullError`
             (before the run, or before the chunk that would not fit). ``None`` keeps frames in memory.
         seed: random seed (velocities and thermostat noise; replica ``r`` uses key ``split(seed)[r]``).
-        velocities: ``"maxwell_boltzmann"`` or ``"atoms"`` (the structures' own momenta).
-        remove_rotation: also remove the initial angular momentum of molecules (NVE, Nosé–Hoover).
+        velocities: ``"maxwell_boltzmann"`` or ``"atoms"`` (the structures' own momenta, with the total momentum
+            removed for ensembles that conserve it, and the rotation where the ensemble removes it).
         neighbors: ``"auto"`` (all pairs for molecules up to 256 atoms, else a jax-md list), ``"all_pairs"`` or
             ``"list"``.
         skin: neighbour-list skin (Å).
@@ -379,6 +330,7 @@ def simulate(
             optionally a polarizability head): the energy gains ``−μ·F − ½ F·α·F / k_e`` and the forces its
             gradient (:mod:`jaxatom.potential.field`).
         progress: show a progress bar with steps/s and ns/day.
+        **ensemble_settings: the settings of a named ``ensemble`` (see above).
     """
     structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
     if not structures:
@@ -388,50 +340,30 @@ def simulate(
     if len(structures) not in (1, n_replicas):
         raise ConfigError(f"got {len(structures)} structures for {n_replicas} replicas; give one or one per replica")
     structures = structures * n_replicas if len(structures) == 1 else structures
-    _check_arguments(
-        ensemble,
-        velocities,
-        friction_per_fs,
-        counts=dict(
-            steps=steps, stride=stride, frames_per_chunk=frames_per_chunk, n_replicas=n_replicas, n_beads=n_beads
-        ),
-        positives=dict(
-            timestep_fs=timestep_fs,
-            temperature_K=temperature_K,
-            tau_fs=tau_fs,
-            centroid_tau_fs=centroid_tau_fs,
-            pile_lambda=pile_lambda,
-        ),
-    )
+    counts = dict(steps=steps, stride=stride, frames_per_chunk=frames_per_chunk, n_replicas=n_replicas)
+    _check_arguments(velocities, counts, timestep_fs)
+    ensemble = _ensemble(ensemble, ensemble_settings)
     observables = tuple(dict.fromkeys(observables))
     field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
     force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field)
     plan = _Plan(
         ensemble=ensemble,
         timestep_fs=float(timestep_fs),
-        temperature_K=float(temperature_K),
-        friction_per_fs=float(friction_per_fs),
-        tau_fs=float(tau_fs),
         n_replicas=n_replicas,
-        n_beads=int(n_beads) if ensemble == "rpmd" else 1,
-        rpmd_thermostat=rpmd_thermostat,
-        centroid_tau_fs=float(centroid_tau_fs),
-        pile_lambda=float(pile_lambda),
         stride=int(stride),
         frames_per_chunk=int(frames_per_chunk),
-        remove_rotation=bool(remove_rotation),
         write_forces=bool(write_forces),
         seed=int(seed),
         n_atoms=len(structures[0]),
         dtype=float_dtype().name,
         observables=observables,
-        write_beads=bool(write_beads) and ensemble == "rpmd",
+        write_beads=bool(write_beads) and ensemble.ring_polymer,
         electric_field=field,
     )
     dtype = jnp.dtype(plan.dtype)
     masses = jnp.asarray(masses_of(structures[0].numbers), dtype)
-    periodic = bool(np.any(structures[0].pbc))
-    integrator, dof = _integrator(plan, masses, periodic)
+    dof = ensemble.degrees_of_freedom(plan.n_atoms, bool(np.any(structures[0].pbc)))
+    integrator = ensemble.integrator(masses, plan.timestep_fs * FS, dof)
     compute = _compute_fn(force_field, plan.n_atoms)
     observe = _observe_fn(plan, integrator, masses, dof)
     params = jax.device_put(force_field.params)
@@ -461,12 +393,22 @@ class _Setup:
 
     @functools.cached_property
     def model_fingerprint(self) -> str:
-        return _model_fingerprint(self.force_field)
+        return checkpoint.model_fingerprint(self.force_field.params)
 
     @functools.cached_property
     def legacy_fingerprint(self) -> str:
         """The fingerprint jaxatom 0.1 gave the same model (its energy head's parameters were named ``head``)."""
-        return _model_fingerprint(self.force_field, {"['energy']": "['head']"})
+        return checkpoint.model_fingerprint(self.force_field.params, {"['energy']": "['head']"})
+
+    @functools.cached_property
+    def settings(self) -> dict:
+        """The run's settings as recorded in trajectories and checkpoints."""
+        return _settings_dict(self.plan)
+
+    @staticmethod
+    def comparable_settings(settings: dict) -> dict:
+        """A checkpoint's recorded settings in today's form (see :func:`_comparable_settings`)."""
+        return _comparable_settings(settings)
 
     def initial_state(self) -> MDState:
         return _initial_state(
@@ -534,16 +476,16 @@ def _checkpoint_path(output: Path) -> Path:
 
 def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState, TrajectoryWriter, int]:
     """Continue the run ``output`` holds (from its checkpoint) or start a new trajectory with a checkpoint at 0."""
-    checkpoint = _checkpoint_path(output)
+    checkpoint_file = _checkpoint_path(output)
     if output.exists() and not overwrite:
-        if checkpoint.exists():
-            state, done_frames = _load_checkpoint(checkpoint, setup.initial_state(), setup)
+        if checkpoint_file.exists():
+            state, done_frames = checkpoint.load_checkpoint(checkpoint_file, setup.initial_state(), setup)
             return state, TrajectoryWriter.resume(output, done_frames), done_frames
         if _written_frames(output) != 0:
             raise OutputExistsError(
                 f"{output} exists without a checkpoint to continue from; choose another output or pass overwrite=True"
             )  # a file with no frames and no checkpoint is a run killed before it started: start it again
-    checkpoint.unlink(missing_ok=True)  # never pair a new trajectory with an old checkpoint, even after a kill
+    checkpoint_file.unlink(missing_ok=True)  # never pair a new trajectory with an old checkpoint, even after a kill
     output.parent.mkdir(parents=True, exist_ok=True)
     state = setup.initial_state()
     plan = setup.plan
@@ -560,10 +502,10 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
         "degrees_of_freedom": setup.dof,
         "energy_offset_eV": setup.force_field.energy_offset,
     }
-    units = {**setup.force_field.units}
+    units = {**plan.ensemble.units, **setup.force_field.units}
     units.update({f"{name}_beads": units[name] for name in plan.observables if plan.write_beads})
     writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes, units)
-    _save_checkpoint(checkpoint, state, 0, setup)
+    checkpoint.save_checkpoint(checkpoint_file, state, 0, setup)
     return state, writer, 0
 
 
@@ -609,7 +551,7 @@ def _write(writer: TrajectoryWriter, output: Path, frames: dict, state: MDState,
     first_step = int(frames["step"][0]) - setup.plan.stride
     try:
         writer.append(frames)
-        _save_checkpoint(_checkpoint_path(output), state, n_frames, setup)
+        checkpoint.save_checkpoint(_checkpoint_path(output), state, n_frames, setup)
     except DiskFullError as err:
         raise DiskFullError(f"{err}; {_kept_until(output, first_step)}") from None
 
@@ -664,7 +606,7 @@ def _host_frames(frames: dict, state: MDState, force_field: ForceField, plan: _P
     offset = force_field.energy_offset
     if offset:
         frames["potential_energy"] = frames["potential_energy"].astype(np.float64) + offset
-        frames["conserved_energy"] = frames["conserved_energy"].astype(np.float64) + offset * plan.n_beads
+        frames["conserved_energy"] = frames["conserved_energy"].astype(np.float64) + offset * plan.ensemble.n_beads
     last = int(state.step)
     steps = last - plan.stride * np.arange(n_frames - 1, -1, -1)
     frames["step"] = steps.astype(np.int64)
@@ -678,91 +620,3 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", desc="md", dynamic_ncols=True)
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------------------------
-def _model_fingerprint(force_field: ForceField, renamed: dict[str, str] | None = None) -> str:
-    """SHA-256 of the force field's parameters (names, shapes, dtypes and values), to tie a checkpoint to its model;
-    ``renamed`` replaces parts of the parameter names (to compute the fingerprint of an earlier layout)."""
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(force_field.params)[0]:
-        array = np.asarray(leaf)
-        name = jax.tree_util.keystr(path)
-        for old, new in (renamed or {}).items():
-            name = name.replace(old, new)
-        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def _save_checkpoint(path: Path, state: MDState, n_frames: int, setup: _Setup) -> None:
-    """Write the full state atomically (temporary file + rename), so a crash leaves the previous checkpoint intact."""
-    leaves = jax.tree.leaves(state.replace(neighbors=None))
-    arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    meta = {
-        "n_frames": n_frames,
-        "step": int(state.step),
-        "settings": _settings_dict(setup.plan),
-        "model_sha256": setup.model_fingerprint,
-    }
-    if state.neighbors is not None:
-        nbrs = state.neighbors
-        arrays.update(
-            nbr_idx=np.asarray(nbrs.idx),
-            nbr_reference=np.asarray(nbrs.reference_position),
-            nbr_error=np.asarray(nbrs.error.code),
-        )
-        meta.update(capacity=nbrs.max_occupancy, cell_capacity=nbrs.cell_list_capacity)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if not is_disk_full(err):
-            raise
-        needed = sum(a.nbytes for a in arrays.values())
-        raise DiskFullError(
-            f"the disk holding the MD checkpoint {path} is full: it needs about {format_bytes(needed)}, "
-            f"{format_bytes(free_bytes(path))} are free"
-        ) from err
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path, template: MDState, setup: _Setup) -> tuple[MDState, int]:
-    plan = setup.plan
-    with np.load(path) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
-        _check_checkpoint_matches(path, meta, setup)
-        treedef = jax.tree.structure(template.replace(neighbors=None))
-        leaves = [jnp.asarray(data[f"leaf_{i:04d}"]) for i in range(treedef.num_leaves)]
-        state = jax.tree.unflatten(treedef, leaves)
-        neighbors = None
-        if "nbr_idx" in data:
-            edges = setup.force_field.edges
-            flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
-            fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0)
-            neighbors = edges.restore(fresh, data["nbr_idx"], data["nbr_reference"], data["nbr_error"])
-    return state.replace(neighbors=neighbors), int(meta["n_frames"])
-
-
-def _check_checkpoint_matches(path: Path, meta: dict, setup: _Setup) -> None:
-    """Refuse to continue from a checkpoint written with other settings or another model (checkpoints written
-    before models were fingerprinted are accepted on their settings alone, those of jaxatom 0.1 by the fingerprint it
-    gave the model)."""
-    now = _settings_dict(setup.plan)
-    settings = {**_LATER_SETTINGS, **meta["settings"]}
-    if settings != now:
-        changed = {k: (v, now.get(k)) for k, v in settings.items() if now.get(k) != v}
-        raise CheckpointMismatch(
-            f"the checkpoint {path} was written with other settings (checkpoint, now): {changed}; rerun with "
-            "the original settings to continue, or pass overwrite=True to start afresh"
-        )
-    if meta.get("model_sha256", setup.model_fingerprint) not in (setup.model_fingerprint, setup.legacy_fingerprint):
-        raise CheckpointMismatch(
-            f"the checkpoint {path} was written with another model (its parameters differ); rerun with the "
-            "original model to continue, or pass overwrite=True to start afresh with this one"
-        )

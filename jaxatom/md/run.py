@@ -3,6 +3,7 @@ temperature, and energy/temperature plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.io import read
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from jaxatom.config import StrictModel, apply_overrides, read_yaml
 from jaxatom.errors import ConfigError, DataError
 from jaxatom.graph import enable_x64
 from jaxatom.md import analysis
-from jaxatom.md.driver import ENSEMBLES, simulate
+from jaxatom.md.driver import simulate
+from jaxatom.md.ensembles import ENSEMBLES, Ensemble, ensemble_from_settings
 from jaxatom.md.trajectory import read_trajectory
 
 __all__ = ["MDConfig", "DEFAULT_MD", "MDConfigError", "SIMULATE_OPTIONS", "load_md_config", "md_run", "report"]
@@ -111,14 +113,33 @@ class MDConfig(StrictModel):
             raise ValueError(f"neighbors must be one of {', '.join(MODES)}, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _ensemble_settings(self) -> MDConfig:
+        """Settings given for another ensemble than the chosen one are a mistake worth naming."""
+        ensemble = self.ensemble_spec()
+        fields = {f.name for f in dataclasses.fields(ensemble)}
+        given = {"thermostat" if key == "rpmd_thermostat" else key: key for key in self.model_fields_set}
+        unused = sorted(key for name, key in given.items() if key in ENSEMBLE_SETTINGS and name not in fields)
+        if unused:
+            raise ValueError(f"{', '.join(unused)} do not apply to the {self.ensemble} ensemble; remove them")
+        return self
+
+    def ensemble_spec(self) -> Ensemble:
+        """The :class:`~jaxatom.md.ensembles.Ensemble` the flat ensemble settings describe."""
+        return ensemble_from_settings(self.ensemble, {k: getattr(self, k) for k in ENSEMBLE_SETTINGS}, strict=False)
+
     def simulate_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`~jaxatom.md.simulate` (all but ``model`` and ``atoms``)."""
-        return {name: getattr(self, name) for name in SIMULATE_OPTIONS}
+        """The keyword arguments of :func:`~jaxatom.md.simulate` (all but ``model`` and ``atoms``), the ensemble as an
+        object."""
+        return {"ensemble": self.ensemble_spec(), **{name: getattr(self, name) for name in SIMULATE_OPTIONS}}
 
 
+#: The flat settings that configure the ensemble (each applies to the ensembles that have it).
+ENSEMBLE_SETTINGS = ("temperature_K", "friction_per_fs", "tau_fs", "n_beads", "rpmd_thermostat", "centroid_tau_fs",
+                     "pile_lambda", "remove_rotation")  # fmt: skip
 #: The settings that are :func:`~jaxatom.md.simulate`'s keyword arguments; the rest say what to simulate and how.
-SIMULATE_OPTIONS = tuple(name for name in MDConfig.model_fields
-                         if name not in ("model", "structure", "structure_index", "precision"))  # fmt: skip
+_NOT_OPTIONS = ("model", "structure", "structure_index", "precision", "ensemble", *ENSEMBLE_SETTINGS)
+SIMULATE_OPTIONS = tuple(name for name in MDConfig.model_fields if name not in _NOT_OPTIONS)
 #: Defaults of an MD run (the schema's), for reference.
 DEFAULT_MD: dict[str, Any] = {name: field.default for name, field in MDConfig.model_fields.items()}
 

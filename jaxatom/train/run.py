@@ -349,8 +349,8 @@ class RunConfig(StrictModel):
 
     run_dir: str = "runs/run"
     data: DataConfig = Field(
-        description="set data.builtin (aspirin, ethanol), data.path (a data file) or data.source (qm9, md17, rmd17, "
-        "md22, iso17)"
+        description=f"set data.builtin ({', '.join(BUILTIN_DATASETS)}), data.path (a data file) or data.source (qm9, "
+        "md17, rmd17, md22, iso17)"
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,0 +1,254 @@
+"""Thermodynamic ensembles as small spec objects: each knows its integrator, its degrees of freedom, its initial
+momenta and what it writes per frame, so the driver never dispatches on a name.
+
+An ensemble is a frozen dataclass (its fields are its settings, in fs, 1/fs and K) with
+
+* ``integrator(masses, dt, dof) -> Integrator`` — the ``init``/``step``/``conserved`` triple (time in ASE units);
+* ``degrees_of_freedom(n_atoms, periodic) -> int``;
+* ``initial_momenta(key, masses, positions, periodic) -> [*beads, N, 3]`` (Maxwell–Boltzmann by default);
+* ``observe(state, masses, integrator, dof) -> {name: [R, ...]}`` — the per-frame thermodynamic quantities;
+* ``n_beads`` (1 unless the ensemble propagates ring polymers) and ``units`` of anything ``observe`` adds.
+
+Write a new ensemble by subclassing :class:`Ensemble` (see ``docs/architecture.md``); pass an instance to
+:func:`~jaxatom.md.simulate`. The built-in ones are registered by name in :data:`ENSEMBLES` for YAML and the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxatom.errors import ConfigError
+from jaxatom.md import rpmd
+from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
+from jaxatom.md.state import (
+    FS,
+    degrees_of_freedom,
+    kinetic_energy,
+    maxwell_boltzmann,
+    remove_com_momentum,
+    remove_rotation,
+    temperature,
+)
+
+__all__ = ["Ensemble", "NVE", "Langevin", "NoseHoover", "RPMD", "ENSEMBLES", "ensemble_from_settings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ensemble:
+    """Base of every ensemble: classical particles, Maxwell–Boltzmann momenta at ``temperature_K`` (K).
+
+    Subclasses set :attr:`name` and override :meth:`integrator` (and what else differs).
+    """
+
+    name: ClassVar[str] = ""
+    #: Units of the extra per-frame entries :meth:`observe` returns beyond the classical ones.
+    units: ClassVar[Mapping[str, str]] = {}
+    #: Whether the total momentum is removed at the start and conserved (it is not under a Langevin thermostat).
+    fixes_momentum: ClassVar[bool] = True
+    #: Whether positions and momenta carry a bead axis ``[R, P, N, 3]``.
+    ring_polymer: ClassVar[bool] = False
+
+    temperature_K: float = 300.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "temperature_K")
+
+    @property
+    def n_beads(self) -> int:
+        """Ring-polymer beads per replica (1: classical)."""
+        return 1
+
+    def settings(self) -> dict[str, Any]:
+        """The ensemble's name and settings as JSON values (what trajectories and checkpoints record)."""
+        return {"ensemble": self.name, **json_values(dataclasses.asdict(self))}
+
+    def degrees_of_freedom(self, n_atoms: int, periodic: bool) -> int:
+        """Kinetic degrees of freedom of one replica."""
+        return degrees_of_freedom(n_atoms, self.fixes_momentum, self._fixes_rotation(periodic))
+
+    def _fixes_rotation(self, periodic: bool) -> bool:
+        return bool(getattr(self, "remove_rotation", False)) and not periodic
+
+    def integrator(self, masses: jax.Array, dt: float, dof: int) -> Integrator:
+        raise NotImplementedError
+
+    def initial_momenta(self, key: jax.Array, masses: jax.Array, positions: jax.Array, periodic: bool) -> jax.Array:
+        """Momenta ``[N, 3]`` (``[P, N, 3]`` for ring polymers) for one replica at :attr:`temperature_K`."""
+        return self.constrain_momenta(maxwell_boltzmann(key, masses, self.temperature_K), masses, positions, periodic)
+
+    def constrain_momenta(self, momenta: jax.Array, masses: jax.Array, positions: jax.Array, periodic: bool):
+        """Initial momenta ``[N, 3]`` (drawn or the structure's own) made consistent with the degrees of freedom the
+        ensemble counts: the total momentum removed where it is conserved, the rotation where it is removed."""
+        if self.fixes_momentum:
+            momenta = remove_com_momentum(momenta, masses)
+        if self._fixes_rotation(periodic):
+            momenta = remove_rotation(positions, momenta, masses)
+        return momenta
+
+    def observe(self, state: MDState, masses: jax.Array, integrator: Integrator, dof: int) -> dict:
+        """Per-frame quantities ``[R, ...]``: positions, velocities (Å/fs), energies (eV), temperature (K)."""
+        kinetic = kinetic_energy(state.momenta, masses)
+        frame = {
+            "positions": state.positions,
+            "velocities": state.momenta / masses[:, None] * FS,
+            "potential_energy": state.potential_energy,
+            "kinetic_energy": kinetic,
+            "temperature": temperature(kinetic, dof),
+            "conserved_energy": integrator.conserved(state),
+        }
+        return {**frame, **state.extras}
+
+    def frame_forces(self, state: MDState) -> jax.Array:
+        """The forces ``[R, N, 3]`` a frame records (eV/Å)."""
+        return state.forces
+
+
+@dataclasses.dataclass(frozen=True)
+class NVE(Ensemble):
+    """Microcanonical velocity Verlet; ``temperature_K`` only sets the initial velocities. ``remove_rotation`` also
+    removes the initial angular momentum of a molecule (3N − 6 degrees of freedom)."""
+
+    name: ClassVar[str] = "nve"
+    remove_rotation: bool = False
+
+    def integrator(self, masses, dt, dof):
+        return velocity_verlet(masses, dt)
+
+
+@dataclasses.dataclass(frozen=True)
+class Langevin(Ensemble):
+    """Canonical Langevin dynamics, BAOAB splitting, friction ``friction_per_fs`` (1/fs)."""
+
+    name: ClassVar[str] = "langevin"
+    fixes_momentum: ClassVar[bool] = False
+    friction_per_fs: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.friction_per_fs >= 0 and math.isfinite(self.friction_per_fs)):
+            raise ConfigError(f"friction_per_fs must be >= 0, got {self.friction_per_fs}")
+
+    def integrator(self, masses, dt, dof):
+        return langevin(masses, dt, self.temperature_K, self.friction_per_fs / FS)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoseHoover(Ensemble):
+    """Canonical Nosé–Hoover chain (jax-md's, Martyna–Tuckerman–Klein) with period ``tau_fs`` (fs)."""
+
+    name: ClassVar[str] = "nose_hoover"
+    tau_fs: float = 100.0
+    chain_length: int = 3
+    remove_rotation: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "tau_fs")
+        _positive_int(self, "chain_length")
+
+    def integrator(self, masses, dt, dof):
+        return nose_hoover(masses, dt, self.temperature_K, self.tau_fs * FS, dof, self.chain_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class RPMD(Ensemble):
+    """Ring-polymer MD with ``n_beads`` beads per replica (:mod:`jaxatom.md.rpmd`): thermostat ``pile_l``,
+    ``pile_g``, ``trpmd`` or ``none``, centroid thermostat time ``centroid_tau_fs`` (fs) and internal-mode friction
+    ``γ_k = 2 λ ω_k`` (``pile_lambda``). Frames hold centroid positions and velocities, bead-averaged energies and
+    observables, and the centroid-virial and primitive quantum kinetic energies."""
+
+    name: ClassVar[str] = "rpmd"
+    units: ClassVar[Mapping[str, str]] = {"kinetic_energy_primitive": "eV"}
+    fixes_momentum: ClassVar[bool] = False
+    ring_polymer: ClassVar[bool] = True
+    n_beads: int = 8
+    thermostat: str = "pile_l"
+    centroid_tau_fs: float = 100.0
+    pile_lambda: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self, "n_beads")
+        _positive(self, "centroid_tau_fs")
+        _positive(self, "pile_lambda")
+        if self.thermostat not in rpmd.THERMOSTATS:
+            raise ConfigError(
+                f"unknown ring-polymer thermostat {self.thermostat!r}; choose one of {', '.join(rpmd.THERMOSTATS)}"
+            )
+
+    def integrator(self, masses, dt, dof):
+        tau = self.centroid_tau_fs * FS
+        return rpmd.ring_polymer(masses, dt, self.temperature_K, self.n_beads, self.thermostat, tau, self.pile_lambda)
+
+    def initial_momenta(self, key, masses, positions, periodic):
+        """Free ring-polymer momenta: every bead at ``P·T``."""
+        return maxwell_boltzmann(key, masses, self.temperature_K * self.n_beads, (self.n_beads,))
+
+    def constrain_momenta(self, momenta, masses, positions, periodic):
+        return momenta
+
+    def observe(self, state, masses, integrator, dof):
+        kinetic = jnp.sum(kinetic_energy(state.momenta, masses), -1)
+        frame = {
+            "positions": rpmd.centroid(state.positions),
+            "velocities": rpmd.centroid(state.momenta) / masses[:, None] * FS,
+            "potential_energy": jnp.mean(state.potential_energy, axis=-1),
+            "kinetic_energy": rpmd.virial_kinetic_energy(state.positions, state.forces, self.temperature_K),
+            "kinetic_energy_primitive": rpmd.primitive_kinetic_energy(state.positions, masses, self.temperature_K),
+            "temperature": temperature(kinetic, dof) / self.n_beads**2,
+            "conserved_energy": integrator.conserved(state),
+        }
+        extras = {k: jnp.mean(v, axis=1) for k, v in state.extras.items()}  # bead averages [R, ...]
+        return {**frame, **extras}
+
+    def frame_forces(self, state):
+        """Centroid forces ``[R, N, 3]`` (eV/Å)."""
+        return rpmd.centroid(state.forces)
+
+
+#: The built-in ensembles by name (YAML, the CLI and ``simulate(ensemble="langevin", ...)``).
+ENSEMBLES: dict[str, type[Ensemble]] = {cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD)}
+#: Settings of the keyword form ``simulate(ensemble=name, **settings)`` that an ensemble field spells differently.
+_RENAMED = {"rpmd_thermostat": "thermostat"}
+
+
+def ensemble_from_settings(name: str, settings: Mapping[str, Any], strict: bool = True) -> Ensemble:
+    """The ensemble ``name`` with ``settings`` (the keyword names of :func:`~jaxatom.md.simulate`: ``temperature_K``,
+    ``friction_per_fs``, ``tau_fs``, ``n_beads``, ``rpmd_thermostat``, ...). Settings the ensemble does not have are
+    refused when ``strict``, else ignored (the flat settings of earlier runs and YAML defaults)."""
+    if name not in ENSEMBLES:
+        raise ConfigError(f"unknown ensemble {name!r}; choose one of {', '.join(ENSEMBLES)} or pass an Ensemble")
+    cls = ENSEMBLES[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {_RENAMED.get(key, key): value for key, value in settings.items()}
+    unknown = sorted(key for key in values if key not in fields)
+    if unknown and strict:
+        raise ConfigError(
+            f"the {name} ensemble has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(fields))}"
+        )
+    return cls(**{key: value for key, value in values.items() if key in fields})
+
+
+def json_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain JSON values (tuples as lists, numpy scalars as Python numbers)."""
+    return {k: v.tolist() if isinstance(v, np.ndarray | np.generic) else list(v) if isinstance(v, tuple) else v
+            for k, v in values.items()}  # fmt: skip
+
+
+def _positive(spec: Ensemble, field: str) -> None:
+    value = getattr(spec, field)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{field} must be a positive number, got {value!r}")
+
+
+def _positive_int(spec: Ensemble, field: str) -> None:
+    value = getattr(spec, field)
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ConfigError(f"{field} must be a positive integer, got {value!r}")
