@@ -361,12 +361,15 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path, ethanol):
     with pytest.raises(ValueError, match="NaN"):
         simulate(pot, bad, steps=10, progress=False)
     small = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=np.eye(3) * 6.0, pbc=True)
-    with pytest.raises(ValueError, match="cell is too small for the cutoff"):
-        simulate(pot, small, steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"a cell narrower than 2 \(cutoff \+ skin\); use neighbors='images'"):
+        simulate(pot, small, steps=10, neighbors="list", progress=False)
     slab = small.copy()
     slab.pbc = [True, True, False]
-    with pytest.raises(ValueError, match="fully periodic"):
-        simulate(pot, slab, steps=10, progress=False)
+    with pytest.raises(ValueError, match="cannot handle a slab or wire"):
+        simulate(pot, slab, steps=10, neighbors="list", progress=False)
+    flat = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=[6.0, 6.0, 0.0], pbc=[True, True, False])
+    with pytest.raises(ValueError, match="non-zero volume"):
+        simulate(pot, flat, steps=10, progress=False)
     with pytest.raises(ValueError, match="multiple of stride"):
         simulate(pot, ethanol, steps=15, stride=10, progress=False)
     with pytest.raises(ValueError, match="unknown ensemble"):

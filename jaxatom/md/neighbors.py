@@ -1,11 +1,14 @@
-"""Edges for MD on the device: static all-pairs edges for molecules, jax-md neighbour lists for periodic or large
-systems, and the :class:`Graph` of one structure built from its positions and its list.
+"""Edges for MD on the device: static all-pairs edges for molecules, all pairs over lattice images for small cells,
+slabs and wires, jax-md neighbour lists for periodic or large systems, and the :class:`Graph` of one structure built
+from its positions and its list.
 
 Neighbour lists follow DESIGN.md's overflow policy: jax-md flags an overflow instead of dropping pairs silently;
 the driver discards the chunk, grows the capacity (never shrinks it) and reruns the chunk from its saved state.
 Periodic cells use fractional coordinates internally (jax-md ``periodic_general``); edge shifts are the lattice
 vectors of the minimum image, which is exact as long as ``cutoff + skin`` is at most half the smallest
-perpendicular width of the cell, and that is enforced.
+perpendicular width of the cell, and that is enforced. Cells narrower than that, and mixed periodicity (slabs,
+wires), use ``"images"``: every pair ``(i, j)`` with every lattice image that can lie within the cutoff along the
+periodic directions, a static edge set whose shifts follow the atoms (``N² × images`` edges, for small cells).
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
 
 __all__ = ["EdgeBuilder", "perpendicular_widths", "MODES"]
 
-#: ``auto`` picks all-pairs for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms and a list otherwise.
-MODES = ("auto", "all_pairs", "list")
+#: ``auto`` picks all-pairs for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, images for cells too small for
+#: a list and for slabs and wires, and a list otherwise.
+MODES = ("auto", "all_pairs", "list", "images")
 ALL_PAIRS_MAX_ATOMS = 256
+#: Largest static edge set of the ``images`` mode (pairs × images) before a larger cell with a list is asked for.
+MAX_IMAGE_EDGES = 2_000_000
 EDGE_MULTIPLE = 64
 
 
@@ -54,13 +60,14 @@ class EdgeBuilder:
     Attributes:
         species: ``[N]`` atomic numbers.
         cell: ``[3, 3]`` cell rows (Å), zeros for molecules.
-        periodic: fully periodic (mixed periodicity is refused).
+        periodic: fully periodic (slabs and wires use ``"images"``).
         cutoff: model cutoff (Å).
         skin: neighbour-list skin (Å); the list holds pairs within ``cutoff + skin`` and is rebuilt when an atom has
             moved more than ``skin / 2``.
-        mode: ``"all_pairs"`` or ``"list"``.
+        mode: ``"all_pairs"``, ``"list"`` or ``"images"``.
         capacity_margin: allocated edge capacity relative to the pairs present (rounded up to a multiple of 64).
         total_charge: the structure's total charge (e), for models whose charges sum to it.
+        pbc: periodicity along each cell vector.
     """
 
     species: np.ndarray
@@ -71,6 +78,7 @@ class EdgeBuilder:
     mode: str
     capacity_margin: float = 1.25
     total_charge: float = 0.0
+    pbc: tuple[bool, bool, bool] = (False, False, False)
 
     @classmethod
     def create(
@@ -89,30 +97,13 @@ class EdgeBuilder:
         cell = np.asarray(cell, np.float64).reshape(3, 3)
         if mode not in MODES:
             raise ConfigError(f"neighbors must be one of {', '.join(MODES)}, got {mode!r}")
-        if pbc.any() and not pbc.all():
-            raise StructureError(
-                f"MD supports molecules (pbc all False) or fully periodic cells, got pbc={pbc.tolist()}; for a slab "
-                "or wire make the cell fully periodic with enough vacuum"
-            )
-        periodic = bool(pbc.all())
-        if periodic:
-            if abs(np.linalg.det(cell)) < 1e-9:
-                raise StructureError("a periodic structure needs a cell with non-zero volume; set atoms.cell")
-            half = 0.5 * perpendicular_widths(cell).min()
-            if cutoff + skin > half:
-                raise StructureError(
-                    f"the cell is too small for the cutoff: cutoff + skin = {cutoff + skin:.3g} Å exceeds half the "
-                    f"smallest cell width ({half:.3g} Å); repeat the cell (atoms.repeat) or lower the skin"
-                )
-            mode = "list" if mode == "auto" else mode
-            if mode == "all_pairs":
-                raise ConfigError("all-pairs edges are for molecules; periodic cells need neighbors='list'")
-        elif mode == "auto":
-            mode = "all_pairs" if len(species) <= ALL_PAIRS_MAX_ATOMS else "list"
         if skin < 0 or capacity_margin < 1:
             raise ConfigError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
+        mode = _choose_mode(mode, pbc, cell, len(species), cutoff, skin)
         species = np.asarray(species, np.int32)
-        return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge))
+        periodic = bool(pbc.all())
+        return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge),
+                   tuple(bool(p) for p in pbc))  # fmt: skip
 
     @property
     def n_atoms(self) -> int:
@@ -249,6 +240,8 @@ class EdgeBuilder:
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
         if self.mode == "all_pairs":
             return self._all_pairs_graph(padded)
+        if self.mode == "images":
+            return self._images_graph(padded)
         senders, receivers = neighbors.idx[0], neighbors.idx[1]  # jax-md: (neighbour j, centre i)
         shifts = jnp.zeros((receivers.shape[0], 3), dtype)
         if self.periodic:
@@ -276,12 +269,34 @@ class EdgeBuilder:
         graph = self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), jnp.asarray(shifts, dtype))
         return graph.replace(reverse_halves=True)
 
+    def _images_graph(self, padded: jax.Array) -> Graph:
+        """Every pair with every lattice image within reach of the cutoff (:func:`lattice_images`): the shift of edge
+        ``(i, j, n)`` is ``(n − round(s_j − s_i)) · cell`` along periodic directions, so it follows atoms that cross
+        the cell; padding edges to a multiple of 64 have length :data:`PADDING_DISTANCE`."""
+        n, dtype = self.n_atoms, padded.dtype
+        images = lattice_images(self.cell, self.pbc, self.cutoff)
+        i, j, k = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), np.arange(len(images)), indexing="ij"))
+        keep = (i != j) | np.any(images[k] != 0, axis=1)
+        i, j, k = i[keep], j[keep], k[keep]
+        size = EDGE_MULTIPLE * math.ceil(max(len(i), 1) / EDGE_MULTIPLE)
+        receivers, senders = np.full(size, n, np.int32), np.full(size, n, np.int32)
+        receivers[: len(i)], senders[: len(i)] = i, j
+        offsets = np.zeros((size, 3))
+        offsets[: len(i)] = images[k]
+        cell = jnp.asarray(self.cell, dtype)
+        fractional = (padded[senders] - padded[receivers]) @ jnp.asarray(np.linalg.inv(self.cell), dtype)
+        wrap = jnp.where(jnp.asarray(self.pbc), jnp.round(fractional), 0.0)
+        shifts = jax.lax.stop_gradient(jnp.asarray(offsets, dtype) - wrap) @ cell
+        padding = jnp.asarray(np.arange(size) >= len(i))[:, None]
+        shifts = jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
+        return self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), shifts)
+
     def _graph(self, padded: jax.Array, senders: jax.Array, receivers: jax.Array, shifts: jax.Array) -> Graph:
         n, n_node, dtype = self.n_atoms, self.n_node, padded.dtype
         cell = np.zeros((2, 3, 3))
         cell[0] = self.cell
         pbc = np.zeros((2, 3), bool)
-        pbc[0] = self.periodic
+        pbc[0] = self.pbc
         return Graph(
             positions=padded,
             species=jnp.asarray(np.pad(self.species, (0, n_node - n))),
@@ -294,3 +309,42 @@ class EdgeBuilder:
             n_node=jnp.asarray([n, 0], np.int32),
             total_charge=jnp.asarray([self.total_charge, 0.0], dtype),
         )
+
+
+def lattice_images(cell: np.ndarray, pbc, cutoff: float) -> np.ndarray:
+    """``[M, 3]`` integer image offsets ``n`` (zero along non-periodic directions) such that every pair closer than
+    ``cutoff`` appears as ``s_j − s_i − round(s_j − s_i) + n`` for one of them: along a periodic direction of
+    perpendicular width ``w`` the wrapped difference lies in [−½, ½], so ``|n| ≤ floor(cutoff / w + ½)``."""
+    widths = perpendicular_widths(cell)
+    reach = [int(math.floor(cutoff / w + 0.5)) if p else 0 for w, p in zip(widths, pbc, strict=True)]
+    ranges = [np.arange(-r, r + 1) for r in reach]
+    return np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.float64)
+
+
+def _choose_mode(mode: str, pbc: np.ndarray, cell: np.ndarray, n_atoms: int, cutoff: float, skin: float) -> str:
+    """The neighbour regime for a structure (see :data:`MODES`), refusing combinations that cannot be exact."""
+    if not pbc.any():
+        if mode == "images":
+            raise ConfigError("neighbors='images' is for periodic cells, slabs and wires; a molecule has no images")
+        return ("all_pairs" if n_atoms <= ALL_PAIRS_MAX_ATOMS else "list") if mode == "auto" else mode
+    if abs(np.linalg.det(cell)) < 1e-9:
+        raise StructureError(
+            "a periodic structure (or slab or wire) needs a cell with non-zero volume; set atoms.cell (for a slab, "
+            "give the non-periodic direction a vacuum length, e.g. atoms.center(vacuum=10, axis=2))"
+        )
+    if mode == "all_pairs":
+        raise ConfigError("all-pairs edges are for molecules; periodic cells need neighbors='list' or 'images'")
+    narrow = cutoff + skin > 0.5 * perpendicular_widths(cell)[pbc].min()
+    if mode == "list" and (narrow or not pbc.all()):
+        why = "a slab or wire (mixed periodicity)" if not pbc.all() else "a cell narrower than 2 (cutoff + skin)"
+        raise StructureError(f"neighbour lists cannot handle {why}; use neighbors='images' or 'auto'")
+    if mode == "auto":
+        mode = "images" if narrow or not pbc.all() else "list"
+    if mode == "images":
+        edges = n_atoms**2 * len(lattice_images(cell, pbc, cutoff))
+        if edges > MAX_IMAGE_EDGES:
+            raise StructureError(
+                f"the cell needs {edges} edges over its lattice images (more than {MAX_IMAGE_EDGES}); repeat it "
+                "(atoms.repeat) until it is wider than 2 (cutoff + skin), so that a neighbour list applies"
+            )
+    return mode
