@@ -346,7 +346,7 @@ def test_md_config_files_overrides_and_errors(tmp_path):
     cases = [
         (["thermostat=pile"], "unknown MD setting(s) thermostat; known: "),
         (["model=null"], "model: the MD configuration needs 'model' (a model directory and a structure file)"),
-        (["ensemble=npt"], "ensemble: unknown ensemble 'npt'; choose one of nve, langevin, nose_hoover, rpmd"),
+        (["ensemble=npt"], "ensemble: unknown ensemble 'npt'; choose one of nve, langevin, nose_hoover, rpmd, npt_scr"),
         (["precision=float16"], "precision: precision must be float32 or float64, got 'float16'"),
         (["steps=many"], "steps: input should be a valid integer, unable to parse string as an integer"),
         (["rpmd_thermostat=gle"], "unknown ring-polymer thermostat 'gle'; choose one of pile_l, pile_g, trpmd"),

@@ -31,7 +31,7 @@ from jaxatom.md.checkpoint import CheckpointMismatch
 from jaxatom.md.ensembles import Ensemble, ensemble_from_settings, json_values
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
-from jaxatom.md.neighbors import EdgeBuilder
+from jaxatom.md.neighbors import EdgeBuilder, perpendicular_widths
 from jaxatom.md.state import (
     FS,
     masses_of,
@@ -78,9 +78,18 @@ class MDRun:
 
 
 def _load_force_field(
-    model, atoms: Atoms, neighbors: str, skin: float, observables: tuple[str, ...], field: tuple | None
+    model,
+    atoms: Atoms,
+    neighbors: str,
+    skin: float,
+    observables: tuple[str, ...],
+    field: tuple | None,
+    variable_cell: bool = False,
 ) -> ForceField:
     if isinstance(model, ForceField):
+        if variable_cell and not model.variable_cell:
+            raise ConfigError("this ensemble changes the cell: the ForceField must take the cell and return stress "
+                              "(ForceField(..., variable_cell=True))")  # fmt: skip
         return _checked_force_field(model, observables, field)
     if isinstance(model, list | tuple):
         model = model[0] if len(model) == 1 else PotentialEnsemble.from_potentials(model)
@@ -89,10 +98,20 @@ def _load_force_field(
     model.check_elements(atoms.numbers)
     cell = np.asarray(atoms.cell[:])
     edges = EdgeBuilder.create(
-        atoms.numbers, cell, atoms.pbc, model.cutoff, skin, neighbors, total_charge=total_charge_of(atoms)
+        atoms.numbers,
+        cell,
+        atoms.pbc,
+        model.cutoff,
+        skin,
+        neighbors,
+        total_charge=total_charge_of(atoms),
+        cell_margin=CELL_MARGIN if variable_cell else 1.0,
     )
-    make = from_ensemble if isinstance(model, PotentialEnsemble) else from_potential
-    return make(model, edges, observables, field)
+    if isinstance(model, PotentialEnsemble):
+        if variable_cell:
+            raise ConfigError("constant-pressure MD with a PotentialEnsemble is not implemented; use one Potential")
+        return from_ensemble(model, edges, observables, field)
+    return from_potential(model, edges, observables, field, variable_cell)
 
 
 def _checked_force_field(force_field: ForceField, observables: tuple[str, ...], field: tuple | None) -> ForceField:
@@ -160,7 +179,8 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
         positions = jnp.broadcast_to(positions[:, None], momenta.shape)
     flat = np.asarray(positions).reshape(-1, plan.n_atoms, 3)
     neighbors = force_field.edges.allocate(flat) if force_field.edges is not None else None
-    results, neighbors = jax.jit(compute)(force_field.params, positions, neighbors)
+    cell = jnp.asarray(np.stack([s.cell[:] for s in structures]), dtype) if ensemble.variable_cell else None
+    results, neighbors = jax.jit(compute)(force_field.params, positions, neighbors, cell)
     extras = {k: v for k, v in results.items() if k not in ("energy", "forces")}
     state = MDState(
         positions=positions,
@@ -174,6 +194,7 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
         neighbors=neighbors,
         overflow=jnp.zeros((), bool),
         step=jnp.zeros((), jnp.int32),
+        cell=cell,
     )
     return integrator.init(state)
 
@@ -181,13 +202,16 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
 def _compute_fn(force_field: ForceField, n_atoms: int):
     edges = force_field.edges
 
-    def compute(params, positions, neighbors):
+    def compute(params, positions, neighbors, cell=None):
         lead = positions.shape[:-2]
         flat = positions.reshape(-1, n_atoms, 3)
         if edges is not None:
             neighbors = edges.update(flat, neighbors)
         axes = 0 if neighbors is not None else None
-        out = jax.vmap(force_field.apply, in_axes=(None, 0, axes))(params, flat, neighbors)
+        if cell is None:
+            out = jax.vmap(force_field.apply, in_axes=(None, 0, axes))(params, flat, neighbors)
+        else:
+            out = jax.vmap(force_field.apply, in_axes=(None, 0, axes, 0))(params, flat, neighbors, cell)
         return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out), neighbors
 
     return compute
@@ -210,7 +234,7 @@ def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int
 def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: int):
     def chunk(params, state: MDState):
         def step(_, s):
-            return integrator.step(s, lambda x, n: compute(params, x, n))
+            return integrator.step(s, lambda x, n, cell=None: compute(params, x, n, cell))
 
         def frame(s, _):
             s = jax.lax.fori_loop(0, stride, step, s)
@@ -250,6 +274,19 @@ def _check_arguments(velocities: str, counts: dict[str, int], timestep_fs: float
         raise ConfigError(f"timestep_fs must be positive, got {timestep_fs}")
     if velocities not in ("maxwell_boltzmann", "atoms"):
         raise ConfigError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
+
+
+#: Linear compression of the cell (relative to the start) that the edges of constant-pressure runs are built for.
+CELL_MARGIN = 0.85
+
+
+def _check_ensemble_fits(ensemble: Ensemble, atoms: Atoms) -> None:
+    """Refuse a cell-changing ensemble for a structure without a fully periodic cell, or with ring polymers."""
+    if ensemble.variable_cell and not np.all(atoms.pbc):
+        raise StructureError(
+            f"the {ensemble.name} ensemble changes the cell of a periodic structure; this one has pbc="
+            f"{np.asarray(atoms.pbc).tolist()} (set atoms.pbc = True and a cell, or use an NVT ensemble)"
+        )
 
 
 def _ensemble(ensemble: Ensemble | str, settings: dict) -> Ensemble:
@@ -345,7 +382,8 @@ def simulate(
     ensemble = _ensemble(ensemble, ensemble_settings)
     observables = tuple(dict.fromkeys(observables))
     field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
-    force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field)
+    _check_ensemble_fits(ensemble, structures[0])
+    force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field, ensemble.variable_cell)
     plan = _Plan(
         ensemble=ensemble,
         timestep_fs=float(timestep_fs),
@@ -440,6 +478,7 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
             state, frames = _run_chunk(compiled, timing, setup, state, n_frames)
             frames = _host_frames(frames, state, setup.force_field, plan, n_frames)
             _check_finite(frames, done_frames * plan.stride, output)
+            _check_cell(state, setup, done_frames * plan.stride, output)
             if writer is not None:
                 _write(writer, output, frames, state, done_frames + n_frames, setup)
             else:
@@ -497,6 +536,8 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
         "cell": np.asarray(setup.structures[0].cell[:]),
         "pbc": np.asarray(setup.structures[0].pbc),
     }
+    if "cell" in frame_shapes:  # the ensemble changes the cell: written per frame instead
+        del constants["cell"]
     attributes = {
         **_settings_dict(plan),
         "degrees_of_freedom": setup.dof,
@@ -586,6 +627,20 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
         f"(capacity {state.neighbors.max_occupancy}); the system is probably collapsing or exploding: check the "
         "structure, the time step and the model"
     )
+
+
+def _check_cell(state: MDState, setup: _Setup, first_step: int, output: Path | None) -> None:
+    """Stop a constant-pressure run whose cell shrank beyond what its edges were built for."""
+    if state.cell is None or setup.force_field.edges is None:
+        return
+    start = perpendicular_widths(setup.force_field.edges.cell)
+    smallest = min(float(np.min(perpendicular_widths(c) / start)) for c in np.asarray(state.cell))
+    if smallest < CELL_MARGIN:
+        kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
+        raise SimulationFailed(
+            f"the cell shrank to {smallest:.3f} of its starting width, below the {CELL_MARGIN} its edges were built "
+            f"for{kept}. Start from a structure nearer the target pressure (relax it first, jaxatom.relax)"
+        )
 
 
 def _check_finite(frames: dict, first_step: int, output: Path | None) -> None:

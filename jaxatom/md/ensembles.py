@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxatom.errors import ConfigError
 from jaxatom.md import rpmd
+from jaxatom.md.barostats import instantaneous_pressure, stochastic_cell_rescaling, volume
 from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
 from jaxatom.md.state import (
     FS,
@@ -36,8 +37,18 @@ from jaxatom.md.state import (
     remove_rotation,
     temperature,
 )
+from jaxatom.units import UnitError, unit_factor
 
-__all__ = ["Ensemble", "NVE", "Langevin", "NoseHoover", "RPMD", "ENSEMBLES", "ensemble_from_settings"]
+__all__ = [
+    "Ensemble",
+    "NVE",
+    "Langevin",
+    "NoseHoover",
+    "RPMD",
+    "StochasticCellRescaling",
+    "ENSEMBLES",
+    "ensemble_from_settings",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +65,8 @@ class Ensemble:
     fixes_momentum: ClassVar[bool] = True
     #: Whether positions and momenta carry a bead axis ``[R, P, N, 3]``.
     ring_polymer: ClassVar[bool] = False
+    #: Whether the ensemble changes the cell (the state then holds it and the force field returns stress).
+    variable_cell: ClassVar[bool] = False
 
     temperature_K: float = 300.0
 
@@ -213,8 +226,58 @@ class RPMD(Ensemble):
         return rpmd.centroid(state.forces)
 
 
+@dataclasses.dataclass(frozen=True)
+class StochasticCellRescaling(Ensemble):
+    """Isothermal–isobaric MD of a periodic structure: isotropic stochastic cell rescaling (Bernetti & Bussi 2020)
+    at ``pressure`` (in ``pressure_unit``: GPa, bar, kbar, ...) with a Langevin thermostat (``friction_per_fs``).
+    ``barostat_tau_fs`` (fs) is the volume relaxation time and ``compressibility_per_GPa`` an estimate of the
+    isothermal compressibility (1/GPa; ~0.007 for copper, ~0.45 for water): together they set how fast the volume
+    relaxes, not the distribution. Frames add the cell, volume (Å³), instantaneous pressure (GPa, kinetic part
+    included) and the stress of the potential (eV/Å³, ASE's sign); the conserved
+    quantity is the effective energy ``U + K + P₀V`` plus the work of thermostat and barostat."""
+
+    name: ClassVar[str] = "npt_scr"
+    units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3"}
+    fixes_momentum: ClassVar[bool] = False
+    variable_cell: ClassVar[bool] = True
+    pressure: float = 0.0
+    pressure_unit: str = "GPa"
+    friction_per_fs: float = 0.01
+    barostat_tau_fs: float = 1000.0
+    compressibility_per_GPa: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "barostat_tau_fs")
+        _positive(self, "compressibility_per_GPa")
+        if not (self.friction_per_fs > 0 and math.isfinite(self.friction_per_fs)):
+            raise ConfigError(f"friction_per_fs must be > 0 (the thermostat of NPT), got {self.friction_per_fs}")
+        if not math.isfinite(self.pressure):
+            raise ConfigError(f"pressure must be a finite number, got {self.pressure}")
+        try:
+            unit_factor(self.pressure_unit, "eV/Ang^3")
+        except UnitError as err:
+            raise ConfigError(f"unknown pressure unit {self.pressure_unit!r} ({err}); use GPa, MPa, bar, kbar, atm "
+                              "or eV/Ang^3") from None  # fmt: skip
+
+    def integrator(self, masses, dt, dof):
+        pressure = self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
+        compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
+        friction = self.friction_per_fs / FS
+        tau = self.barostat_tau_fs * FS
+        return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, pressure, tau, compressibility)
+
+    def observe(self, state, masses, integrator, dof):
+        frame = super().observe(state, masses, integrator, dof)  # with the potential part of the stress
+        gpa = unit_factor("eV/Ang^3", "GPa")
+        frame.update(cell=state.cell, volume=volume(state.cell), pressure=gpa * instantaneous_pressure(state, masses))
+        return frame
+
+
 #: The built-in ensembles by name (YAML, the CLI and ``simulate(ensemble="langevin", ...)``).
-ENSEMBLES: dict[str, type[Ensemble]] = {cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD)}
+ENSEMBLES: dict[str, type[Ensemble]] = {
+    cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD, StochasticCellRescaling)
+}
 #: Settings of the keyword form ``simulate(ensemble=name, **settings)`` that an ensemble field spells differently.
 _RENAMED = {"rpmd_thermostat": "thermostat"}
 

@@ -28,8 +28,10 @@ __all__ = ["ForceField", "from_energy", "from_potential", "from_ensemble", "obse
 class ForceField:
     """``apply(params, positions [N, 3] Å, neighbors) -> {"energy": [] eV, "forces": [N, 3] eV/Å, ...}``.
 
-    Further entries (observables such as ``dipole_moment [3]``, or the ensemble spread ``energy_std``) are written to
-    the trajectory per frame, each with its unit from ``units``. ``edges`` says how neighbours are made (``None``
+    With ``variable_cell`` the call is ``apply(params, positions, neighbors, cell [3, 3])`` and the result also
+    holds ``stress [3, 3]`` (eV/Å³, ``(1/V) ∂E/∂ε``), for ensembles that change the cell. Further entries
+    (observables such as ``dipole_moment [3]``, or the ensemble spread ``energy_std``) are written to the trajectory
+    per frame, each with its unit from ``units``. ``edges`` says how neighbours are made (``None``
     for functions that need none, e.g. analytic test potentials). ``energy_offset`` (eV) is a constant left out of
     the device energies (a model's per-atom reference energies, often -10⁴ eV) and added in float64 on the host when
     energies are written, so float32 runs keep their energy resolution.
@@ -40,6 +42,7 @@ class ForceField:
     edges: EdgeBuilder | None = None
     energy_offset: float = 0.0
     units: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    variable_cell: bool = False
 
 
 def from_energy(energy_fn: Callable[[jax.Array], jax.Array], params: Any = None) -> ForceField:
@@ -77,15 +80,18 @@ def observable_specs(model: AtomisticModel, observables: Sequence[str]) -> tuple
 
 
 def _model_apply(model: AtomisticModel, edges: EdgeBuilder, specs: tuple[OutputSpec, ...]):
-    """One member's ``(params, scaling, field, positions, neighbors) -> (energy, forces, observables)``, all from
-    one evaluation of the model (one representation pass feeds every head)."""
+    """One member's ``(params, scaling, field, positions, neighbors, cell) -> (energy, forces, observables)``, all
+    from one evaluation of the model (one representation pass feeds every head); with a ``cell`` the observables
+    include ``stress``."""
     n = edges.n_atoms
 
-    def member(params, scaling, field, positions, neighbors):
-        graph = edges.graph(positions, neighbors)
+    def member(params, scaling, field, positions, neighbors, cell=None):
+        graph = edges.graph(positions, neighbors, cell)
         fields = None if field is None else jnp.stack([field, jnp.zeros_like(field)])
-        out = evaluate(model, params, graph, scaling, field=fields)
+        out = evaluate(model, params, graph, scaling, with_stress=cell is not None, field=fields)
         observed = {spec.name: out[spec.name][:n] if spec.per_atom else out[spec.name][0] for spec in specs}
+        if cell is not None:
+            observed["stress"] = out["stress"][0]
         return out["energy"][0], out["forces"][:n], observed
 
     return member
@@ -112,13 +118,18 @@ def _extra_params(scaling_arrays: dict, specs: tuple[OutputSpec, ...], field: np
 
 
 def from_potential(
-    potential: Potential, edges: EdgeBuilder, observables: Sequence[str] = (), field: Sequence[float] | None = None
+    potential: Potential,
+    edges: EdgeBuilder,
+    observables: Sequence[str] = (),
+    field: Sequence[float] | None = None,
+    variable_cell: bool = False,
 ) -> ForceField:
     """The MD force field of a :class:`Potential`; its energy offsets become ``energy_offset``.
 
     ``observables`` names further outputs (e.g. ``dipole_moment``, ``polarizability``, ``charges``) computed in the
     same model evaluation as the forces and returned under their names; ``field`` ``[3]`` (V/Å) puts the molecule in
-    a uniform electric field (energy and forces include the field terms, :mod:`jaxatom.potential.field`).
+    a uniform electric field (energy and forces include the field terms, :mod:`jaxatom.potential.field`);
+    ``variable_cell`` makes it take the current cell and return the stress (constant-pressure MD).
     """
     _require_energy(potential.outputs)
     field = field_array(field)
@@ -127,11 +138,12 @@ def from_potential(
     specs = observable_specs(potential.model, observables)
     member = _model_apply(potential.model, edges, specs)
 
-    def apply(p, positions, neighbors):
+    def apply(p, positions, neighbors, cell=None):
         dtype = positions.dtype
         field_value = p["field"].astype(dtype) if "field" in p else None
         model_params = cast_params(p["model"], dtype)
-        energy, forces, observed = member(model_params, _device_scaling(p, dtype), field_value, positions, neighbors)
+        scaling = _device_scaling(p, dtype)
+        energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors, cell)
         return {"energy": energy, "forces": forces, **observed}
 
     params = {
@@ -142,7 +154,7 @@ def from_potential(
     }
     offset = float(np.sum(potential.atom_offsets()[edges.species]))
     units = {spec.name: spec.unit for spec in specs}
-    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset, units=units)
+    return ForceField(apply, params, edges, offset, units, variable_cell)
 
 
 def from_ensemble(

@@ -23,8 +23,9 @@ from jaxatom.md.state import BOLTZMANN, kinetic_energy
 
 __all__ = ["MDState", "Integrator", "ComputeFn", "velocity_verlet", "langevin", "nose_hoover", "split_keys"]
 
-#: ``compute(positions [R, ..., N, 3], neighbors) -> ({"energy": [R, ...], "forces": [R, ..., N, 3], ...}, neighbors)``
-ComputeFn = Callable[[jax.Array, Any], tuple[dict, Any]]
+#: ``compute(positions [R, ..., N, 3], neighbors, cell=None) -> ({"energy": [R, ...], "forces": [R, ..., N, 3],
+#: ...}, neighbors)``; ``cell [R, 3, 3]`` for force fields whose cell changes (they also return ``stress``).
+ComputeFn = Callable[..., tuple[dict, Any]]
 
 
 @struct.dataclass
@@ -43,6 +44,8 @@ class MDState:
         neighbors: the on-device neighbour list (batched over replicas), or ``None`` for all-pairs edges.
         overflow: ``[]`` bool, set when a neighbour list overflowed since the chunk started.
         step: ``[]`` int, MD steps done.
+        cell: ``[R, 3, 3]`` cell rows (Å) of ensembles that change the cell (constant-pressure MD), else ``None``
+            (a constant cell lives in the force field's edges).
     """
 
     positions: jax.Array
@@ -56,6 +59,7 @@ class MDState:
     neighbors: Any
     overflow: jax.Array
     step: jax.Array
+    cell: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def replica_normal(keys: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
 
 
 def _force_update(state: MDState, compute: ComputeFn, positions: jax.Array) -> MDState:
-    results, neighbors = compute(positions, state.neighbors)
+    results, neighbors = compute(positions, state.neighbors, state.cell)
     overflow = state.overflow
     if neighbors is not None:
         overflow = overflow | jnp.any(neighbors.did_buffer_overflow != 0)

@@ -68,6 +68,8 @@ class EdgeBuilder:
         capacity_margin: allocated edge capacity relative to the pairs present (rounded up to a multiple of 64).
         total_charge: the structure's total charge (e), for models whose charges sum to it.
         pbc: periodicity along each cell vector.
+        cell_margin: the smallest linear scale of the cell (relative to ``cell``) the edges stay exact for, below 1
+            for runs whose cell changes (only the ``images`` regime follows a changing cell).
     """
 
     species: np.ndarray
@@ -79,6 +81,7 @@ class EdgeBuilder:
     capacity_margin: float = 1.25
     total_charge: float = 0.0
     pbc: tuple[bool, bool, bool] = (False, False, False)
+    cell_margin: float = 1.0
 
     @classmethod
     def create(
@@ -91,6 +94,7 @@ class EdgeBuilder:
         mode: str = "auto",
         capacity_margin: float = 1.25,
         total_charge: float = 0.0,
+        cell_margin: float = 1.0,
     ) -> EdgeBuilder:
         """Choose and validate the neighbour regime for a structure; see the class attributes."""
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
@@ -99,11 +103,18 @@ class EdgeBuilder:
             raise ConfigError(f"neighbors must be one of {', '.join(MODES)}, got {mode!r}")
         if skin < 0 or capacity_margin < 1:
             raise ConfigError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
-        mode = _choose_mode(mode, pbc, cell, len(species), cutoff, skin)
+        if cell_margin < 1.0 and mode == "auto" and pbc.any():
+            mode = "images"  # the regime that follows a changing cell
+        mode = _choose_mode(mode, pbc, cell, len(species), cutoff / cell_margin, skin)
+        if cell_margin < 1.0 and mode != "images":
+            raise ConfigError(
+                "a changing cell needs neighbors='images' (every pair over the lattice images, for cells of up to a "
+                "few hundred atoms); neighbour lists that follow a changing cell are not implemented yet"
+            )
         species = np.asarray(species, np.int32)
         periodic = bool(pbc.all())
         return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge),
-                   tuple(bool(p) for p in pbc))  # fmt: skip
+                   tuple(bool(p) for p in pbc), float(cell_margin))  # fmt: skip
 
     @property
     def n_atoms(self) -> int:
@@ -233,15 +244,16 @@ class EdgeBuilder:
         return d
 
     # ---- graphs ------------------------------------------------------------------------------------------------
-    def graph(self, positions: jax.Array, neighbors=None) -> Graph:
-        """The padded :class:`Graph` of one structure with ``positions [N, 3]`` and its (unbatched) list."""
+    def graph(self, positions: jax.Array, neighbors=None, cell: jax.Array | None = None) -> Graph:
+        """The padded :class:`Graph` of one structure with ``positions [N, 3]`` and its (unbatched) list, in its
+        current ``cell [3, 3]`` when the cell changes (``images`` regime), else in :attr:`cell`."""
         n, n_node = self.n_atoms, self.n_node
         dtype = positions.dtype
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
         if self.mode == "all_pairs":
             return self._all_pairs_graph(padded)
         if self.mode == "images":
-            return self._images_graph(padded)
+            return self._images_graph(padded, jnp.asarray(self.cell, dtype) if cell is None else cell.astype(dtype))
         senders, receivers = neighbors.idx[0], neighbors.idx[1]  # jax-md: (neighbour j, centre i)
         shifts = jnp.zeros((receivers.shape[0], 3), dtype)
         if self.periodic:
@@ -269,12 +281,12 @@ class EdgeBuilder:
         graph = self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), jnp.asarray(shifts, dtype))
         return graph.replace(reverse_halves=True)
 
-    def _images_graph(self, padded: jax.Array) -> Graph:
+    def _images_graph(self, padded: jax.Array, cell: jax.Array) -> Graph:
         """Every pair with every lattice image within reach of the cutoff (:func:`lattice_images`): the shift of edge
         ``(i, j, n)`` is ``(n − round(s_j − s_i)) · cell`` along periodic directions, so it follows atoms that cross
         the cell; padding edges to a multiple of 64 have length :data:`PADDING_DISTANCE`."""
         n, dtype = self.n_atoms, padded.dtype
-        images = lattice_images(self.cell, self.pbc, self.cutoff)
+        images = lattice_images(self.cell, self.pbc, self.cutoff / self.cell_margin)
         i, j, k = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), np.arange(len(images)), indexing="ij"))
         keep = (i != j) | np.any(images[k] != 0, axis=1)
         i, j, k = i[keep], j[keep], k[keep]
@@ -283,18 +295,16 @@ class EdgeBuilder:
         receivers[: len(i)], senders[: len(i)] = i, j
         offsets = np.zeros((size, 3))
         offsets[: len(i)] = images[k]
-        cell = jnp.asarray(self.cell, dtype)
-        fractional = (padded[senders] - padded[receivers]) @ jnp.asarray(np.linalg.inv(self.cell), dtype)
-        wrap = jnp.where(jnp.asarray(self.pbc), jnp.round(fractional), 0.0)
-        shifts = jax.lax.stop_gradient(jnp.asarray(offsets, dtype) - wrap) @ cell
+        fractional = (padded[senders] - padded[receivers]) @ jnp.linalg.inv(cell)
+        wrap = jax.lax.stop_gradient(jnp.where(jnp.asarray(self.pbc), jnp.round(fractional), 0.0))
+        shifts = (jnp.asarray(offsets, dtype) - wrap) @ cell
         padding = jnp.asarray(np.arange(size) >= len(i))[:, None]
         shifts = jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
-        return self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), shifts)
+        return self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), shifts, cell)
 
-    def _graph(self, padded: jax.Array, senders: jax.Array, receivers: jax.Array, shifts: jax.Array) -> Graph:
+    def _graph(self, padded, senders, receivers, shifts, cell: jax.Array | None = None) -> Graph:
         n, n_node, dtype = self.n_atoms, self.n_node, padded.dtype
-        cell = np.zeros((2, 3, 3))
-        cell[0] = self.cell
+        cells = jnp.zeros((2, 3, 3), dtype).at[0].set(jnp.asarray(self.cell, dtype) if cell is None else cell)
         pbc = np.zeros((2, 3), bool)
         pbc[0] = self.pbc
         return Graph(
@@ -304,7 +314,7 @@ class EdgeBuilder:
             senders=senders,
             receivers=receivers,
             shifts=shifts,
-            cell=jnp.asarray(cell, dtype),
+            cell=cells,
             pbc=jnp.asarray(pbc),
             n_node=jnp.asarray([n, 0], np.int32),
             total_charge=jnp.asarray([self.total_charge, 0.0], dtype),

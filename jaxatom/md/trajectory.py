@@ -3,7 +3,9 @@ truncation to a checkpoint, and export to ASE trajectories or extended XYZ.
 
 Layout (frames first, then replicas): ``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
 ``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K), ``time`` ``[F]``
-(fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å), ``pbc [3]``.
+(fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å), ``pbc [3]``;
+ensembles that change the cell write ``cell [F, R, 3, 3]``, ``volume [F, R]`` (Å³), ``pressure [F, R]`` (GPa) and
+``stress [F, R, 3, 3]`` (eV/Å³) per frame instead.
 Observables a run records (e.g. ``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³,
 ``charges [F, R, N]`` e) follow with their units; ring-polymer runs write bead averages, and with ``write_beads``
 every bead's values as ``<name>_beads [F, R, P, ...]``. Run settings are root attributes. For ring-polymer runs
@@ -90,7 +92,8 @@ class TrajectoryWriter:
         for name, value in constants.items():
             file.create_dataset(name, data=value)
         file["masses"].attrs["units"] = "amu"
-        file["cell"].attrs["units"] = "Ang"
+        if "cell" in file:
+            file["cell"].attrs["units"] = "Ang"
         for name, (shape, dtype) in frame_shapes.items():
             frame_bytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
             chunk_frames = int(np.clip(2**20 // frame_bytes, 1, 1024))
@@ -221,7 +224,7 @@ def trajectory_atoms(path, replica: int = 0, frames: slice = slice(None)) -> lis
         atoms = Atoms(
             numbers=data["species"],
             positions=data["positions"][index],
-            cell=data["cell"],
+            cell=data["cell"][index] if data["cell"].ndim == 3 else data["cell"],
             pbc=data["pbc"],
             masses=masses,
         )

@@ -1,0 +1,109 @@
+"""Constant-pressure MD (isotropic stochastic cell rescaling): the volume distribution of an ideal gas is the exact
+isothermal–isobaric one, the effective energy is conserved, model runs change their cell on the device through the
+image edges, restart bit-identically, and bad settings are refused by name."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import bulk, molecule
+
+import jaxatom
+from jaxatom.errors import ConfigError
+from jaxatom.md import ForceField, StochasticCellRescaling, read_trajectory, simulate
+
+from .conftest import tiny_painn
+
+N_GAS = 8
+
+
+def _ideal_gas(positions, neighbors, cell):
+    return {"energy": 0.0 * jnp.sum(positions), "forces": jnp.zeros_like(positions),
+            "stress": jnp.zeros((3, 3), positions.dtype)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gas_run():
+    """32 replicas of 8 argon atoms without interactions at 300 K and P = 9 kT / (1000 Å³)."""
+    force_field = ForceField(apply=lambda p, x, n, cell: _ideal_gas(x, n, cell), params=jnp.zeros(()),
+                             variable_cell=True)  # fmt: skip
+    rng = np.random.default_rng(0)
+    atoms = Atoms("Ar8", positions=rng.random((N_GAS, 3)) * 10.0, cell=np.eye(3) * 10.0, pbc=True)
+    pressure = (N_GAS + 1) * units.kB * 300.0 / 1000.0  # eV/Å³
+    ensemble = StochasticCellRescaling(
+        temperature_K=300.0, pressure=pressure, pressure_unit="eV/Ang^3", compressibility_per_GPa=25.0,
+        barostat_tau_fs=200.0, friction_per_fs=0.02,
+    )  # fmt: skip
+    with jax.enable_x64(True):
+        run = simulate(force_field, atoms, 40000, timestep_fs=2.0, ensemble=ensemble, n_replicas=32, stride=20,
+                       progress=False)  # fmt: skip
+    return run, pressure
+
+
+def test_ideal_gas_volume_follows_the_isobaric_distribution(gas_run):
+    run, pressure = gas_run
+    volumes = run.frames["volume"][200:]  # after 8 ps
+    scale = units.kB * 300.0 / pressure
+    assert volumes.mean() == pytest.approx((N_GAS + 1) * scale, rel=0.02)  # <V> = (N + 1) kT / P
+    assert volumes.var() == pytest.approx((N_GAS + 1) * scale**2, rel=0.1)  # var V = (N + 1) (kT / P)²
+    assert run.frames["temperature"].mean() == pytest.approx(300.0, rel=0.02)
+    np.testing.assert_allclose(np.linalg.det(run.frames["cell"]), run.frames["volume"], rtol=1e-10)
+
+
+def test_effective_energy_drift_shrinks_with_the_time_step():
+    """The effective energy (U + K + P₀V + thermostat and barostat work) drifts only by integration error."""
+    force_field = ForceField(apply=lambda p, x, n, cell: _ideal_gas(x, n, cell), params=jnp.zeros(()),
+                             variable_cell=True)  # fmt: skip
+    atoms = Atoms("Ar8", positions=np.random.default_rng(1).random((8, 3)) * 10.0, cell=np.eye(3) * 10.0, pbc=True)
+    ensemble = StochasticCellRescaling(pressure=0.05, compressibility_per_GPa=25.0, barostat_tau_fs=200.0)
+    drift = {}
+    with jax.enable_x64(True):
+        for dt in (2.0, 0.5):
+            run = simulate(force_field, atoms, int(2000 / dt), timestep_fs=dt, ensemble=ensemble, n_replicas=16,
+                           stride=int(100 / dt), progress=False)  # fmt: skip
+            energy = run.frames["conserved_energy"]
+            drift[dt] = np.abs(energy - energy[0]).max(axis=0).mean()
+    assert drift[0.5] < drift[2.0] / 2
+    assert drift[0.5] < 1e-3  # eV over 2 ps, against kT = 0.026 eV
+
+
+@pytest.fixture(scope="module")
+def copper():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.02, seed=3)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def potential():
+    return jaxatom.Potential.create(tiny_painn(), [29], seed=2)
+
+
+def test_model_npt_changes_the_cell_and_restarts_bit_identically(potential, copper, tmp_path):
+    ensemble = StochasticCellRescaling(temperature_K=300.0, pressure=1.0, barostat_tau_fs=50.0,
+                                       compressibility_per_GPa=0.02)  # fmt: skip
+    options = dict(ensemble=ensemble, timestep_fs=1.0, stride=5, frames_per_chunk=2, progress=False)
+    whole = simulate(potential, copper, 20, **options).frames
+    output = tmp_path / "npt.h5"
+    simulate(potential, copper, 10, output=output, **options)
+    simulate(potential, copper, 20, output=output, **options)
+    data = read_trajectory(output)
+    np.testing.assert_array_equal(data["cell"], whole["cell"])
+    np.testing.assert_array_equal(data["positions"], whole["positions"])
+    assert not np.allclose(whole["volume"], copper.get_volume())
+    assert data["stress"].shape == (4, 1, 3, 3) and data["attrs"]["ensemble"] == "npt_scr"
+
+
+def test_npt_settings_and_structures_are_checked(potential, copper):
+    with pytest.raises(ConfigError, match="unknown pressure unit 'psi'"):
+        StochasticCellRescaling(pressure=1.0, pressure_unit="psi")
+    with pytest.raises(ConfigError, match="friction_per_fs must be > 0"):
+        StochasticCellRescaling(friction_per_fs=0.0)
+    with pytest.raises(ValueError, match=r"changes the cell of a periodic structure; this one has pbc"):
+        simulate(potential, molecule("H2O"), 10, ensemble=StochasticCellRescaling(), progress=False)
+    with pytest.raises(ConfigError, match="neighbour lists that follow a changing cell are not implemented"):
+        simulate(potential, copper.repeat(4), 10, ensemble=StochasticCellRescaling(), neighbors="list",
+                 progress=False)  # fmt: skip
