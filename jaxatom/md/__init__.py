@@ -1,5 +1,6 @@
-"""Molecular dynamics on the accelerator: NVE, Langevin, Nosé–Hoover and ring-polymer MD in compiled ``lax.scan``
-chunks, replicas and ensembles, jax-md neighbour lists, HDF5 trajectories with restart, and analysis.
+"""Molecular dynamics on the accelerator: NVE, Langevin, Nosé–Hoover, ring-polymer and constant-pressure MD as
+ensemble spec objects, in compiled ``lax.scan`` chunks, with replicas and model ensembles, model observables per frame,
+jax-md neighbour lists or lattice-image edges, HDF5 trajectories with restart, and analysis.
 
 This is the only package that imports jax-md.
 """
