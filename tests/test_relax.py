@@ -5,7 +5,8 @@ rebuilds that do not change the result, cell relaxation to zero stress and to a 
 
 from __future__ import annotations
 
-import flax.linen as nn
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,13 +21,10 @@ from ase.optimize import FIRE
 import jaxatom
 from jaxatom.calculators import JaxAtomCalculator
 from jaxatom.errors import ConfigError, StructureError
-from jaxatom.nn import Atomwise
-from jaxatom.nn.heads import OutputSpec
-from jaxatom.nn.layers import safe_norm
 from jaxatom.relax import fire, relax_batch
 from jaxatom.units import GPa
 
-from .conftest import CUTOFF, ELEMENTS, tiny_painn
+from .conftest import ELEMENTS, MorseEnergy, tiny_painn
 
 #: Equilibrium distances (Å) of the test pair potential by element pair; others 1.5 Å.
 R0 = ((1, 1, 1.6), (1, 6, 1.09), (1, 8, 0.96), (6, 6, 1.5), (6, 8, 1.3), (8, 8, 2.2))
@@ -38,53 +36,22 @@ def float64():
         yield
 
 
-def _pair_table() -> np.ndarray:
-    table = np.full((10, 10), 1.5)
-    for a, b, r0 in R0:
-        table[a, b] = table[b, a] = r0
-    return table
-
-
-class MorseEnergy(nn.Module):
-    """E = ½ Σ_pairs D (1 − exp(−a (d − r0)))² fc(d) (+ ``neural`` × a random PaiNN energy head): bounded below,
-    with a minimum; the neural term makes it a generic model."""
-
-    depth: float = 2.0
-    alpha: float = 1.5
-    neural: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return "energy"
-
-    @property
-    def outputs(self):
-        return (OutputSpec("energy", False, (), "eV", "sum", "energy"),)
-
-    @nn.compact
-    def __call__(self, features, graph):
-        d = safe_norm(graph.edge_vectors())
-        r0 = jnp.asarray(_pair_table())[graph.species[graph.receivers], graph.species[graph.senders]]
-        cutoff = jnp.where(d < CUTOFF, 0.5 * (jnp.cos(jnp.pi * d / CUTOFF) + 1.0), 0.0)
-        morse = self.depth * (1.0 - jnp.exp(-self.alpha * (d - r0))) ** 2 * cutoff * graph.edge_mask
-        energy = 0.5 * jax.ops.segment_sum(morse, graph.node_graph[graph.receivers], num_segments=graph.n_graph)
-        if self.neural:
-            energy = energy + self.neural * Atomwise(name="neural")(features, graph)["energy"]
-        return {"energy": energy}
+#: The test pair potential with this file's equilibrium distances.
+Morse = functools.partial(MorseEnergy, pairs=R0, default_r0=1.5)
 
 
 @pytest.fixture(scope="module")
 def generic(float64) -> jaxatom.Potential:
     """Morse wells perturbed by a random tiny PaiNN, with per-element offsets."""
     return jaxatom.Potential.create(
-        tiny_painn(), ELEMENTS, seed=3, heads=[MorseEnergy(neural=0.3)], atomrefs={1: -13.6, 6: -1030.0, 8: -2040.0}
+        tiny_painn(), ELEMENTS, seed=3, heads=[Morse(neural=0.3)], atomrefs={1: -13.6, 6: -1030.0, 8: -2040.0}
     )
 
 
 @pytest.fixture(scope="module")
 def pair(float64) -> jaxatom.Potential:
     """The pure Morse pair potential (no neural term) for crystals."""
-    return jaxatom.Potential.create(tiny_painn(), ELEMENTS, seed=0, heads=[MorseEnergy()])
+    return jaxatom.Potential.create(tiny_painn(), ELEMENTS, seed=0, heads=[Morse()])
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ finite-difference ``Infrared``, rotation invariance, optimisation, thermochemist
 from __future__ import annotations
 
 import csv
+import functools
 
 import flax.linen as nn
 import jax
@@ -17,9 +18,8 @@ from ase.build import molecule
 import jaxatom
 from jaxatom.cli import main
 from jaxatom.md.state import masses_of
-from jaxatom.nn import ENERGY_HEAD, Atomwise, DipoleMoment, Polarizability
+from jaxatom.nn import ENERGY_HEAD, DipoleMoment, Polarizability
 from jaxatom.nn.heads import OutputSpec
-from jaxatom.nn.layers import safe_norm
 from jaxatom.spectra import HARMONIC_IR_KM_MOL
 from jaxatom.vibrations import (
     NotConvergedError,
@@ -31,7 +31,7 @@ from jaxatom.vibrations import (
     relax,
 )
 
-from .conftest import CUTOFF, ELEMENTS, random_rotation, tiny_painn, tiny_schnet, triclinic_crystal
+from .conftest import CUTOFF, ELEMENTS, MorseEnergy, random_rotation, tiny_painn, tiny_schnet, triclinic_crystal
 
 STEP = 1e-4  # Å, central differences in float64
 #: Equilibrium distances (Å) of the test pair potential, by element pair.
@@ -44,42 +44,8 @@ def float64():
         yield
 
 
-def _cosine_cutoff(d):
-    return jnp.where(d < CUTOFF, 0.5 * (jnp.cos(jnp.pi * d / CUTOFF) + 1.0), 0.0)
-
-
-def _pair_table() -> np.ndarray:
-    table = np.ones((10, 10))
-    for a, b, r0 in R0:
-        table[a, b] = table[b, a] = r0
-    return table
-
-
-class PairEnergy(nn.Module):
-    """E = Σ_pairs D (1 − exp(−a (d − r0)))² fc(d) + neural × (a random PaiNN energy head): a Morse well per pair
-    (minimum and curvature 2 D a² fc(r0) known exactly) that a neural term perturbs into a generic model."""
-
-    depth: float = 4.0
-    alpha: float = 2.0
-    neural: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return "energy"
-
-    @property
-    def outputs(self):
-        return (OutputSpec("energy", False, (), "eV", "sum", "energy"),)
-
-    @nn.compact
-    def __call__(self, features, graph):
-        d = safe_norm(graph.edge_vectors())
-        r0 = jnp.asarray(_pair_table())[graph.species[graph.receivers], graph.species[graph.senders]]
-        morse = self.depth * (1.0 - jnp.exp(-self.alpha * (d - r0))) ** 2 * _cosine_cutoff(d) * graph.edge_mask
-        energy = 0.5 * jax.ops.segment_sum(morse, graph.node_graph[graph.receivers], num_segments=graph.n_graph)
-        if self.neural:
-            energy = energy + self.neural * Atomwise(name="neural")(features, graph)["energy"]
-        return {"energy": energy}
+#: A Morse well per pair (minimum and curvature 2 D a² fc(r0) known exactly), with this file's distances.
+PairEnergy = functools.partial(MorseEnergy, depth=4.0, alpha=2.0, pairs=R0, default_r0=1.0)
 
 
 class FixedCharges(nn.Module):
