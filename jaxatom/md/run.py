@@ -57,6 +57,7 @@ class MDConfig(StrictModel):
     pressure_unit: str = "GPa"
     barostat_tau_fs: float = 1000.0
     compressibility_per_GPa: float = 0.01
+    cell_flexibility: str = "isotropic"
     stride: int = 10
     frames_per_chunk: int = 100
     overwrite: bool = False
@@ -141,7 +142,7 @@ class MDConfig(StrictModel):
 #: The flat settings that configure the ensemble (each applies to the ensembles that have it).
 ENSEMBLE_SETTINGS = ("temperature_K", "friction_per_fs", "tau_fs", "n_beads", "rpmd_thermostat", "centroid_tau_fs",
                      "pile_lambda", "remove_rotation", "pressure", "pressure_unit", "barostat_tau_fs",
-                     "compressibility_per_GPa")  # fmt: skip
+                     "compressibility_per_GPa", "cell_flexibility")  # fmt: skip
 #: The settings that are :func:`~jaxatom.md.simulate`'s keyword arguments; the rest say what to simulate and how.
 _NOT_OPTIONS = ("model", "structure", "structure_index", "precision", "ensemble", *ENSEMBLE_SETTINGS)
 SIMULATE_OPTIONS = tuple(name for name in MDConfig.model_fields if name not in _NOT_OPTIONS)
