@@ -28,6 +28,7 @@ from jaxatom.errors import ConfigError
 from jaxatom.md import rpmd
 from jaxatom.md.barostats import instantaneous_pressure, stochastic_cell_rescaling, volume
 from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
+from jaxatom.md.mtk import mtk_barostat, pressure_tensor
 from jaxatom.md.state import (
     FS,
     degrees_of_freedom,
@@ -46,6 +47,7 @@ __all__ = [
     "NoseHoover",
     "RPMD",
     "StochasticCellRescaling",
+    "MTKBarostat",
     "ENSEMBLES",
     "ensemble_from_settings",
 ]
@@ -226,6 +228,14 @@ class RPMD(Ensemble):
         return rpmd.centroid(state.forces)
 
 
+def _check_pressure_unit(unit: str) -> None:
+    """Refuse a pressure unit that cannot be converted to eV/Å³, naming the ones that can."""
+    try:
+        unit_factor(unit, "eV/Ang^3")
+    except UnitError as err:
+        raise ConfigError(f"unknown pressure unit {unit!r} ({err}); use GPa, MPa, bar, kbar, atm or eV/Ang^3") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class StochasticCellRescaling(Ensemble):
     """Isothermal–isobaric MD of a periodic structure: isotropic stochastic cell rescaling (Bernetti & Bussi 2020)
@@ -274,9 +284,59 @@ class StochasticCellRescaling(Ensemble):
         return frame
 
 
+@dataclasses.dataclass(frozen=True)
+class MTKBarostat(Ensemble):
+    """Isothermal–isobaric MD of a periodic structure with the deterministic Martyna–Tobias–Klein barostat and
+    Nosé–Hoover chains (:mod:`jaxatom.md.mtk`) at ``pressure`` (in ``pressure_unit``: GPa, bar, kbar, ...).
+    ``tau_fs`` (fs) is the particle chain's period, ``barostat_tau_fs`` (fs) the cell's; ``cell_flexibility`` is
+    ``"isotropic"`` (the volume only) or ``"full"`` (all six strain components, the cell never rotates);
+    ``chain_length`` the length of both chains. Frames add the cell, volume (Å³), instantaneous pressure (GPa, kinetic
+    part included), the stress of the potential (eV/Å³, ASE's sign) and, with ``"full"``, the pressure tensor (GPa);
+    the conserved quantity is ``U + K + P₀V`` plus the kinetic energy of the cell and the energies of both chains."""
+
+    name: ClassVar[str] = "npt_mtk"
+    units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3",
+                                          "pressure_tensor": "GPa"}  # fmt: skip
+    variable_cell: ClassVar[bool] = True
+    #: The values of ``cell_flexibility``.
+    CELL_FLEXIBILITIES: ClassVar[tuple[str, ...]] = ("isotropic", "full")
+    pressure: float = 0.0
+    pressure_unit: str = "GPa"
+    tau_fs: float = 100.0
+    barostat_tau_fs: float = 1000.0
+    cell_flexibility: str = "isotropic"
+    chain_length: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "tau_fs")
+        _positive(self, "barostat_tau_fs")
+        _positive_int(self, "chain_length")
+        if not math.isfinite(self.pressure):
+            raise ConfigError(f"pressure must be a finite number, got {self.pressure}")
+        _check_pressure_unit(self.pressure_unit)
+        if self.cell_flexibility not in self.CELL_FLEXIBILITIES:
+            raise ConfigError(f"unknown cell_flexibility {self.cell_flexibility!r}; choose one of "
+                              f"{', '.join(self.CELL_FLEXIBILITIES)}")  # fmt: skip
+
+    def integrator(self, masses, dt, dof):
+        pressure = self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
+        flexible = self.cell_flexibility == "full"
+        taus = self.tau_fs * FS, self.barostat_tau_fs * FS
+        return mtk_barostat(masses, dt, self.temperature_K, pressure, *taus, dof, flexible, self.chain_length)
+
+    def observe(self, state, masses, integrator, dof):
+        frame = super().observe(state, masses, integrator, dof)  # with the potential part of the stress
+        gpa = unit_factor("eV/Ang^3", "GPa")
+        frame.update(cell=state.cell, volume=volume(state.cell), pressure=gpa * instantaneous_pressure(state, masses))
+        if self.cell_flexibility == "full":
+            frame["pressure_tensor"] = gpa * pressure_tensor(state.momenta, masses, state.cell, state.extras["stress"])
+        return frame
+
+
 #: The built-in ensembles by name (YAML, the CLI and ``simulate(ensemble="langevin", ...)``).
 ENSEMBLES: dict[str, type[Ensemble]] = {
-    cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD, StochasticCellRescaling)
+    cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD, StochasticCellRescaling, MTKBarostat)
 }
 #: Settings of the keyword form ``simulate(ensemble=name, **settings)`` that an ensemble field spells differently.
 _RENAMED = {"rpmd_thermostat": "thermostat"}
