@@ -15,6 +15,7 @@ __all__ = [
     "DiskFullError",
     "OutputExistsError",
     "RunInUseError",
+    "OutOfMemoryError",
 ]
 
 
@@ -45,3 +46,7 @@ class OutputExistsError(JaxAtomError, FileExistsError):
 
 class RunInUseError(JaxAtomError, RuntimeError):
     """Another live process is writing the same run (MD output or training directory)."""
+
+
+class OutOfMemoryError(JaxAtomError, MemoryError):
+    """A compiled computation needs more memory than the device has free; raised before it runs."""

@@ -273,8 +273,8 @@ def _with_capacity(force_field: ForceField, capacity: int) -> ForceField:
     edges = force_field.edges
 
     class Fixed(EdgeBuilder):
-        def allocate(self, positions, capacity_=0, cell_capacity=0):
-            return EdgeBuilder.allocate(self, positions, max(capacity, capacity_), cell_capacity)
+        def allocate(self, positions, capacity_=0, cell_capacity=0, cells=None):
+            return EdgeBuilder.allocate(self, positions, max(capacity, capacity_), cell_capacity, cells)
 
     fixed = Fixed(**{f: getattr(edges, f) for f in edges.__dataclass_fields__})
     return ForceField(apply=force_field.apply, params=force_field.params, edges=fixed)

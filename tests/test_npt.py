@@ -12,8 +12,11 @@ from ase import Atoms, units
 from ase.build import bulk, molecule
 
 import jaxatom
-from jaxatom.errors import ConfigError
+from jaxatom.errors import ConfigError, StructureError
 from jaxatom.md import ForceField, StochasticCellRescaling, read_trajectory, simulate
+from jaxatom.md.driver import linear_scales
+from jaxatom.md.forces import from_potential
+from jaxatom.md.neighbors import EdgeBuilder
 
 from .conftest import tiny_painn
 
@@ -104,6 +107,43 @@ def test_npt_settings_and_structures_are_checked(potential, copper):
         StochasticCellRescaling(friction_per_fs=0.0)
     with pytest.raises(ValueError, match=r"changes the cell of a periodic structure; this one has pbc"):
         simulate(potential, molecule("H2O"), 10, ensemble=StochasticCellRescaling(), progress=False)
-    with pytest.raises(ConfigError, match="neighbour lists that follow a changing cell are not implemented"):
-        simulate(potential, copper.repeat(4), 10, ensemble=StochasticCellRescaling(), neighbors="list",
-                 progress=False)  # fmt: skip
+    with pytest.raises(StructureError, match="neighbour lists cannot handle a cell narrower"):
+        simulate(potential, copper, 10, ensemble=StochasticCellRescaling(), neighbors="list", progress=False)
+
+
+@pytest.mark.parametrize(
+    "strain", [np.eye(3) * 0.88, np.eye(3) + [[0.1, 0.05, 0.0], [0.0, -0.1, 0.08], [0.0, 0.0, 0.0]]]
+)
+def test_lists_of_the_starting_cell_stay_exact_in_a_changed_cell(potential, copper, strain):
+    """Edges built for the starting cell (margin 0.85) give Potential.predict's exact results in a deformed cell."""
+    start = copper.repeat(4)
+    with jax.enable_x64(True):
+        edges = EdgeBuilder.create(start.numbers, start.cell[:], True, potential.cutoff, skin=0.5, cell_margin=0.85)
+        assert edges.mode == "list"
+        force_field = from_potential(potential, edges, variable_cell=True)
+        deformed = start.copy()
+        deformed.set_cell(start.cell[:] @ strain, scale_atoms=True)
+        assert linear_scales(start.cell[:], deformed.cell[:][None])[0] >= 0.85
+        cell = jnp.asarray(deformed.cell[:])
+        neighbors = edges.allocate(deformed.positions[None], cells=cell[None])
+        neighbors = jax.tree.map(lambda x: x[0], neighbors)
+        out = force_field.apply(force_field.params, jnp.asarray(deformed.positions), neighbors, cell)
+        expected = potential.predict(deformed)
+    assert float(out["energy"]) + force_field.energy_offset == pytest.approx(expected["energy"], rel=1e-12)
+    np.testing.assert_allclose(out["forces"], expected["forces"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(out["stress"], expected["stress"], rtol=1e-9, atol=1e-10)
+
+
+def test_npt_on_neighbour_lists_follows_the_same_path_as_exact_images(potential, copper):
+    """A list that is rebuilt as atoms move and the cell shrinks gives the images run's trajectory (float64)."""
+    start = copper.repeat(4)
+    ensemble = StochasticCellRescaling(temperature_K=300.0, pressure=5.0, barostat_tau_fs=20.0,
+                                       compressibility_per_GPa=0.05)  # fmt: skip
+    options = dict(ensemble=ensemble, timestep_fs=2.0, stride=10, skin=0.3, progress=False)
+    with jax.enable_x64(True):
+        lists = simulate(potential, start, 40, neighbors="list", **options)
+        images = simulate(potential, start, 40, neighbors="images", **options)
+    assert lists.state.neighbors is not None and images.state.neighbors is None
+    assert abs(lists.frames["volume"][-1, 0] / start.get_volume() - 1) > 0.05
+    np.testing.assert_allclose(lists.frames["positions"], images.frames["positions"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lists.frames["cell"], images.frames["cell"], rtol=0, atol=1e-9)

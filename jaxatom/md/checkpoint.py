@@ -100,7 +100,7 @@ def load_checkpoint(path: Path, template: MDState, setup) -> tuple[MDState, int]
         if "nbr_idx" in data:
             edges = setup.force_field.edges
             flat = np.asarray(state.positions).reshape(-1, edges.n_atoms, 3)
-            fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0)
+            fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0, state.cell)
             neighbors = edges.restore(fresh, data["nbr_idx"], data["nbr_reference"], data["nbr_error"])
     return state.replace(neighbors=neighbors), int(meta["n_frames"])
 

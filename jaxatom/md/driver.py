@@ -31,13 +31,14 @@ from jaxatom.md.checkpoint import CheckpointMismatch
 from jaxatom.md.ensembles import Ensemble, ensemble_from_settings, json_values
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
-from jaxatom.md.neighbors import EdgeBuilder, perpendicular_widths
+from jaxatom.md.neighbors import EdgeBuilder
 from jaxatom.md.state import (
     FS,
     masses_of,
 )
 from jaxatom.md.trajectory import FORMAT as TRAJECTORY_FORMAT
 from jaxatom.md.trajectory import TrajectoryWriter
+from jaxatom.memory import check_fits
 from jaxatom.neighbors import check_structure, total_charge_of
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.field import field_array
@@ -178,8 +179,8 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
     if beads:
         positions = jnp.broadcast_to(positions[:, None], momenta.shape)
     flat = np.asarray(positions).reshape(-1, plan.n_atoms, 3)
-    neighbors = force_field.edges.allocate(flat) if force_field.edges is not None else None
     cell = jnp.asarray(np.stack([s.cell[:] for s in structures]), dtype) if ensemble.variable_cell else None
+    neighbors = force_field.edges.allocate(flat, cells=cell) if force_field.edges is not None else None
     results, neighbors = jax.jit(compute)(force_field.params, positions, neighbors, cell)
     extras = {k: v for k, v in results.items() if k not in ("energy", "forces")}
     state = MDState(
@@ -206,7 +207,7 @@ def _compute_fn(force_field: ForceField, n_atoms: int):
         lead = positions.shape[:-2]
         flat = positions.reshape(-1, n_atoms, 3)
         if edges is not None:
-            neighbors = edges.update(flat, neighbors)
+            neighbors = edges.update(flat, neighbors, cell)
         axes = 0 if neighbors is not None else None
         if cell is None:
             out = jax.vmap(force_field.apply, in_axes=(None, 0, axes))(params, flat, neighbors)
@@ -608,6 +609,7 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
             function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames)
             compiled[key] = function.lower(params, state).compile()
             timing["compile_s"] += time.perf_counter() - tic
+            _check_memory(compiled[key], plan, n_frames)
         new_state, frames = compiled[key](params, state)
         overflow = bool(new_state.overflow)
         frames = jax.device_get(frames)
@@ -615,7 +617,7 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
             return new_state, frames
         timing["reruns"] += 1
         flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
-        grown = setup.force_field.edges.grow(state.neighbors, flat)
+        grown = setup.force_field.edges.grow(state.neighbors, flat, state.cell)
         print(
             f"jaxatom md: neighbour list overflow at step {int(state.step)}; capacity {capacity} -> "
             f"{grown.max_occupancy}, rerunning the chunk",
@@ -629,16 +631,32 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
     )
 
 
+def linear_scales(start: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """``[R]`` smallest linear scale of ``cells [R, 3, 3]`` relative to the ``start [3, 3]`` cell: the smallest
+    singular value of ``start⁻¹ cell``, the factor by which some distance has shrunk at most."""
+    return np.linalg.svd(np.linalg.solve(start, cells), compute_uv=False)[..., -1]
+
+
+def _check_memory(compiled, plan: _Plan, n_frames: int) -> None:
+    """Refuse a chunk that would not fit in the device's free memory, with the size it needs, before it runs."""
+    size = f"{plan.n_replicas} replica(s) x {plan.ensemble.n_beads} bead(s) x {plan.n_atoms} atoms"
+    check_fits(
+        compiled,
+        f"an MD chunk of {n_frames} frames for {size}",
+        "write fewer frames per chunk (frames_per_chunk), run fewer replicas or beads, use float32, a smaller "
+        "neighbour-list skin, or a device with more memory",
+    )
+
+
 def _check_cell(state: MDState, setup: _Setup, first_step: int, output: Path | None) -> None:
     """Stop a constant-pressure run whose cell shrank beyond what its edges were built for."""
     if state.cell is None or setup.force_field.edges is None:
         return
-    start = perpendicular_widths(setup.force_field.edges.cell)
-    smallest = min(float(np.min(perpendicular_widths(c) / start)) for c in np.asarray(state.cell))
+    smallest = float(np.min(linear_scales(setup.force_field.edges.cell, np.asarray(state.cell))))
     if smallest < CELL_MARGIN:
         kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
         raise SimulationFailed(
-            f"the cell shrank to {smallest:.3f} of its starting width, below the {CELL_MARGIN} its edges were built "
+            f"the cell shrank to {smallest:.3f} of its starting size, below the {CELL_MARGIN} its edges were built "
             f"for{kept}. Start from a structure nearer the target pressure (relax it first, jaxatom.relax)"
         )
 

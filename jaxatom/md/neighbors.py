@@ -9,6 +9,11 @@ vectors of the minimum image, which is exact as long as ``cutoff + skin`` is at 
 perpendicular width of the cell, and that is enforced. Cells narrower than that, and mixed periodicity (slabs,
 wires), use ``"images"``: every pair ``(i, j)`` with every lattice image that can lie within the cutoff along the
 periodic directions, a static edge set whose shifts follow the atoms (``N² × images`` edges, for small cells).
+
+A changing cell ``h`` (constant-pressure MD) keeps both regimes exact down to a linear scale ``cell_margin`` of the
+starting cell ``h₀`` (the smallest singular value of ``h₀⁻¹h``): lists are built on fractional coordinates in the
+metric of ``h₀`` with cutoff ``cutoff / cell_margin``, which contains every pair within ``cutoff`` in ``h``, and
+images are counted for that cutoff too; shifts always use the current cell.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class EdgeBuilder:
         total_charge: the structure's total charge (e), for models whose charges sum to it.
         pbc: periodicity along each cell vector.
         cell_margin: the smallest linear scale of the cell (relative to ``cell``) the edges stay exact for, below 1
-            for runs whose cell changes (only the ``images`` regime follows a changing cell).
+            for runs whose cell changes (see the module docstring).
     """
 
     species: np.ndarray
@@ -103,14 +108,9 @@ class EdgeBuilder:
             raise ConfigError(f"neighbors must be one of {', '.join(MODES)}, got {mode!r}")
         if skin < 0 or capacity_margin < 1:
             raise ConfigError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
-        if cell_margin < 1.0 and mode == "auto" and pbc.any():
-            mode = "images"  # the regime that follows a changing cell
+        if not 0 < cell_margin <= 1:
+            raise ConfigError(f"cell_margin must be in (0, 1], got {cell_margin}")
         mode = _choose_mode(mode, pbc, cell, len(species), cutoff / cell_margin, skin)
-        if cell_margin < 1.0 and mode != "images":
-            raise ConfigError(
-                "a changing cell needs neighbors='images' (every pair over the lattice images, for cells of up to a "
-                "few hundred atoms); neighbour lists that follow a changing cell are not implemented yet"
-            )
         species = np.asarray(species, np.int32)
         periodic = bool(pbc.all())
         return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge),
@@ -119,6 +119,11 @@ class EdgeBuilder:
     @property
     def n_atoms(self) -> int:
         return len(self.species)
+
+    @property
+    def list_cutoff(self) -> float:
+        """Cutoff (Å, in the metric of :attr:`cell`) the edges are built for: ``cutoff / cell_margin``."""
+        return self.cutoff / self.cell_margin
 
     @property
     def n_node(self) -> int:
@@ -134,7 +139,7 @@ class EdgeBuilder:
             return partition.neighbor_list(
                 displacement,
                 box,
-                self.cutoff,
+                self.list_cutoff,
                 dr_threshold=self.skin,
                 capacity_multiplier=1.0,
                 fractional_coordinates=True,
@@ -152,15 +157,18 @@ class EdgeBuilder:
             disable_cell_list=True,
         )
 
-    def list_positions(self, positions: jax.Array) -> jax.Array:
-        """Positions as the neighbour list sees them: wrapped fractional coordinates for cells, else unchanged."""
+    def list_positions(self, positions: jax.Array, cell: jax.Array | None = None) -> jax.Array:
+        """Positions ``[N, 3]`` as the neighbour list sees them: wrapped fractional coordinates of ``cell [3, 3]``
+        (default :attr:`cell`) for periodic structures, else unchanged."""
         if not self.periodic:
             return positions
-        fractional = positions @ jnp.asarray(np.linalg.inv(self.cell), positions.dtype)
+        inverse = jnp.linalg.inv(cell) if cell is not None else jnp.asarray(np.linalg.inv(self.cell))
+        fractional = positions @ inverse.astype(positions.dtype)
         return fractional - jnp.floor(fractional)
 
-    def allocate(self, positions: np.ndarray, capacity: int = 0, cell_capacity: int = 0):
-        """Build the lists of replicas ``positions [R, N, 3]`` on the host, stacked into one batched pytree.
+    def allocate(self, positions: np.ndarray, capacity: int = 0, cell_capacity: int = 0, cells=None):
+        """Build the lists of replicas ``positions [R, N, 3]`` (in their ``cells [R, 3, 3]`` when the cell changes)
+        on the host, stacked into one batched pytree.
 
         The edge capacity is the largest occupancy times ``capacity_margin`` (at least ``capacity``), rounded up to a
         multiple of 64; the cell-list capacity is at least ``cell_capacity``. Returns ``None`` for all-pairs edges.
@@ -168,8 +176,10 @@ class EdgeBuilder:
         if self.mode != "list":
             return None
         neighbor_fn = self._neighbor_fn()
+        cells = [None] * len(positions) if cells is None else [jnp.asarray(c) for c in cells]
+        wrapped = [self.list_positions(jnp.asarray(r), c) for r, c in zip(positions, cells, strict=True)]
         with _quiet_jax_md():
-            lists = [neighbor_fn.allocate(self.list_positions(jnp.asarray(r))) for r in positions]
+            lists = [neighbor_fn.allocate(r) for r in wrapped]
         occupancy = max(int(np.sum(np.asarray(n.idx[1]) < self.n_atoms)) for n in lists)
         capacity = max(capacity, math.ceil(self.capacity_margin * occupancy))
         capacity = EDGE_MULTIPLE * math.ceil(max(capacity, 1) / EDGE_MULTIPLE)
@@ -196,7 +206,7 @@ class EdgeBuilder:
         out[:, : real.shape[1]] = real
         return jnp.asarray(out)
 
-    def grow(self, neighbors, positions: np.ndarray):
+    def grow(self, neighbors, positions: np.ndarray, cells=None):
         """A copy of batched ``neighbors`` with 1.5× the edge capacity (and cell-list capacity when that overflowed),
         keeping their pairs and reference positions, so a rerun matches a run that had the capacity all along.
         """
@@ -205,7 +215,7 @@ class EdgeBuilder:
         cell_capacity = neighbors.cell_list_capacity
         if overflow_cells and cell_capacity is not None:
             cell_capacity = math.ceil(1.5 * cell_capacity)
-        fresh = self.allocate(positions, capacity, cell_capacity or 0)
+        fresh = self.allocate(positions, capacity, cell_capacity or 0, cells)
         return self.restore(
             fresh,
             np.asarray(neighbors.idx),
@@ -223,12 +233,13 @@ class EdgeBuilder:
             template, idx=padded, reference_position=jnp.asarray(reference_position), error=error
         )
 
-    def update(self, positions: jax.Array, neighbors):
-        """Update batched lists for ``positions [B, N, 3]``: rebuilt (each replica by its own rule) only when some
-        atom of some replica moved more than ``skin / 2`` — one unbatched condition, not a rebuild per step."""
+    def update(self, positions: jax.Array, neighbors, cells: jax.Array | None = None):
+        """Update batched lists for ``positions [B, N, 3]`` (in ``cells [B, 3, 3]`` when the cell changes): rebuilt
+        (each replica by its own rule) only when some atom of some replica moved more than ``skin / 2`` in the
+        metric of :attr:`cell` — one unbatched condition, not a rebuild per step."""
         if neighbors is None:
             return None
-        wrapped = jax.vmap(self.list_positions)(positions)
+        wrapped = jax.vmap(self.list_positions)(positions, cells)
         moved = jnp.max(jnp.sum(self._displacement(wrapped, neighbors.reference_position) ** 2, -1))
         with _quiet_jax_md():
             return jax.lax.cond(
@@ -252,17 +263,17 @@ class EdgeBuilder:
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
         if self.mode == "all_pairs":
             return self._all_pairs_graph(padded)
+        current = jnp.asarray(self.cell, dtype) if cell is None else cell.astype(dtype)
         if self.mode == "images":
-            return self._images_graph(padded, jnp.asarray(self.cell, dtype) if cell is None else cell.astype(dtype))
+            return self._images_graph(padded, current)
         senders, receivers = neighbors.idx[0], neighbors.idx[1]  # jax-md: (neighbour j, centre i)
         shifts = jnp.zeros((receivers.shape[0], 3), dtype)
         if self.periodic:
-            cell = jnp.asarray(self.cell, dtype)
-            fractional = (padded[senders] - padded[receivers]) @ jnp.asarray(np.linalg.inv(self.cell), dtype)
-            shifts = jax.lax.stop_gradient(-jnp.round(fractional) @ cell)
+            fractional = (padded[senders] - padded[receivers]) @ jnp.linalg.inv(current)
+            shifts = -jax.lax.stop_gradient(jnp.round(fractional)) @ current
         padding = (receivers == n)[:, None]
         shifts = jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
-        return self._graph(padded, senders, receivers, shifts)
+        return self._graph(padded, senders, receivers, shifts, None if cell is None else current)
 
     def _all_pairs_graph(self, padded: jax.Array) -> Graph:
         """All pairs ``i < j`` in the first half of the edges and their reverses in the second (``reverse_halves``),
@@ -286,7 +297,7 @@ class EdgeBuilder:
         ``(i, j, n)`` is ``(n − round(s_j − s_i)) · cell`` along periodic directions, so it follows atoms that cross
         the cell; padding edges to a multiple of 64 have length :data:`PADDING_DISTANCE`."""
         n, dtype = self.n_atoms, padded.dtype
-        images = lattice_images(self.cell, self.pbc, self.cutoff / self.cell_margin)
+        images = lattice_images(self.cell, self.pbc, self.list_cutoff)
         i, j, k = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), np.arange(len(images)), indexing="ij"))
         keep = (i != j) | np.any(images[k] != 0, axis=1)
         i, j, k = i[keep], j[keep], k[keep]
