@@ -26,7 +26,12 @@ import numpy as np
 
 from jaxatom.errors import ConfigError
 from jaxatom.md import rpmd
-from jaxatom.md.barostats import instantaneous_pressure, stochastic_cell_rescaling, volume
+from jaxatom.md.barostats import (
+    instantaneous_pressure,
+    instantaneous_pressure_tensor,
+    stochastic_cell_rescaling,
+    volume,
+)
 from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
 from jaxatom.md.mtk import mtk_barostat, pressure_tensor
 from jaxatom.md.state import (
@@ -238,23 +243,30 @@ def _check_pressure_unit(unit: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class StochasticCellRescaling(Ensemble):
-    """Isothermal–isobaric MD of a periodic structure: isotropic stochastic cell rescaling (Bernetti & Bussi 2020)
-    at ``pressure`` (in ``pressure_unit``: GPa, bar, kbar, ...) with a Langevin thermostat (``friction_per_fs``).
-    ``barostat_tau_fs`` (fs) is the volume relaxation time and ``compressibility_per_GPa`` an estimate of the
-    isothermal compressibility (1/GPa; ~0.007 for copper, ~0.45 for water): together they set how fast the volume
-    relaxes, not the distribution. Frames add the cell, volume (Å³), instantaneous pressure (GPa, kinetic part
-    included) and the stress of the potential (eV/Å³, ASE's sign); the conserved
-    quantity is the effective energy ``U + K + P₀V`` plus the work of thermostat and barostat."""
+    """Isothermal–isobaric MD of a periodic structure: stochastic cell rescaling at ``pressure`` (in
+    ``pressure_unit``: GPa, bar, kbar, ...) with a Langevin thermostat (``friction_per_fs``). ``cell_flexibility``
+    ``"isotropic"`` scales the cell (Bernetti & Bussi 2020); ``"full"`` lets all six strain components of a
+    lower-triangular cell move under the pressure tensor (Del Tatto et al. 2022; the cell is turned into ASE's
+    standard form at the start and never rotates; for solids). ``barostat_tau_fs`` (fs) is the cell's relaxation
+    time and ``compressibility_per_GPa`` an estimate of the isothermal compressibility (1/GPa; ~0.007 for copper,
+    ~0.45 for water): together they set how fast the cell relaxes, not the distribution. Frames add the cell,
+    volume (Å³), instantaneous pressure (GPa, kinetic part included), the stress of the potential (eV/Å³, ASE's
+    sign) and, with ``"full"``, the pressure tensor (GPa, kinetic part included); the conserved quantity is the
+    effective energy ``U + K + P₀V`` plus the work of thermostat and barostat."""
 
     name: ClassVar[str] = "npt_scr"
-    units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3"}
+    units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3",
+                                          "pressure_tensor": "GPa"}  # fmt: skip
     fixes_momentum: ClassVar[bool] = False
     variable_cell: ClassVar[bool] = True
+    #: The values of ``cell_flexibility``.
+    CELL_FLEXIBILITIES: ClassVar[tuple[str, ...]] = ("isotropic", "full")
     pressure: float = 0.0
     pressure_unit: str = "GPa"
     friction_per_fs: float = 0.01
     barostat_tau_fs: float = 1000.0
     compressibility_per_GPa: float = 0.01
+    cell_flexibility: str = "isotropic"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -269,18 +281,25 @@ class StochasticCellRescaling(Ensemble):
         except UnitError as err:
             raise ConfigError(f"unknown pressure unit {self.pressure_unit!r} ({err}); use GPa, MPa, bar, kbar, atm "
                               "or eV/Ang^3") from None  # fmt: skip
+        if self.cell_flexibility not in self.CELL_FLEXIBILITIES:
+            raise ConfigError(f"unknown cell_flexibility {self.cell_flexibility!r}; choose one of "
+                              f"{', '.join(self.CELL_FLEXIBILITIES)}")  # fmt: skip
 
     def integrator(self, masses, dt, dof):
         pressure = self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
         compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
         friction = self.friction_per_fs / FS
         tau = self.barostat_tau_fs * FS
-        return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, pressure, tau, compressibility)
+        flexible = self.cell_flexibility == "full"
+        return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, pressure, tau, compressibility,
+                                         flexible)  # fmt: skip
 
     def observe(self, state, masses, integrator, dof):
         frame = super().observe(state, masses, integrator, dof)  # with the potential part of the stress
         gpa = unit_factor("eV/Ang^3", "GPa")
         frame.update(cell=state.cell, volume=volume(state.cell), pressure=gpa * instantaneous_pressure(state, masses))
+        if self.cell_flexibility == "full":
+            frame["pressure_tensor"] = gpa * instantaneous_pressure_tensor(state, masses)
         return frame
 
 
