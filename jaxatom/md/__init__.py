@@ -6,7 +6,16 @@ This is the only package that imports jax-md.
 """
 
 from jaxatom.md.driver import CheckpointMismatch, MDRun, simulate
-from jaxatom.md.ensembles import ENSEMBLES, NVE, RPMD, Ensemble, Langevin, NoseHoover, StochasticCellRescaling
+from jaxatom.md.ensembles import (
+    ENSEMBLES,
+    NVE,
+    RPMD,
+    Ensemble,
+    Langevin,
+    MTKBarostat,
+    NoseHoover,
+    StochasticCellRescaling,
+)
 from jaxatom.md.forces import ForceField, from_energy, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
 from jaxatom.md.trajectory import export_trajectory, read_trajectory, trajectory_atoms
@@ -16,6 +25,7 @@ __all__ = [
     "CheckpointMismatch",
     "Ensemble",
     "Langevin",
+    "MTKBarostat",
     "NVE",
     "NoseHoover",
     "RPMD",
