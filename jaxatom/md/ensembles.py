@@ -33,7 +33,7 @@ from jaxatom.md.barostats import (
     volume,
 )
 from jaxatom.md.integrators import Integrator, MDState, langevin, nose_hoover, velocity_verlet
-from jaxatom.md.mtk import mtk_barostat, pressure_tensor
+from jaxatom.md.mtk import mtk_barostat
 from jaxatom.md.state import (
     FS,
     degrees_of_freedom,
@@ -233,47 +233,27 @@ class RPMD(Ensemble):
         return rpmd.centroid(state.forces)
 
 
-def _check_pressure_unit(unit: str) -> None:
-    """Refuse a pressure unit that cannot be converted to eV/Å³, naming the ones that can."""
-    try:
-        unit_factor(unit, "eV/Ang^3")
-    except UnitError as err:
-        raise ConfigError(f"unknown pressure unit {unit!r} ({err}); use GPa, MPa, bar, kbar, atm or eV/Ang^3") from None
-
-
 @dataclasses.dataclass(frozen=True)
-class StochasticCellRescaling(Ensemble):
-    """Isothermal–isobaric MD of a periodic structure: stochastic cell rescaling at ``pressure`` (in
-    ``pressure_unit``: GPa, bar, kbar, ...) with a Langevin thermostat (``friction_per_fs``). ``cell_flexibility``
-    ``"isotropic"`` scales the cell (Bernetti & Bussi 2020); ``"full"`` lets all six strain components of a
-    lower-triangular cell move under the pressure tensor (Del Tatto et al. 2022; the cell is turned into ASE's
-    standard form at the start and never rotates; for solids). ``barostat_tau_fs`` (fs) is the cell's relaxation
-    time and ``compressibility_per_GPa`` an estimate of the isothermal compressibility (1/GPa; ~0.007 for copper,
-    ~0.45 for water): together they set how fast the cell relaxes, not the distribution. Frames add the cell,
-    volume (Å³), instantaneous pressure (GPa, kinetic part included), the stress of the potential (eV/Å³, ASE's
-    sign) and, with ``"full"``, the pressure tensor (GPa, kinetic part included); the conserved quantity is the
-    effective energy ``U + K + P₀V`` plus the work of thermostat and barostat."""
+class _Barostat(Ensemble):
+    """What constant-pressure ensembles share: the target ``pressure`` in ``pressure_unit`` (GPa, MPa, bar, kbar,
+    atm or eV/Ang^3), the cell's time constant ``barostat_tau_fs`` (fs), ``cell_flexibility`` (``"isotropic"``: the
+    volume only; ``"full"``: all six strain components, the cell never rotates), and frames with the cell, volume
+    (Å³), instantaneous pressure (GPa, kinetic part included), the stress of the potential (eV/Å³, ASE's sign) and,
+    with ``"full"``, the pressure tensor (GPa, kinetic part included)."""
 
-    name: ClassVar[str] = "npt_scr"
     units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3",
                                           "pressure_tensor": "GPa"}  # fmt: skip
-    fixes_momentum: ClassVar[bool] = False
     variable_cell: ClassVar[bool] = True
     #: The values of ``cell_flexibility``.
     CELL_FLEXIBILITIES: ClassVar[tuple[str, ...]] = ("isotropic", "full")
     pressure: float = 0.0
     pressure_unit: str = "GPa"
-    friction_per_fs: float = 0.01
     barostat_tau_fs: float = 1000.0
-    compressibility_per_GPa: float = 0.01
     cell_flexibility: str = "isotropic"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "barostat_tau_fs")
-        _positive(self, "compressibility_per_GPa")
-        if not (self.friction_per_fs > 0 and math.isfinite(self.friction_per_fs)):
-            raise ConfigError(f"friction_per_fs must be > 0 (the thermostat of NPT), got {self.friction_per_fs}")
         if not math.isfinite(self.pressure):
             raise ConfigError(f"pressure must be a finite number, got {self.pressure}")
         try:
@@ -285,72 +265,73 @@ class StochasticCellRescaling(Ensemble):
             raise ConfigError(f"unknown cell_flexibility {self.cell_flexibility!r}; choose one of "
                               f"{', '.join(self.CELL_FLEXIBILITIES)}")  # fmt: skip
 
-    def integrator(self, masses, dt, dof):
-        pressure = self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
-        compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
-        friction = self.friction_per_fs / FS
-        tau = self.barostat_tau_fs * FS
-        flexible = self.cell_flexibility == "full"
-        return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, pressure, tau, compressibility,
-                                         flexible)  # fmt: skip
+    @property
+    def pressure_eV_per_A3(self) -> float:
+        """The target pressure in eV/Å³."""
+        return self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
+
+    @property
+    def flexible(self) -> bool:
+        return self.cell_flexibility == "full"
 
     def observe(self, state, masses, integrator, dof):
         frame = super().observe(state, masses, integrator, dof)  # with the potential part of the stress
         gpa = unit_factor("eV/Ang^3", "GPa")
         frame.update(cell=state.cell, volume=volume(state.cell), pressure=gpa * instantaneous_pressure(state, masses))
-        if self.cell_flexibility == "full":
+        if self.flexible:
             frame["pressure_tensor"] = gpa * instantaneous_pressure_tensor(state, masses)
         return frame
 
 
 @dataclasses.dataclass(frozen=True)
-class MTKBarostat(Ensemble):
+class StochasticCellRescaling(_Barostat):
+    """Isothermal–isobaric MD of a periodic structure: stochastic cell rescaling with a Langevin thermostat
+    (``friction_per_fs``). ``"isotropic"`` scales the cell (Bernetti & Bussi 2020); ``"full"`` moves a
+    lower-triangular cell under the pressure tensor (Del Tatto et al. 2022; the cell is turned into ASE's standard
+    form at the start; for solids). ``barostat_tau_fs`` (fs) is the cell's relaxation time and
+    ``compressibility_per_GPa`` an estimate of the isothermal compressibility (1/GPa; ~0.007 for copper, ~0.45 for
+    water): together they set how fast the cell relaxes, not the distribution. The conserved quantity is the effective
+    energy ``U + K + P₀V`` plus the work of thermostat and barostat. Settings and frames: see :class:`_Barostat`."""
+
+    name: ClassVar[str] = "npt_scr"
+    fixes_momentum: ClassVar[bool] = False
+    friction_per_fs: float = 0.01
+    compressibility_per_GPa: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "compressibility_per_GPa")
+        if not (self.friction_per_fs > 0 and math.isfinite(self.friction_per_fs)):
+            raise ConfigError(f"friction_per_fs must be > 0 (the thermostat of NPT), got {self.friction_per_fs}")
+
+    def integrator(self, masses, dt, dof):
+        compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
+        friction = self.friction_per_fs / FS
+        tau = self.barostat_tau_fs * FS
+        return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, self.pressure_eV_per_A3, tau,
+                                         compressibility, self.flexible)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class MTKBarostat(_Barostat):
     """Isothermal–isobaric MD of a periodic structure with the deterministic Martyna–Tobias–Klein barostat and
-    Nosé–Hoover chains (:mod:`jaxatom.md.mtk`) at ``pressure`` (in ``pressure_unit``: GPa, bar, kbar, ...).
-    ``tau_fs`` (fs) is the particle chain's period, ``barostat_tau_fs`` (fs) the cell's; ``cell_flexibility`` is
-    ``"isotropic"`` (the volume only) or ``"full"`` (all six strain components, the cell never rotates);
-    ``chain_length`` the length of both chains. Frames add the cell, volume (Å³), instantaneous pressure (GPa, kinetic
-    part included), the stress of the potential (eV/Å³, ASE's sign) and, with ``"full"``, the pressure tensor (GPa);
-    the conserved quantity is ``U + K + P₀V`` plus the kinetic energy of the cell and the energies of both chains."""
+    Nosé–Hoover chains (:mod:`jaxatom.md.mtk`). ``tau_fs`` (fs) is the particle chain's period, ``barostat_tau_fs``
+    (fs) the cell's, ``chain_length`` the length of both chains. The conserved quantity is ``U + K + P₀V`` plus the
+    kinetic energy of the cell and the energies of both chains. Settings and frames: see :class:`_Barostat`."""
 
     name: ClassVar[str] = "npt_mtk"
-    units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3",
-                                          "pressure_tensor": "GPa"}  # fmt: skip
-    variable_cell: ClassVar[bool] = True
-    #: The values of ``cell_flexibility``.
-    CELL_FLEXIBILITIES: ClassVar[tuple[str, ...]] = ("isotropic", "full")
-    pressure: float = 0.0
-    pressure_unit: str = "GPa"
     tau_fs: float = 100.0
-    barostat_tau_fs: float = 1000.0
-    cell_flexibility: str = "isotropic"
     chain_length: int = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "tau_fs")
-        _positive(self, "barostat_tau_fs")
         _positive_int(self, "chain_length")
-        if not math.isfinite(self.pressure):
-            raise ConfigError(f"pressure must be a finite number, got {self.pressure}")
-        _check_pressure_unit(self.pressure_unit)
-        if self.cell_flexibility not in self.CELL_FLEXIBILITIES:
-            raise ConfigError(f"unknown cell_flexibility {self.cell_flexibility!r}; choose one of "
-                              f"{', '.join(self.CELL_FLEXIBILITIES)}")  # fmt: skip
 
     def integrator(self, masses, dt, dof):
-        pressure = self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
-        flexible = self.cell_flexibility == "full"
         taus = self.tau_fs * FS, self.barostat_tau_fs * FS
-        return mtk_barostat(masses, dt, self.temperature_K, pressure, *taus, dof, flexible, self.chain_length)
-
-    def observe(self, state, masses, integrator, dof):
-        frame = super().observe(state, masses, integrator, dof)  # with the potential part of the stress
-        gpa = unit_factor("eV/Ang^3", "GPa")
-        frame.update(cell=state.cell, volume=volume(state.cell), pressure=gpa * instantaneous_pressure(state, masses))
-        if self.cell_flexibility == "full":
-            frame["pressure_tensor"] = gpa * pressure_tensor(state.momenta, masses, state.cell, state.extras["stress"])
-        return frame
+        return mtk_barostat(masses, dt, self.temperature_K, self.pressure_eV_per_A3, *taus, dof, self.flexible,
+                            self.chain_length)  # fmt: skip
 
 
 #: The built-in ensembles by name (YAML, the CLI and ``simulate(ensemble="langevin", ...)``).

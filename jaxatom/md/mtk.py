@@ -24,11 +24,11 @@ import jax.numpy as jnp
 from flax import struct
 from jax_md import simulate
 
-from jaxatom.md.barostats import volume
+from jaxatom.md.barostats import instantaneous_pressure_tensor, volume
 from jaxatom.md.integrators import ComputeFn, Integrator, MDState, _force_update
 from jaxatom.md.state import BOLTZMANN, kinetic_energy
 
-__all__ = ["MTKVariables", "mtk_barostat", "pressure_tensor"]
+__all__ = ["MTKVariables", "mtk_barostat"]
 
 #: Independent components of the symmetric cell momentum that the fully flexible cell's chain thermostats.
 FLEXIBLE_CELL_DOF = 6
@@ -47,14 +47,6 @@ class MTKVariables:
     particles: simulate.NoseHooverChain
     cell: simulate.NoseHooverChain
     cell_momentum: jax.Array
-
-
-def pressure_tensor(momenta: jax.Array, masses: jax.Array, cell: jax.Array, stress: jax.Array) -> jax.Array:
-    """``[R, 3, 3]`` internal pressure (eV/Å³) ``(Σ p⊗p/m − V σ)/V`` of momenta ``[R, N, 3]``, cells ``[R, 3, 3]`` and
-    potential stress ``[R, 3, 3]`` (eV/Å³, ASE's sign; symmetrised); its trace over 3 is the scalar pressure."""
-    kinetic = jnp.einsum("rni,rnj->rij", momenta / masses[:, None], momenta)
-    symmetric = 0.5 * (stress + jnp.swapaxes(stress, -1, -2))
-    return kinetic / volume(cell)[:, None, None] - symmetric
 
 
 def _exprel(x: jax.Array) -> jax.Array:
@@ -141,7 +133,7 @@ def mtk_barostat(
     def cell_force(state: MDState) -> jax.Array:
         """``V (P_int − P₀ I) + (2K/N_f) I`` (``[R, 3, 3]``, eV), or its trace when isotropic (``[R]``)."""
         v = volume(state.cell)[:, None, None]
-        excess = pressure_tensor(state.momenta, masses, state.cell, state.extras["stress"]) - pressure * jnp.eye(3)
+        excess = instantaneous_pressure_tensor(state, masses) - pressure * jnp.eye(3)
         kinetic = (2.0 * kinetic_energy(state.momenta, masses) / dof)[:, None, None] * jnp.eye(3)
         force = v * excess + kinetic
         return force if flexible else jnp.trace(force, axis1=-2, axis2=-1)
