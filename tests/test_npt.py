@@ -15,8 +15,9 @@ import jaxatom
 from jaxatom.errors import ConfigError, StructureError
 from jaxatom.md import ForceField, StochasticCellRescaling, read_trajectory, simulate
 from jaxatom.md.driver import linear_scales
-from jaxatom.md.forces import from_potential
+from jaxatom.md.forces import from_ensemble, from_potential
 from jaxatom.md.neighbors import EdgeBuilder
+from jaxatom.potential import PotentialEnsemble
 
 from .conftest import tiny_painn
 
@@ -147,3 +148,18 @@ def test_npt_on_neighbour_lists_follows_the_same_path_as_exact_images(potential,
     assert abs(lists.frames["volume"][-1, 0] / start.get_volume() - 1) > 0.05
     np.testing.assert_allclose(lists.frames["positions"], images.frames["positions"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(lists.frames["cell"], images.frames["cell"], rtol=0, atol=1e-9)
+
+
+def test_npt_with_a_model_ensemble_follows_the_mean_stress(potential, copper):
+    other = jaxatom.Potential.create(tiny_painn(), [29], seed=5)
+    members = PotentialEnsemble.from_potentials([potential, other])
+    with jax.enable_x64(True):
+        edges = EdgeBuilder.create(copper.numbers, copper.cell[:], True, potential.cutoff, cell_margin=0.85)
+        force_field = from_ensemble(members, edges, variable_cell=True)
+        cell = jnp.asarray(copper.cell[:])
+        out = force_field.apply(force_field.params, jnp.asarray(copper.positions), None, cell)
+        stresses = [p.predict(copper)["stress"] for p in (potential, other)]
+    np.testing.assert_allclose(out["stress"], np.mean(stresses, axis=0), rtol=1e-9, atol=1e-12)
+    ensemble = StochasticCellRescaling(pressure=1.0, barostat_tau_fs=50.0, compressibility_per_GPa=0.02)
+    run = simulate(members, copper, 10, timestep_fs=1.0, ensemble=ensemble, stride=5, progress=False)
+    assert np.all(run.frames["energy_std"] > 0) and not np.allclose(run.frames["volume"], copper.get_volume())

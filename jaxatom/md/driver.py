@@ -109,9 +109,7 @@ def _load_force_field(
         cell_margin=CELL_MARGIN if variable_cell else 1.0,
     )
     if isinstance(model, PotentialEnsemble):
-        if variable_cell:
-            raise ConfigError("constant-pressure MD with a PotentialEnsemble is not implemented; use one Potential")
-        return from_ensemble(model, edges, observables, field)
+        return from_ensemble(model, edges, observables, field, variable_cell)
     return from_potential(model, edges, observables, field, variable_cell)
 
 

@@ -162,23 +162,26 @@ def from_ensemble(
     edges: EdgeBuilder,
     observables: Sequence[str] = (),
     field: Sequence[float] | None = None,
+    variable_cell: bool = False,
 ) -> ForceField:
     """The mean force field of a :class:`~jaxatom.potential.PotentialEnsemble` (members ``vmap``ped over their
     stacked parameters). The dynamics follow the mean forces; ``energy_std`` (eV, population std across members) and
     ``forces_std_max`` (eV/Å, the largest per-atom norm of the force standard deviation) are reported per frame,
-    and each of the ``observables`` as the members' mean (``field`` as in :func:`from_potential`)."""
+    and each of the ``observables`` (and with ``variable_cell`` the stress) as the members' mean (``field`` and
+    ``variable_cell`` as in :func:`from_potential`)."""
     _require_energy(ensemble.outputs)
     field = field_array(field)
     if field is not None:
         check_field_model(ensemble.model)
     specs = observable_specs(ensemble.model, observables)
-    member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0, None, None, None))
+    member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0, None, None, None, None))
 
-    def apply(p, positions, neighbors):
+    def apply(p, positions, neighbors, cell=None):
         dtype = positions.dtype
         field_value = p["field"].astype(dtype) if "field" in p else None
         model_params = cast_params(p["model"], dtype)
-        energy, forces, observed = member(model_params, _device_scaling(p, dtype), field_value, positions, neighbors)
+        scaling = _device_scaling(p, dtype)
+        energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors, cell)
         force_std = jnp.sqrt(jnp.sum(jnp.var(forces, axis=0), axis=-1))
         return {
             "energy": jnp.mean(energy),
@@ -197,4 +200,4 @@ def from_ensemble(
     }
     offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))
     units = {"energy_std": "eV", "forces_std_max": "eV/Ang", **{spec.name: spec.unit for spec in specs}}
-    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset, units=units)
+    return ForceField(apply, params, edges, offset, units, variable_cell)
