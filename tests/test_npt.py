@@ -14,7 +14,7 @@ from ase.build import bulk, molecule
 import jaxatom
 from jaxatom.errors import ConfigError, StructureError
 from jaxatom.md import ForceField, StochasticCellRescaling, read_trajectory, simulate
-from jaxatom.md.driver import linear_scales
+from jaxatom.md.driver import SimulationFailed, linear_scales
 from jaxatom.md.forces import from_ensemble, from_potential
 from jaxatom.md.neighbors import EdgeBuilder
 from jaxatom.potential import PotentialEnsemble
@@ -163,3 +163,17 @@ def test_npt_with_a_model_ensemble_follows_the_mean_stress(potential, copper):
     ensemble = StochasticCellRescaling(pressure=1.0, barostat_tau_fs=50.0, compressibility_per_GPa=0.02)
     run = simulate(members, copper, 10, timestep_fs=1.0, ensemble=ensemble, stride=5, progress=False)
     assert np.all(run.frames["energy_std"] > 0) and not np.allclose(run.frames["volume"], copper.get_volume())
+
+
+def test_impossible_cells_are_refused(potential, copper, tmp_path):
+    flat = copper.copy()
+    flat.cell[2] = flat.cell[0]  # two equal lattice vectors: no volume
+    with pytest.raises(StructureError, match="non-zero volume"):
+        simulate(potential, flat, 10, ensemble=StochasticCellRescaling(), progress=False)
+    crushing = StochasticCellRescaling(pressure=500.0, barostat_tau_fs=500.0, compressibility_per_GPa=0.005)
+    output = tmp_path / "crushed.h5"
+    with pytest.raises(SimulationFailed, match=r"the cell shrank to 0\.\d+ of its starting size, below the 0\.85"):
+        simulate(potential, copper, 400, timestep_fs=1.0, ensemble=crushing, stride=10, frames_per_chunk=2,
+                 output=output, progress=False)  # fmt: skip
+    kept = read_trajectory(output)  # the chunks before the one that crushed the cell, intact
+    assert len(kept["step"]) > 0 and np.all(kept["volume"] > 0.85**3 * copper.get_volume())
