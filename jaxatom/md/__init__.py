@@ -14,6 +14,7 @@ from jaxatom.md.ensembles import (
     Langevin,
     MTKBarostat,
     NoseHoover,
+    RingPolymerNPT,
     StochasticCellRescaling,
 )
 from jaxatom.md.forces import ForceField, from_energy, from_ensemble, from_potential
@@ -29,6 +30,7 @@ __all__ = [
     "NVE",
     "NoseHoover",
     "RPMD",
+    "RingPolymerNPT",
     "StochasticCellRescaling",
     "ForceField",
     "Integrator",

@@ -18,6 +18,7 @@ time); pressure and compressibility in eV/Å³ and its inverse.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -28,7 +29,13 @@ from jax.scipy.linalg import solve_triangular
 from jaxatom.md.integrators import ComputeFn, Integrator, MDState, _force_update, replica_normal, split_keys
 from jaxatom.md.state import BOLTZMANN, kinetic_energy
 
-__all__ = ["stochastic_cell_rescaling", "volume", "instantaneous_pressure", "instantaneous_pressure_tensor"]
+__all__ = [
+    "stochastic_cell_rescaling",
+    "isotropic_move",
+    "volume",
+    "instantaneous_pressure",
+    "instantaneous_pressure_tensor",
+]
 
 #: ``kT`` times these on the diagonal of the flexible cell's strain force (the Itô drift of the lower-triangular
 #: parametrization, noise ``∝ h dξ``) make it sample Martyna–Tobias–Klein's flexible-cell measure ``V⁻² dh`` with the
@@ -63,16 +70,23 @@ class _CellMove(NamedTuple):
     settle: Callable[[MDState, Any], jax.Array]
 
 
-def _isotropic_move(
-    masses: jax.Array, dt: float, kT: float, pressure: float, tau: float, compressibility: float
+def isotropic_move(
+    internal_pressure: Callable[[MDState], jax.Array],
+    dt: float,
+    kT: float,
+    pressure: float,
+    tau: float,
+    compressibility: float,
 ) -> _CellMove:
     """Bernetti & Bussi in ``λ = √V``: ``dλ = (D/kT) f dt + √(2 D dt) ξ`` with ``D = kT β_T / 4τ`` (Å³ per ASE time)
-    and ``f = −2λ (P₀ − P_int − kT/2V)`` (eV/Å^{3/2}); the deformation is ``s·1``, ``s = (V'/V)^{1/3}``."""
+    and ``f = −2λ (P₀ − P_int − kT/2V)`` (eV/Å^{3/2}); the deformation is ``s·1``, ``s = (V'/V)^{1/3}``.
+    ``internal_pressure(state) -> [R]`` (eV/Å³) is the estimator of ``P_int`` (classical, or a ring polymer's
+    centroid-virial one)."""
     diffusion = kT * compressibility / (4.0 * tau)
 
     def force(state: MDState) -> jax.Array:
         v = volume(state.cell)
-        return -2.0 * jnp.sqrt(v) * (pressure - instantaneous_pressure(state, masses) - 0.5 * kT / v)
+        return -2.0 * jnp.sqrt(v) * (pressure - internal_pressure(state) - 0.5 * kT / v)
 
     def propose(state: MDState, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         f, v = force(state), volume(state.cell)
@@ -165,7 +179,7 @@ def stochastic_cell_rescaling(
     """NPT: O(dt/2) B(dt/2) [barostat + A(dt) with the deformation] B(dt/2) O(dt/2); ``friction`` in 1/ASE time.
 
     The barostat draws a deformation ``A`` (isotropic ``s·1``, or with ``flexible`` a lower-triangular
-    ``1 + dε``, see :func:`_isotropic_move` and :func:`_flexible_move`); then the cell ``← h A``, momenta
+    ``1 + dε``, see :func:`isotropic_move` and :func:`_flexible_move`); then the cell ``← h A``, momenta
     ``p ← p A⁻ᵀ`` and positions ``x ← (x + p dt/2m) A + p' dt/2m``. The work of barostat and thermostat enters
     ``heat``, so ``U + K + P₀V + heat`` is conserved up to the integrator's error.
 
@@ -177,7 +191,11 @@ def stochastic_cell_rescaling(
     m = masses[:, None]
     c1 = jnp.exp(-0.5 * friction * dt)
     c2 = jnp.sqrt((1.0 - c1**2) * kT * m)
-    move = (_flexible_move if flexible else _isotropic_move)(masses, dt, kT, pressure, tau, compressibility)
+    if flexible:
+        move = _flexible_move(masses, dt, kT, pressure, tau, compressibility)
+    else:
+        classical = functools.partial(instantaneous_pressure, masses=masses)
+        move = isotropic_move(classical, dt, kT, pressure, tau, compressibility)
 
     def thermostat(state: MDState) -> MDState:
         keys, sub = split_keys(state.key)

@@ -22,6 +22,7 @@ import numpy as np
 from jaxatom.errors import DiskFullError, JaxAtomError
 from jaxatom.files import format_bytes, free_bytes, is_disk_full
 from jaxatom.md.integrators import MDState
+from jaxatom.md.neighbors import bead_cells
 
 __all__ = ["CheckpointMismatch", "model_fingerprint", "save_checkpoint", "load_checkpoint"]
 
@@ -100,7 +101,8 @@ def load_checkpoint(path: Path, template: MDState, setup) -> tuple[MDState, int]
         if "nbr_idx" in data:
             edges = setup.force_field.edges
             flat = np.asarray(state.positions).reshape(-1, edges.n_atoms, 3)
-            fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0, state.cell)
+            cells = None if state.cell is None else bead_cells(state.cell, len(flat))
+            fresh = edges.allocate(flat, meta["capacity"], meta["cell_capacity"] or 0, cells)
             neighbors = edges.restore(fresh, data["nbr_idx"], data["nbr_reference"], data["nbr_error"])
     return state.replace(neighbors=neighbors), int(meta["n_frames"])
 

@@ -31,7 +31,7 @@ from jaxatom.md.checkpoint import CheckpointMismatch
 from jaxatom.md.ensembles import Ensemble, ensemble_from_settings, json_values
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
-from jaxatom.md.neighbors import EdgeBuilder
+from jaxatom.md.neighbors import EdgeBuilder, bead_cells
 from jaxatom.md.state import (
     FS,
     masses_of,
@@ -178,7 +178,8 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
         positions = jnp.broadcast_to(positions[:, None], momenta.shape)
     flat = np.asarray(positions).reshape(-1, plan.n_atoms, 3)
     cell = jnp.asarray(np.stack([s.cell[:] for s in structures]), dtype) if ensemble.variable_cell else None
-    neighbors = force_field.edges.allocate(flat, cells=cell) if force_field.edges is not None else None
+    cells = None if cell is None else bead_cells(cell, len(flat))
+    neighbors = force_field.edges.allocate(flat, cells=cells) if force_field.edges is not None else None
     results, neighbors = jax.jit(compute)(force_field.params, positions, neighbors, cell)
     extras = {k: v for k, v in results.items() if k not in ("energy", "forces")}
     state = MDState(
@@ -204,13 +205,14 @@ def _compute_fn(force_field: ForceField, n_atoms: int):
     def compute(params, positions, neighbors, cell=None):
         lead = positions.shape[:-2]
         flat = positions.reshape(-1, n_atoms, 3)
+        cells = None if cell is None else bead_cells(cell, len(flat))
         if edges is not None:
-            neighbors = edges.update(flat, neighbors, cell)
+            neighbors = edges.update(flat, neighbors, cells)
         axes = 0 if neighbors is not None else None
         if cell is None:
             out = jax.vmap(force_field.apply, in_axes=(None, 0, axes))(params, flat, neighbors)
         else:
-            out = jax.vmap(force_field.apply, in_axes=(None, 0, axes, 0))(params, flat, neighbors, cell)
+            out = jax.vmap(force_field.apply, in_axes=(None, 0, axes, 0))(params, flat, neighbors, cells)
         return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out), neighbors
 
     return compute
@@ -615,7 +617,8 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
             return new_state, frames
         timing["reruns"] += 1
         flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
-        grown = setup.force_field.edges.grow(state.neighbors, flat, state.cell)
+        cells = None if state.cell is None else bead_cells(state.cell, len(flat))
+        grown = setup.force_field.edges.grow(state.neighbors, flat, cells)
         print(
             f"jaxatom md: neighbour list overflow at step {int(state.step)}; capacity {capacity} -> "
             f"{grown.max_occupancy}, rerunning the chunk",

@@ -53,6 +53,7 @@ __all__ = [
     "RPMD",
     "StochasticCellRescaling",
     "MTKBarostat",
+    "RingPolymerNPT",
     "ENSEMBLES",
     "ensemble_from_settings",
 ]
@@ -334,9 +335,40 @@ class MTKBarostat(_Barostat):
                             self.chain_length)  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True)
+class RingPolymerNPT(_Barostat, RPMD):
+    """Ring-polymer MD at constant pressure (isotropic): the thermostats of :class:`RPMD` and isotropic stochastic
+    cell rescaling (``compressibility_per_GPa`` and ``barostat_tau_fs`` as in :class:`StochasticCellRescaling`)
+    driven by the centroid-virial pressure estimator; the cell scales the centroids and leaves the bead offsets
+    alone. Frames hold what RPMD frames hold plus the cell, volume (Å³), the centroid-virial pressure (GPa) and the
+    bead-averaged stress of the potential (eV/Å³)."""
+
+    name: ClassVar[str] = "npt_rpmd"
+    units: ClassVar[Mapping[str, str]] = {**RPMD.units, **_Barostat.units}
+    CELL_FLEXIBILITIES: ClassVar[tuple[str, ...]] = ("isotropic",)
+    compressibility_per_GPa: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "compressibility_per_GPa")
+
+    def integrator(self, masses, dt, dof):
+        compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
+        barostat = self.pressure_eV_per_A3, self.barostat_tau_fs * FS, compressibility
+        tau = self.centroid_tau_fs * FS
+        return rpmd.ring_polymer(masses, dt, self.temperature_K, self.n_beads, self.thermostat, tau, self.pile_lambda,
+                                 barostat)  # fmt: skip
+
+    def observe(self, state, masses, integrator, dof):
+        frame = RPMD.observe(self, state, masses, integrator, dof)  # with the bead-averaged stress
+        pressure = unit_factor("eV/Ang^3", "GPa") * rpmd.centroid_virial_pressure(state, masses)
+        frame.update(cell=state.cell, volume=volume(state.cell), pressure=pressure)
+        return frame
+
+
 #: The built-in ensembles by name (YAML, the CLI and ``simulate(ensemble="langevin", ...)``).
 ENSEMBLES: dict[str, type[Ensemble]] = {
-    cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD, StochasticCellRescaling, MTKBarostat)
+    cls.name: cls for cls in (NVE, Langevin, NoseHoover, RPMD, StochasticCellRescaling, MTKBarostat, RingPolymerNPT)
 }
 #: Settings of the keyword form ``simulate(ensemble=name, **settings)`` that an ensemble field spells differently.
 _RENAMED = {"rpmd_thermostat": "thermostat"}

@@ -32,7 +32,7 @@ from jax_md import partition, space
 from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
 
-__all__ = ["EdgeBuilder", "perpendicular_widths", "MODES"]
+__all__ = ["EdgeBuilder", "perpendicular_widths", "bead_cells", "MODES"]
 
 #: ``auto`` picks all-pairs for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, images for cells too small for
 #: a list and for slabs and wires, and a list otherwise.
@@ -330,6 +330,12 @@ class EdgeBuilder:
             n_node=jnp.asarray([n, 0], np.int32),
             total_charge=jnp.asarray([self.total_charge, 0.0], dtype),
         )
+
+
+def bead_cells(cell, count: int):
+    """The cells ``[count, 3, 3]`` of ``count`` flattened structures from the replicas' cells ``[R, 3, 3]``: the
+    beads of a ring polymer share their replica's cell (``count = R·P``)."""
+    return cell if len(cell) == count else jnp.repeat(cell, count // len(cell), axis=0)
 
 
 def lattice_images(cell: np.ndarray, pbc, cutoff: float) -> np.ndarray:

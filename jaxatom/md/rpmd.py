@@ -17,12 +17,15 @@ is on.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ase import units
 
 from jaxatom.errors import ConfigError
+from jaxatom.md.barostats import isotropic_move, volume
 from jaxatom.md.integrators import ComputeFn, Integrator, MDState, _force_update, split_keys
 from jaxatom.md.state import BOLTZMANN, kinetic_energy
 
@@ -36,6 +39,7 @@ __all__ = [
     "spring_energy",
     "primitive_kinetic_energy",
     "virial_kinetic_energy",
+    "centroid_virial_pressure",
 ]
 
 #: ħ in eV × ASE time units.
@@ -97,6 +101,19 @@ def virial_kinetic_energy(positions: jax.Array, forces: jax.Array, temperature_K
     return 1.5 * n_atoms * BOLTZMANN * temperature_K - jnp.sum(offsets * forces, axis=(-3, -2, -1)) / (2 * n_beads)
 
 
+def centroid_virial_pressure(state: MDState, masses: jax.Array) -> jax.Array:
+    """``[R]`` centroid-virial pressure estimator (eV/Å³) of ring polymers in cells ``state.cell [R, 3, 3]``:
+    ``(Σ p̄²/m − (1/P) Σ_j (V tr σ_j + Σ (q_j − q̄)·F_j)) / 3V`` with centroid momenta ``p̄`` and each bead's stress
+    ``σ_j`` (ASE's sign) — minus the volume derivative of the ring polymer's free energy when the cell scales the
+    centroids and leaves the bead offsets alone (the classical estimator for one bead)."""
+    v = volume(state.cell)
+    kinetic = jnp.sum(centroid(state.momenta) ** 2 / masses[:, None], axis=(-2, -1))
+    offsets = state.positions - centroid(state.positions)[..., None, :, :]
+    virial = v[:, None] * jnp.trace(state.extras["stress"], axis1=-2, axis2=-1)
+    virial = virial + jnp.sum(offsets * state.forces, axis=(-2, -1))
+    return (kinetic - jnp.mean(virial, axis=-1)) / (3.0 * v)
+
+
 def _bussi_factor(key: jax.Array, kinetic: jax.Array, target: jax.Array, n_dof: int, c: jax.Array) -> jax.Array:
     """Bussi–Donadio–Parrinello stochastic velocity-rescaling factor for one replica (exact for a time ``-τ ln c``)."""
     k1, k2 = jax.random.split(key)
@@ -116,6 +133,7 @@ def ring_polymer(
     thermostat: str = "pile_l",
     centroid_tau: float | None = None,
     pile_lambda: float = 1.0,
+    barostat: tuple[float, float, float] | None = None,
 ) -> Integrator:
     """RPMD integrator for ``[R, P, N, 3]`` states (time in ASE units).
 
@@ -128,6 +146,11 @@ def ring_polymer(
         centroid_tau: centroid thermostat time constant (PILE-L friction ``1/τ``, PILE-G Bussi time ``τ``).
         pile_lambda: internal-mode friction ``γ_k = 2 λ ω_k``; 1 is critical damping (Ceriotti et al. 2010, and
             SchNetPack's default), 1/2 the value Rossi et al. (2014) suggest for TRPMD spectra.
+        barostat: ``(pressure, tau, compressibility)`` (eV/Å³, ASE time, Å³/eV) for constant pressure: isotropic
+            stochastic cell rescaling (:func:`~jaxatom.md.barostats.isotropic_move`) of ``state.cell`` driven by
+            :func:`centroid_virial_pressure`, scaling the centroids (by ``√s`` before and after the free
+            propagation, a reversible sandwich) and leaving the bead offsets alone; its work, in the ring polymer's
+            energy units (``P`` times the physical), enters ``heat``.
     """
     if thermostat not in THERMOSTATS:
         raise ConfigError(f"unknown ring-polymer thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
@@ -183,17 +206,42 @@ def ring_polymer(
         heat = state.heat - (mode_kinetic(new) - mode_kinetic(modes))
         return state.replace(key=keys, heat=heat), new
 
+    move = None
+    if barostat is not None:
+        pressure, tau, compressibility = barostat
+        internal = functools.partial(centroid_virial_pressure, masses=masses)
+        move = isotropic_move(internal, dt, kT_p / n_beads, pressure, tau, compressibility)
+
+    def scale_centroids(p: jax.Array, q: jax.Array, factor: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Centroid modes of ``[R, P, N, 3]`` mode arrays: positions times ``factor [R]``, momenta divided."""
+        f = factor[:, None, None]
+        return p.at[:, 0].divide(f), q.at[:, 0].multiply(f)
+
     def step(state: MDState, compute: ComputeFn) -> MDState:
-        momenta = state.momenta + 0.5 * dt * state.forces
-        p, q = free_half_step(_to_modes(momenta, matrix), _to_modes(state.positions, matrix))
+        state = state.replace(momenta=state.momenta + 0.5 * dt * state.forces)
+        p, q = _to_modes(state.momenta, matrix), _to_modes(state.positions, matrix)
+        if move is not None:
+            keys, sub = split_keys(state.key)
+            deformation, heat, carry = move.propose(state, sub)
+            root = jnp.sqrt(deformation[:, 0, 0])
+            state = state.replace(
+                key=keys, heat=state.heat + n_beads * heat, cell=state.cell * root[:, None, None] ** 2
+            )
+            p, q = scale_centroids(p, q, root)
+        p, q = free_half_step(p, q)
         state, p = thermostat_step(state, p)
         p, q = free_half_step(p, q)
+        if move is not None:
+            p, q = scale_centroids(p, q, root)
         state = _force_update(state.replace(momenta=_from_modes(p, matrix)), compute, _from_modes(q, matrix))
+        if move is not None:
+            state = state.replace(heat=state.heat + n_beads * move.settle(state, carry))
         return state.replace(momenta=state.momenta + 0.5 * dt * state.forces, step=state.step + 1)
 
     def conserved(state: MDState) -> jax.Array:
         potential = jnp.sum(state.potential_energy, axis=-1)
         springs = spring_energy(state.positions, masses, omega_p)
-        return potential + ring_kinetic(state.momenta) + springs + state.heat
+        enthalpy = 0.0 if move is None else n_beads * pressure * volume(state.cell)
+        return potential + ring_kinetic(state.momenta) + springs + enthalpy + state.heat
 
     return Integrator(init=lambda s: s, step=step, conserved=conserved, name=f"rpmd-{thermostat}")
