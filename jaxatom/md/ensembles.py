@@ -74,6 +74,9 @@ class Ensemble:
     ring_polymer: ClassVar[bool] = False
     #: Whether the ensemble changes the cell (the state then holds it and the force field returns stress).
     variable_cell: ClassVar[bool] = False
+    #: Whether replicas of different structures, padded to one atom count, can run in one batch
+    #: (:meth:`padded_integrator`).
+    supports_padding: ClassVar[bool] = False
 
     temperature_K: float = 300.0
 
@@ -99,6 +102,12 @@ class Ensemble:
     def integrator(self, masses: jax.Array, dt: float, dof: int) -> Integrator:
         raise NotImplementedError
 
+    def padded_integrator(self, masses: jax.Array, dt: float, dof: jax.Array, atom_mask: jax.Array) -> Integrator:
+        """The integrator of replicas padded to one atom count: ``masses [R, N]`` (amu, 1 for padding atoms),
+        ``dof [R]``, ``atom_mask [R, N]``. Padding atoms start at rest and feel no force, so an integrator that adds
+        no noise keeps them there; ensembles that do add noise override this."""
+        return self.integrator(masses, dt, dof)
+
     def initial_momenta(self, key: jax.Array, masses: jax.Array, positions: jax.Array, periodic: bool) -> jax.Array:
         """Momenta ``[N, 3]`` (``[P, N, 3]`` for ring polymers) for one replica at :attr:`temperature_K`."""
         return self.constrain_momenta(maxwell_boltzmann(key, masses, self.temperature_K), masses, positions, periodic)
@@ -117,7 +126,7 @@ class Ensemble:
         kinetic = kinetic_energy(state.momenta, masses)
         frame = {
             "positions": state.positions,
-            "velocities": state.momenta / masses[:, None] * FS,
+            "velocities": state.momenta / masses[..., None] * FS,
             "potential_energy": state.potential_energy,
             "kinetic_energy": kinetic,
             "temperature": temperature(kinetic, dof),
@@ -136,6 +145,7 @@ class NVE(Ensemble):
     removes the initial angular momentum of a molecule (3N − 6 degrees of freedom)."""
 
     name: ClassVar[str] = "nve"
+    supports_padding: ClassVar[bool] = True
     remove_rotation: bool = False
 
     def integrator(self, masses, dt, dof):
@@ -148,6 +158,7 @@ class Langevin(Ensemble):
 
     name: ClassVar[str] = "langevin"
     fixes_momentum: ClassVar[bool] = False
+    supports_padding: ClassVar[bool] = True
     friction_per_fs: float = 0.01
 
     def __post_init__(self) -> None:
@@ -158,12 +169,16 @@ class Langevin(Ensemble):
     def integrator(self, masses, dt, dof):
         return langevin(masses, dt, self.temperature_K, self.friction_per_fs / FS)
 
+    def padded_integrator(self, masses, dt, dof, atom_mask):
+        return langevin(masses, dt, self.temperature_K, self.friction_per_fs / FS, atom_mask)
+
 
 @dataclasses.dataclass(frozen=True)
 class NoseHoover(Ensemble):
     """Canonical Nosé–Hoover chain (jax-md's, Martyna–Tuckerman–Klein) with period ``tau_fs`` (fs)."""
 
     name: ClassVar[str] = "nose_hoover"
+    supports_padding: ClassVar[bool] = True
     tau_fs: float = 100.0
     chain_length: int = 3
     remove_rotation: bool = False
