@@ -12,6 +12,8 @@ from ase.build import molecule
 import jaxatom
 from jaxatom.errors import ConfigError, DataError
 from jaxatom.md import read_trajectory, simulate, trajectory_atoms
+from jaxatom.md.forces import ForceField
+from jaxatom.md.padding import is_heterogeneous
 from jaxatom.md.run import report
 from jaxatom.md.state import BOLTZMANN
 
@@ -82,6 +84,26 @@ def test_nose_hoover_chains_per_replica_conserve_their_energy_and_match_alone(po
     assert_replica_matches(batch.frames, alone.frames, 0, 0, len(molecules[0]))
 
 
+def test_potential_ensemble_batch_equals_each_molecule_alone(potential, molecules):
+    members = [potential, jaxatom.Potential.create(tiny_schnet(), ELEMENTS, seed=2, atomrefs={1: -13.0})]
+    batch = simulate(members, molecules, velocities="atoms", **OPTIONS)
+    alone = simulate(members, molecules[0], velocities="atoms", **OPTIONS)
+    assert_replica_matches(batch.frames, alone.frames, 0, 0, len(molecules[0]))
+    for name in ("energy_std", "forces_std_max"):
+        np.testing.assert_allclose(batch.frames[name][:, 0], alone.frames[name][:, 0], rtol=1e-10)
+
+
+def test_only_atoms_periodicity_and_periodic_cells_make_structures_different():
+    water, conformer = molecule("H2O"), molecule("H2O")
+    conformer.center(vacuum=5.0)  # a cell that molecules do not use
+    assert not is_heterogeneous([water, conformer])
+    assert is_heterogeneous([water, molecule("CH4")])
+    assert is_heterogeneous([two_atom_cell(), two_atom_cell() * (2, 1, 1)])
+    stretched = two_atom_cell()
+    stretched.set_cell(stretched.cell[:] * 1.1)
+    assert is_heterogeneous([two_atom_cell(), stretched])
+
+
 def two_atom_cell() -> Atoms:
     return Atoms("CO", positions=[[0.0, 0.0, 0.0], [1.3, 0.4, 0.2]], cell=np.diag([2.6, 2.9, 3.1]), pbc=True)
 
@@ -92,6 +114,17 @@ def test_periodic_cells_of_different_sizes_equal_each_cell_alone(potential):
     for r, atoms in enumerate(cells):
         alone = simulate(potential, atoms, velocities="atoms", **OPTIONS)
         assert_replica_matches(batch.frames, alone.frames, r, 0, len(atoms))
+
+
+def test_stochastic_cell_rescaling_moves_each_cell_as_alone(potential):
+    cells = [triclinic_crystal(), two_atom_cell()]
+    options = dict(OPTIONS, ensemble="npt_scr", pressure=1.0, barostat_tau_fs=50.0, seed=5)
+    batch = simulate(potential, cells, **options)
+    alone = simulate(potential, cells[1], n_replicas=2, **options)  # the padded cell, as replica 1
+    assert_replica_matches(batch.frames, alone.frames, 1, 1, len(cells[1]))
+    for name in ("cell", "volume", "pressure", "stress"):
+        np.testing.assert_allclose(batch.frames[name][:, 1], alone.frames[name][:, 1], rtol=1e-9, atol=1e-10)
+    assert not np.allclose(batch.frames["volume"][-1], [c.get_volume() for c in cells])  # the cells do move
 
 
 def test_restart_and_reading_each_replica_as_its_own_atoms(potential, molecules, tmp_path):
@@ -123,10 +156,9 @@ def test_what_batches_of_different_structures_do_not_support_is_refused(potentia
         simulate(potential, molecules, ensemble="rpmd", **OPTIONS)
     with pytest.raises(ConfigError, match="need static edges"):
         simulate(potential, molecules, neighbors="list", **OPTIONS)
-    members = [potential, jaxatom.Potential.create(tiny_schnet(), ELEMENTS, seed=2)]
-    with pytest.raises(ConfigError, match="PotentialEnsemble cannot run replicas of different structures"):
-        simulate(members, molecules, **OPTIONS)
+    with pytest.raises(ConfigError, match="need a model"):
+        simulate(ForceField(apply=lambda p, x, n: {}, params=None), molecules, **OPTIONS)
     with pytest.raises(ConfigError, match="share their periodicity"):
         simulate(potential, [molecules[0], two_atom_cell()], **OPTIONS)
-    with pytest.raises(ConfigError, match="the npt_scr ensemble cannot"):
-        simulate(potential, [triclinic_crystal(), two_atom_cell()], ensemble="npt_scr", **OPTIONS)
+    with pytest.raises(ConfigError, match="the npt_mtk ensemble cannot"):
+        simulate(potential, [triclinic_crystal(), two_atom_cell()], ensemble="npt_mtk", **OPTIONS)

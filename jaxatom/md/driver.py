@@ -130,6 +130,7 @@ def _load_batch_force_field(
     skin: float,
     observables: tuple[str, ...],
     field: tuple | None,
+    variable_cell: bool = False,
 ) -> ForceField:
     """The force field of replicas that are different structures (padded atoms ``replicas``, one edge builder)."""
     if isinstance(model, ForceField):
@@ -138,17 +139,17 @@ def _load_batch_force_field(
             "their edges and reference energies are made per replica; run each structure separately"
         )
     model = _potential(model)
-    if isinstance(model, PotentialEnsemble):
-        raise ConfigError(
-            "a PotentialEnsemble cannot run replicas of different structures in one batch yet; use one Potential, "
-            "or run each structure separately"
-        )
     if any(not np.array_equal(s.pbc, structures[0].pbc) for s in structures):
         raise ConfigError("replicas of different structures must share their periodicity (all molecules, or all "
                           "periodic along the same directions)")  # fmt: skip
     model.check_elements(np.concatenate([s.numbers for s in structures]))
-    edges = EdgeBuilder.create_batch(replicas, structures[0].pbc, model.cutoff, skin, neighbors)
-    return from_potential(model, edges, observables, field)
+    margin = CELL_MARGIN if variable_cell else 1.0
+    edges = EdgeBuilder.create_batch(replicas, structures[0].pbc, model.cutoff, skin, neighbors, margin)
+    if isinstance(model, PotentialEnsemble):
+        if variable_cell:
+            raise ConfigError("constant-pressure MD with a PotentialEnsemble is not implemented; use one Potential")
+        return from_ensemble(model, edges, observables, field)
+    return from_potential(model, edges, observables, field, variable_cell)
 
 
 def _checked_force_field(force_field: ForceField, observables: tuple[str, ...], field: tuple | None) -> ForceField:
@@ -285,13 +286,13 @@ def _compute_fn(force_field: ForceField, n_atoms: int):
 
 def _replica_compute_fn(force_field: ForceField, replicas: ReplicaAtoms, dtype):
     """The ``compute`` of replicas that are different structures: each replica's force call gets its own padded
-    atoms (species, mask, cell, charge)."""
+    atoms (species, mask, cell, charge) and, when the cell changes, its current cell."""
     atoms = jax.tree.map(jnp.asarray, replicas)
     atoms = atoms.replace(cell=atoms.cell.astype(dtype), total_charge=atoms.total_charge.astype(dtype))
-    apply = jax.vmap(force_field.apply, in_axes=(None, 0, None, None, 0))
 
     def compute(params, positions, neighbors, cell=None):
-        return apply(params, positions, None, None, atoms), neighbors
+        apply = jax.vmap(force_field.apply, in_axes=(None, 0, None, None if cell is None else 0, 0))
+        return apply(params, positions, None, cell, atoms), neighbors
 
     return compute
 
@@ -417,7 +418,7 @@ def simulate(
             a :class:`~jaxatom.md.forces.ForceField`.
         atoms: the starting structure, or one per replica (may differ in atoms and cells). Replicas that are
             different structures run in one compiled batch padded to the largest atom count (``nve``,
-            ``langevin``, ``nose_hoover``; all-pairs or lattice-image edges; one :class:`~jaxatom.Potential`), each
+            ``langevin``, ``nose_hoover``, ``npt_scr``; all-pairs or lattice-image edges; not with a ForceField), each
             with its own degrees of freedom, thermostat and random stream; their trajectory holds ``n_atoms [R]``
             and per-replica ``species``, ``masses`` and ``cell`` (see :func:`~jaxatom.md.read_trajectory`).
         steps: number of MD steps (a multiple of ``stride``).
@@ -476,7 +477,8 @@ def simulate(
                                         ensemble.variable_cell)  # fmt: skip
     else:
         _check_batch_ensemble(ensemble)
-        force_field = _load_batch_force_field(model, structures, replicas, neighbors, skin, observables, field)
+        force_field = _load_batch_force_field(model, structures, replicas, neighbors, skin, observables, field,
+                                              ensemble.variable_cell)  # fmt: skip
     plan = _Plan(
         ensemble=ensemble,
         timestep_fs=float(timestep_fs),
@@ -752,8 +754,9 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
 
 
 def linear_scales(start: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """``[R]`` smallest linear scale of ``cells [R, 3, 3]`` relative to the ``start [3, 3]`` cell: the smallest
-    singular value of ``start⁻¹ cell``, the factor by which some distance has shrunk at most."""
+    """``[R]`` smallest linear scale of ``cells [R, 3, 3]`` relative to the ``start [3, 3]`` cell (or each
+    replica's, ``[R, 3, 3]``): the smallest singular value of ``start⁻¹ cell``, the factor by which some distance has
+    shrunk at most."""
     return np.linalg.svd(np.linalg.solve(start, cells), compute_uv=False)[..., -1]
 
 
@@ -770,9 +773,11 @@ def _check_memory(compiled, plan: _Plan, n_frames: int) -> None:
 
 def _check_cell(state: MDState, setup: _Setup, first_step: int, output: Path | None) -> None:
     """Stop a constant-pressure run whose cell shrank beyond what its edges were built for."""
-    if state.cell is None or setup.force_field.edges is None:
+    edges = setup.force_field.edges
+    if state.cell is None or edges is None:
         return
-    smallest = float(np.min(linear_scales(setup.force_field.edges.cell, np.asarray(state.cell))))
+    start = edges.cell if edges.replicas is None else edges.replicas.cell
+    smallest = float(np.min(linear_scales(start, np.asarray(state.cell))))
     if smallest < CELL_MARGIN:
         kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
         raise SimulationFailed(

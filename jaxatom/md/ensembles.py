@@ -270,6 +270,7 @@ class StochasticCellRescaling(Ensemble):
     effective energy ``U + K + P₀V`` plus the work of thermostat and barostat."""
 
     name: ClassVar[str] = "npt_scr"
+    supports_padding: ClassVar[bool] = True
     units: ClassVar[Mapping[str, str]] = {"cell": "Ang", "volume": "Ang^3", "pressure": "GPa", "stress": "eV/Ang^3",
                                           "pressure_tensor": "GPa"}  # fmt: skip
     fixes_momentum: ClassVar[bool] = False
@@ -301,13 +302,16 @@ class StochasticCellRescaling(Ensemble):
                               f"{', '.join(self.CELL_FLEXIBILITIES)}")  # fmt: skip
 
     def integrator(self, masses, dt, dof):
+        return self.padded_integrator(masses, dt, dof, None)
+
+    def padded_integrator(self, masses, dt, dof, atom_mask):
         pressure = self.pressure * unit_factor(self.pressure_unit, "eV/Ang^3")
         compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
         friction = self.friction_per_fs / FS
         tau = self.barostat_tau_fs * FS
         flexible = self.cell_flexibility == "full"
         return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, pressure, tau, compressibility,
-                                         flexible)  # fmt: skip
+                                         flexible, atom_mask)  # fmt: skip
 
     def observe(self, state, masses, integrator, dof):
         frame = super().observe(state, masses, integrator, dof)  # with the potential part of the stress

@@ -185,12 +185,17 @@ def from_ensemble(
         check_field_model(ensemble.model)
     specs = observable_specs(ensemble.model, observables)
     member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0, None, None, None))
+    replica_member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0) + (None,) * 5)
 
-    def apply(p, positions, neighbors):
+    def apply(p, positions, neighbors, cell=None, atoms=None):
         dtype = positions.dtype
         field_value = p["field"].astype(dtype) if "field" in p else None
         model_params = cast_params(p["model"], dtype)
-        energy, forces, observed = member(model_params, _device_scaling(p, dtype), field_value, positions, neighbors)
+        scaling = _device_scaling(p, dtype)
+        if atoms is None:
+            energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors)
+        else:
+            energy, forces, observed = replica_member(model_params, scaling, field_value, positions, None, None, atoms)
         force_std = jnp.sqrt(jnp.sum(jnp.var(forces, axis=0), axis=-1))
         return {
             "energy": jnp.mean(energy),
@@ -207,6 +212,10 @@ def from_ensemble(
         "offsets": jnp.asarray(tables - tables.mean(axis=0)),  # member differences stay on the device
         **_extra_params(ensemble.scaling_arrays(float_dtype()), specs, field),
     }
-    offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))
+    if edges.replicas is None:
+        offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))
+    else:
+        offset = np.mean([_energy_offset(table, edges) for table in tables], axis=0)
     units = {"energy_std": "eV", "forces_std_max": "eV/Ang", **{spec.name: spec.unit for spec in specs}}
-    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset, units=units)
+    per_atom = tuple(spec.name for spec in specs if spec.per_atom)
+    return ForceField(apply=apply, params=params, edges=edges, energy_offset=offset, units=units, per_atom=per_atom)

@@ -121,10 +121,12 @@ class EdgeBuilder:
                    tuple(bool(p) for p in pbc), float(cell_margin))  # fmt: skip
 
     @classmethod
-    def create_batch(cls, replicas: ReplicaAtoms, pbc, cutoff: float, skin: float, mode: str) -> EdgeBuilder:
+    def create_batch(
+        cls, replicas: ReplicaAtoms, pbc, cutoff: float, skin: float, mode: str, cell_margin: float = 1.0
+    ) -> EdgeBuilder:
         """Static edges for replicas that are different structures, padded to the largest (``replicas``, numpy):
-        all pairs for molecules, all pairs over the lattice images any replica's cell needs for periodic cells, slabs
-        and wires (``pbc`` is shared by all replicas). Neighbour lists are refused."""
+        all pairs for molecules, all pairs over the lattice images any replica's cell needs (down to ``cell_margin``
+        of it) for periodic cells, slabs and wires (``pbc`` is shared by all replicas). Lists are refused."""
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
         if mode == "list" or mode not in MODES:
             raise ConfigError(
@@ -137,10 +139,11 @@ class EdgeBuilder:
                 f"replicas of different molecules are run with all-pairs edges, for up to {ALL_PAIRS_MAX_ATOMS} "
                 f"atoms; the largest has {n_atoms}"
             )
-        modes = {_choose_mode("images" if pbc.any() else mode, pbc, cell, n_atoms, cutoff, skin)
+        modes = {_choose_mode("images" if pbc.any() else mode, pbc, cell, n_atoms, cutoff / cell_margin, skin)
                  for cell in replicas.cell}  # fmt: skip
         builder = cls(replicas.species[0], replicas.cell[0], bool(pbc.all()), float(cutoff), float(skin),
-                      modes.pop(), pbc=tuple(bool(p) for p in pbc), replicas=replicas)  # fmt: skip
+                      modes.pop(), pbc=tuple(bool(p) for p in pbc), cell_margin=float(cell_margin),
+                      replicas=replicas)  # fmt: skip
         if builder.mode == "images" and n_atoms**2 * len(builder.image_offsets()) > MAX_IMAGE_EDGES:
             raise StructureError(
                 f"the replicas' cells need {n_atoms**2 * len(builder.image_offsets())} edges over their lattice "
@@ -300,9 +303,9 @@ class EdgeBuilder:
     ) -> Graph:
         """The padded :class:`Graph` of one structure with ``positions [N, 3]`` and its (unbatched) list, in its
         current ``cell [3, 3]`` when the cell changes (``images`` regime), else in :attr:`cell`; for a replica of a
-        heterogeneous batch, ``atoms`` holds its own (unbatched) species, mask, cell and charge."""
+        heterogeneous batch, ``atoms`` holds its own (unbatched) species, mask, starting cell and charge."""
         if atoms is not None:
-            return self._replica_graph(positions, atoms)
+            return self._replica_graph(positions, atoms, atoms.cell if cell is None else cell)
         n, n_node = self.n_atoms, self.n_node
         dtype = positions.dtype
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
@@ -375,14 +378,14 @@ class EdgeBuilder:
         padding = jnp.asarray(np.arange(len(senders)) >= n_real)[:, None]
         return jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
 
-    def _replica_graph(self, positions: jax.Array, atoms: ReplicaAtoms) -> Graph:
-        """The :class:`Graph` of one replica of a heterogeneous batch: the batch's static edges, of which every edge
-        touching a padding atom becomes a padding edge (the padding node joined to itself), padding atoms padding
-        nodes of the dummy graph."""
+    def _replica_graph(self, positions: jax.Array, atoms: ReplicaAtoms, cell: jax.Array) -> Graph:
+        """The :class:`Graph` of one replica of a heterogeneous batch in its current ``cell [3, 3]``: the batch's
+        static edges, of which every edge touching a padding atom becomes a padding edge (the padding node joined to
+        itself), padding atoms padding nodes of the dummy graph."""
         n, n_node, dtype = self.n_atoms, self.n_node, positions.dtype
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
         real_node = jnp.concatenate([atoms.mask, jnp.zeros(n_node - n, bool)])
-        cell = atoms.cell.astype(dtype)
+        cell = cell.astype(dtype)
         if self.mode == "all_pairs":
             senders, receivers, shifts = self._all_pairs_edges()
             padding_shift = np.where(np.arange(len(senders)) < len(senders) // 2, 1.0, -1.0)[:, None] * np.asarray(

@@ -68,11 +68,12 @@ def pad_atoms(arrays: Sequence[np.ndarray], size: int | None = None) -> np.ndarr
 
 
 def is_heterogeneous(structures: Sequence[Atoms]) -> bool:
-    """Whether the replicas' starting structures differ in their atoms, cells or periodicity (not only positions)."""
+    """Whether the replicas' starting structures differ in their atoms, periodicity or (for periodic structures)
+    cells, not only in positions."""
     first = structures[0]
     return any(
         not np.array_equal(s.numbers, first.numbers)
         or not np.array_equal(s.pbc, first.pbc)
-        or not np.array_equal(s.cell[:], first.cell[:])
+        or (np.any(s.pbc) and not np.array_equal(s.cell[:], first.cell[:]))
         for s in structures
     )
