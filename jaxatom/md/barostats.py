@@ -52,7 +52,7 @@ def volume(cell: jax.Array) -> jax.Array:
 def instantaneous_pressure_tensor(state: MDState, masses: jax.Array) -> jax.Array:
     """``[R, 3, 3]`` pressure tensor (eV/Å³) ``Σₙ pₙ⊗pₙ/mₙ / V − σ``: the kinetic part from the momenta and the
     virial part from the stress ``σ`` of the last force call (ASE's sign)."""
-    kinetic = jnp.einsum("rni,rnj->rij", state.momenta / masses[:, None], state.momenta)
+    kinetic = jnp.einsum("rni,rnj->rij", state.momenta / masses[..., None], state.momenta)
     return kinetic / volume(state.cell)[:, None, None] - state.extras["stress"]
 
 
@@ -175,6 +175,7 @@ def stochastic_cell_rescaling(
     tau: float,
     compressibility: float,
     flexible: bool = False,
+    atom_mask: jax.Array | None = None,
 ) -> Integrator:
     """NPT: O(dt/2) B(dt/2) [barostat + A(dt) with the deformation] B(dt/2) O(dt/2); ``friction`` in 1/ASE time.
 
@@ -186,11 +187,16 @@ def stochastic_cell_rescaling(
     The flexible cell samples ``exp(−β(U + K + P₀V))`` times Martyna–Tobias–Klein's flexible-cell measure ``V⁻² dh``
     (rotations removed); the volume of an ideal gas then has the isotropic distribution ``∝ V^N exp(−βP₀V)``. Its
     shape has no restoring force in a fluid: use it for solids.
+
+    ``masses`` ``[N]``, or ``[R, N]`` with ``atom_mask [R, N]`` for padded replicas of different structures (padding
+    atoms get no thermostat noise).
     """
     kT = BOLTZMANN * temperature_K
-    m = masses[:, None]
+    m = masses[..., None]
     c1 = jnp.exp(-0.5 * friction * dt)
     c2 = jnp.sqrt((1.0 - c1**2) * kT * m)
+    if atom_mask is not None:
+        c2 = c2 * atom_mask[..., None]
     if flexible:
         move = _flexible_move(masses, dt, kT, pressure, tau, compressibility)
     else:

@@ -32,6 +32,7 @@ from jaxatom.md.ensembles import Ensemble, ensemble_from_settings, json_values
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
 from jaxatom.md.neighbors import EdgeBuilder, bead_cells
+from jaxatom.md.padding import ReplicaAtoms, is_heterogeneous, pad_atoms
 from jaxatom.md.state import (
     FS,
     masses_of,
@@ -92,10 +93,7 @@ def _load_force_field(
             raise ConfigError("this ensemble changes the cell: the ForceField must take the cell and return stress "
                               "(ForceField(..., variable_cell=True))")  # fmt: skip
         return _checked_force_field(model, observables, field)
-    if isinstance(model, list | tuple):
-        model = model[0] if len(model) == 1 else PotentialEnsemble.from_potentials(model)
-    if not isinstance(model, Potential | PotentialEnsemble):
-        model = load_model(model)
+    model = _potential(model)
     model.check_elements(atoms.numbers)
     cell = np.asarray(atoms.cell[:])
     edges = EdgeBuilder.create(
@@ -108,6 +106,43 @@ def _load_force_field(
         total_charge=total_charge_of(atoms),
         cell_margin=CELL_MARGIN if variable_cell else 1.0,
     )
+    if isinstance(model, PotentialEnsemble):
+        return from_ensemble(model, edges, observables, field, variable_cell)
+    return from_potential(model, edges, observables, field, variable_cell)
+
+
+def _potential(model) -> Potential | PotentialEnsemble:
+    """The potential (or ensemble) of ``simulate``'s ``model`` argument, loaded from disk where needed."""
+    if isinstance(model, list | tuple):
+        model = model[0] if len(model) == 1 else PotentialEnsemble.from_potentials(model)
+    if not isinstance(model, Potential | PotentialEnsemble):
+        model = load_model(model)
+    return model
+
+
+def _load_batch_force_field(
+    model,
+    structures: Sequence[Atoms],
+    replicas: ReplicaAtoms,
+    neighbors: str,
+    skin: float,
+    observables: tuple[str, ...],
+    field: tuple | None,
+    variable_cell: bool = False,
+) -> ForceField:
+    """The force field of replicas that are different structures (padded atoms ``replicas``, one edge builder)."""
+    if isinstance(model, ForceField):
+        raise ConfigError(
+            "replicas of different structures need a model (a Potential or a model directory), not a ForceField: "
+            "their edges and reference energies are made per replica; run each structure separately"
+        )
+    model = _potential(model)
+    if any(not np.array_equal(s.pbc, structures[0].pbc) for s in structures):
+        raise ConfigError("replicas of different structures must share their periodicity (all molecules, or all "
+                          "periodic along the same directions)")  # fmt: skip
+    model.check_elements(np.concatenate([s.numbers for s in structures]))
+    margin = CELL_MARGIN if variable_cell else 1.0
+    edges = EdgeBuilder.create_batch(replicas, structures[0].pbc, model.cutoff, skin, neighbors, margin)
     if isinstance(model, PotentialEnsemble):
         return from_ensemble(model, edges, observables, field, variable_cell)
     return from_potential(model, edges, observables, field, variable_cell)
@@ -127,15 +162,19 @@ def _checked_force_field(force_field: ForceField, observables: tuple[str, ...], 
 
 
 def _check_atoms(structures: Sequence[Atoms]) -> None:
-    first = structures[0]
     for atoms in structures:
         if not isinstance(atoms, Atoms):
             raise TypeError(f"expected ase.Atoms, got {type(atoms).__name__}")
-        if not np.array_equal(atoms.numbers, first.numbers):
-            raise StructureError(
-                "all starting structures of a multi-replica run must have the same atoms in the same order"
-            )
         check_structure(atoms.positions, atoms.numbers, np.asarray(atoms.cell[:]), atoms.pbc)
+
+
+def _check_batch_ensemble(ensemble: Ensemble) -> None:
+    """Refuse an ensemble that cannot run replicas of different structures padded to one atom count."""
+    if not ensemble.supports_padding:
+        raise ConfigError(
+            f"the {ensemble.name} ensemble cannot run replicas that are different structures (other atoms or cells) "
+            "in one batch; nve, langevin and nose_hoover can. Run each structure separately"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,26 +193,51 @@ class _Plan:
     observables: tuple[str, ...] = ()
     write_beads: bool = False
     electric_field: tuple[float, float, float] | None = None
+    #: The atomic numbers of each replica when the replicas are different structures (``n_atoms`` is the largest).
+    replica_species: tuple[tuple[int, ...], ...] | None = None
 
 
 #: Settings added after jaxatom 0.1, with the value that reproduces a run made before them.
 _LATER_SETTINGS = {"observables": [], "write_beads": False, "electric_field": None}
 
 
+def _momenta(ensemble: Ensemble, keys, masses, positions, structures, velocities: str, periodic: bool) -> jax.Array:
+    """Initial momenta ``[R, N, 3]`` (``[R, P, N, 3]`` drawn for ring polymers) of replicas with ``keys [R, 2]``,
+    ``masses [N]`` (amu) and ``positions [R, N, 3]`` (Å): the ``structures``' own or drawn."""
+    if velocities == "atoms":
+        given = jnp.asarray(np.stack([s.get_momenta() for s in structures]), positions.dtype)
+        return jax.vmap(lambda p, x: ensemble.constrain_momenta(p, masses, x, periodic))(given, positions)
+    draw = jax.vmap(lambda k, x: ensemble.initial_momenta(jax.random.fold_in(k, 1), masses, x, periodic))
+    return draw(keys, positions)
+
+
+def _padded_start(ensemble: Ensemble, keys, structures, velocities: str, dtype) -> tuple[jax.Array, jax.Array]:
+    """Positions and momenta ``[R, N, 3]`` of replicas that are different structures, padded with zeros: each
+    replica's momenta are those a run of its structure alone with the same key would start from."""
+    periodic = bool(np.any(structures[0].pbc))
+    momenta = []
+    for r, atoms in enumerate(structures):
+        masses = jnp.asarray(masses_of(atoms.numbers), dtype)
+        positions = jnp.asarray(atoms.positions[None], dtype)
+        momenta.append(np.asarray(_momenta(ensemble, keys[r : r + 1], masses, positions, [atoms], velocities,
+                                           periodic))[0])  # fmt: skip
+    padded = pad_atoms([atoms.positions for atoms in structures])
+    return jnp.asarray(padded, dtype), jnp.asarray(pad_atoms(momenta), dtype)
+
+
 def _initial_state(plan, structures, masses, force_field, compute, integrator, velocities: str) -> MDState:
     dtype = jnp.dtype(plan.dtype)
     ensemble = plan.ensemble
     keys = jax.random.split(jax.random.PRNGKey(plan.seed), plan.n_replicas)
-    positions = jnp.asarray(np.stack([s.positions for s in structures]), dtype)
     beads = (ensemble.n_beads,) if ensemble.ring_polymer else ()
     periodic = bool(np.any(structures[0].pbc))
-    if velocities == "atoms":
-        given = jnp.asarray(np.stack([s.get_momenta() for s in structures]), dtype)
-        momenta = jax.vmap(lambda p, x: ensemble.constrain_momenta(p, masses, x, periodic))(given, positions)
-        momenta = jnp.broadcast_to(momenta[:, None], (plan.n_replicas, *beads, plan.n_atoms, 3)) if beads else momenta
+    if plan.replica_species is not None:
+        positions, momenta = _padded_start(ensemble, keys, structures, velocities, dtype)
     else:
-        draw = jax.vmap(lambda k, x: ensemble.initial_momenta(jax.random.fold_in(k, 1), masses, x, periodic))
-        momenta = draw(keys, positions)
+        positions = jnp.asarray(np.stack([s.positions for s in structures]), dtype)
+        momenta = _momenta(ensemble, keys, masses, positions, structures, velocities, periodic)
+    if beads and velocities == "atoms":
+        momenta = jnp.broadcast_to(momenta[:, None], (plan.n_replicas, *beads, plan.n_atoms, 3))
     if beads:
         positions = jnp.broadcast_to(positions[:, None], momenta.shape)
     flat = np.asarray(positions).reshape(-1, plan.n_atoms, 3)
@@ -218,6 +282,19 @@ def _compute_fn(force_field: ForceField, n_atoms: int):
     return compute
 
 
+def _replica_compute_fn(force_field: ForceField, replicas: ReplicaAtoms, dtype):
+    """The ``compute`` of replicas that are different structures: each replica's force call gets its own padded
+    atoms (species, mask, cell, charge) and, when the cell changes, its current cell."""
+    atoms = jax.tree.map(jnp.asarray, replicas)
+    atoms = atoms.replace(cell=atoms.cell.astype(dtype), total_charge=atoms.total_charge.astype(dtype))
+
+    def compute(params, positions, neighbors, cell=None):
+        apply = jax.vmap(force_field.apply, in_axes=(None, 0, None, None if cell is None else 0, 0))
+        return apply(params, positions, None, cell, atoms), neighbors
+
+    return compute
+
+
 def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int):
     ensemble = plan.ensemble
 
@@ -250,6 +327,10 @@ def _settings_dict(plan: _Plan) -> dict:
     """The plan as flat JSON values (the ensemble's name and settings first), as trajectories and checkpoints store
     it."""
     values = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan) if f.name != "ensemble"}
+    if plan.replica_species is None:  # replicas of one structure: recorded as before heterogeneous batches existed
+        del values["replica_species"]
+    else:
+        values["replica_species"] = [list(species) for species in plan.replica_species]
     return {**plan.ensemble.settings(), **json_values(values)}
 
 
@@ -333,7 +414,11 @@ def simulate(
         model: a :class:`~jaxatom.Potential`, a model directory/zip, a list of them or a
             :class:`~jaxatom.potential.PotentialEnsemble` (mean forces drive the dynamics, the spread is written), or
             a :class:`~jaxatom.md.forces.ForceField`.
-        atoms: the starting structure, or one per replica (same atoms, e.g. different conformers).
+        atoms: the starting structure, or one per replica (may differ in atoms and cells). Replicas that are
+            different structures run in one compiled batch padded to the largest atom count (``nve``,
+            ``langevin``, ``nose_hoover``, ``npt_scr``; all-pairs or lattice-image edges; not with a ForceField), each
+            with its own degrees of freedom, thermostat and random stream; their trajectory holds ``n_atoms [R]``
+            and per-replica ``species``, ``masses`` and ``cell`` (see :func:`~jaxatom.md.read_trajectory`).
         steps: number of MD steps (a multiple of ``stride``).
         timestep_fs: time step (fs).
         ensemble: an :class:`~jaxatom.md.ensembles.Ensemble` — ``NVE(temperature_K, remove_rotation)``,
@@ -384,7 +469,14 @@ def simulate(
     observables = tuple(dict.fromkeys(observables))
     field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
     _check_ensemble_fits(ensemble, structures[0])
-    force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field, ensemble.variable_cell)
+    replicas = ReplicaAtoms.from_structures(structures) if is_heterogeneous(structures) else None
+    if replicas is None:
+        force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field,
+                                        ensemble.variable_cell)  # fmt: skip
+    else:
+        _check_batch_ensemble(ensemble)
+        force_field = _load_batch_force_field(model, structures, replicas, neighbors, skin, observables, field,
+                                              ensemble.variable_cell)  # fmt: skip
     plan = _Plan(
         ensemble=ensemble,
         timestep_fs=float(timestep_fs),
@@ -393,17 +485,25 @@ def simulate(
         frames_per_chunk=int(frames_per_chunk),
         write_forces=bool(write_forces),
         seed=int(seed),
-        n_atoms=len(structures[0]),
+        n_atoms=max(len(s) for s in structures),
         dtype=float_dtype().name,
         observables=observables,
         write_beads=bool(write_beads) and ensemble.ring_polymer,
         electric_field=field,
+        replica_species=None if replicas is None else tuple(tuple(int(z) for z in s.numbers) for s in structures),
     )
     dtype = jnp.dtype(plan.dtype)
-    masses = jnp.asarray(masses_of(structures[0].numbers), dtype)
-    dof = ensemble.degrees_of_freedom(plan.n_atoms, bool(np.any(structures[0].pbc)))
-    integrator = ensemble.integrator(masses, plan.timestep_fs * FS, dof)
-    compute = _compute_fn(force_field, plan.n_atoms)
+    periodic = bool(np.any(structures[0].pbc))
+    if replicas is None:
+        masses = jnp.asarray(masses_of(structures[0].numbers), dtype)
+        dof = ensemble.degrees_of_freedom(plan.n_atoms, periodic)
+        integrator = ensemble.integrator(masses, plan.timestep_fs * FS, dof)
+        compute = _compute_fn(force_field, plan.n_atoms)
+    else:
+        masses = jnp.asarray(replicas.masses(), dtype)
+        dof = np.asarray([ensemble.degrees_of_freedom(int(n), periodic) for n in replicas.n_atoms])
+        integrator = ensemble.padded_integrator(masses, plan.timestep_fs * FS, dof, jnp.asarray(replicas.mask))
+        compute = _replica_compute_fn(force_field, replicas, dtype)
     observe = _observe_fn(plan, integrator, masses, dof)
     params = jax.device_put(force_field.params)
 
@@ -424,7 +524,7 @@ class _Setup:
     masses: jax.Array
     force_field: ForceField
     integrator: Integrator
-    dof: int
+    dof: int | np.ndarray
     compute: Any
     observe: Any
     params: Any
@@ -531,24 +631,44 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
     plan = setup.plan
     frame_shapes = {k: (v.shape, v.dtype) for k, v in jax.eval_shape(setup.observe, state).items()}
     frame_shapes.update(time=((), np.float64), step=((), np.int64))
-    constants = {
-        "species": np.asarray(setup.structures[0].numbers),
-        "masses": np.asarray(setup.masses, np.float64),
-        "cell": np.asarray(setup.structures[0].cell[:]),
-        "pbc": np.asarray(setup.structures[0].pbc),
-    }
+    constants = _constants(setup)
     if "cell" in frame_shapes:  # the ensemble changes the cell: written per frame instead
         del constants["cell"]
     attributes = {
         **_settings_dict(plan),
-        "degrees_of_freedom": setup.dof,
-        "energy_offset_eV": setup.force_field.energy_offset,
+        "degrees_of_freedom": np.asarray(setup.dof).tolist(),
+        "energy_offset_eV": np.asarray(setup.force_field.energy_offset).tolist(),
     }
     units = {**plan.ensemble.units, **setup.force_field.units}
     units.update({f"{name}_beads": units[name] for name in plan.observables if plan.write_beads})
-    writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes, units)
+    per_atom = ()
+    if plan.replica_species is not None:
+        per_atom = ("positions", "velocities", "forces", *setup.force_field.per_atom)
+    writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes, units, per_atom)
     checkpoint.save_checkpoint(checkpoint_file, state, 0, setup)
     return state, writer, 0
+
+
+def _constants(setup: _Setup) -> dict[str, np.ndarray]:
+    """The constant datasets of a trajectory: ``species``, ``masses`` (amu), ``cell`` (Å) and ``pbc`` of the
+    structure, or for replicas that are different structures ``species``/``masses`` ``[R, N]`` (0 for padding
+    atoms), ``cell [R, 3, 3]`` and ``n_atoms [R]``."""
+    first = setup.structures[0]
+    if setup.plan.replica_species is None:
+        return {
+            "species": np.asarray(first.numbers),
+            "masses": np.asarray(setup.masses, np.float64),
+            "cell": np.asarray(first.cell[:]),
+            "pbc": np.asarray(first.pbc),
+        }
+    replicas = setup.force_field.edges.replicas
+    return {
+        "species": np.asarray(replicas.species),
+        "masses": np.where(replicas.mask, np.asarray(setup.masses, np.float64), 0.0),
+        "n_atoms": replicas.n_atoms,
+        "cell": np.asarray(replicas.cell),
+        "pbc": np.asarray(first.pbc),
+    }
 
 
 def _written_frames(output: Path) -> int | None:
@@ -633,8 +753,9 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
 
 
 def linear_scales(start: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """``[R]`` smallest linear scale of ``cells [R, 3, 3]`` relative to the ``start [3, 3]`` cell: the smallest
-    singular value of ``start⁻¹ cell``, the factor by which some distance has shrunk at most."""
+    """``[R]`` smallest linear scale of ``cells [R, 3, 3]`` relative to the ``start [3, 3]`` cell (or each
+    replica's, ``[R, 3, 3]``): the smallest singular value of ``start⁻¹ cell``, the factor by which some distance has
+    shrunk at most."""
     return np.linalg.svd(np.linalg.solve(start, cells), compute_uv=False)[..., -1]
 
 
@@ -651,9 +772,11 @@ def _check_memory(compiled, plan: _Plan, n_frames: int) -> None:
 
 def _check_cell(state: MDState, setup: _Setup, first_step: int, output: Path | None) -> None:
     """Stop a constant-pressure run whose cell shrank beyond what its edges were built for."""
-    if state.cell is None or setup.force_field.edges is None:
+    edges = setup.force_field.edges
+    if state.cell is None or edges is None:
         return
-    smallest = float(np.min(linear_scales(setup.force_field.edges.cell, np.asarray(state.cell))))
+    start = edges.cell if edges.replicas is None else edges.replicas.cell
+    smallest = float(np.min(linear_scales(start, np.asarray(state.cell))))
     if smallest < CELL_MARGIN:
         kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
         raise SimulationFailed(
@@ -678,7 +801,7 @@ def _check_finite(frames: dict, first_step: int, output: Path | None) -> None:
 def _host_frames(frames: dict, state: MDState, force_field: ForceField, plan: _Plan, n_frames: int) -> dict:
     frames = {k: np.asarray(v) for k, v in frames.items()}
     offset = force_field.energy_offset
-    if offset:
+    if np.any(offset):
         frames["potential_energy"] = frames["potential_energy"].astype(np.float64) + offset
         frames["conserved_energy"] = frames["conserved_energy"].astype(np.float64) + offset * plan.ensemble.n_beads
     last = int(state.step)

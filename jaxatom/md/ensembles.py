@@ -75,6 +75,9 @@ class Ensemble:
     ring_polymer: ClassVar[bool] = False
     #: Whether the ensemble changes the cell (the state then holds it and the force field returns stress).
     variable_cell: ClassVar[bool] = False
+    #: Whether replicas of different structures, padded to one atom count, can run in one batch
+    #: (:meth:`padded_integrator`).
+    supports_padding: ClassVar[bool] = False
 
     temperature_K: float = 300.0
 
@@ -100,6 +103,12 @@ class Ensemble:
     def integrator(self, masses: jax.Array, dt: float, dof: int) -> Integrator:
         raise NotImplementedError
 
+    def padded_integrator(self, masses: jax.Array, dt: float, dof: jax.Array, atom_mask: jax.Array) -> Integrator:
+        """The integrator of replicas padded to one atom count: ``masses [R, N]`` (amu, 1 for padding atoms),
+        ``dof [R]``, ``atom_mask [R, N]``. Padding atoms start at rest and feel no force, so an integrator that adds
+        no noise keeps them there; ensembles that do add noise override this."""
+        return self.integrator(masses, dt, dof)
+
     def initial_momenta(self, key: jax.Array, masses: jax.Array, positions: jax.Array, periodic: bool) -> jax.Array:
         """Momenta ``[N, 3]`` (``[P, N, 3]`` for ring polymers) for one replica at :attr:`temperature_K`."""
         return self.constrain_momenta(maxwell_boltzmann(key, masses, self.temperature_K), masses, positions, periodic)
@@ -118,7 +127,7 @@ class Ensemble:
         kinetic = kinetic_energy(state.momenta, masses)
         frame = {
             "positions": state.positions,
-            "velocities": state.momenta / masses[:, None] * FS,
+            "velocities": state.momenta / masses[..., None] * FS,
             "potential_energy": state.potential_energy,
             "kinetic_energy": kinetic,
             "temperature": temperature(kinetic, dof),
@@ -137,6 +146,7 @@ class NVE(Ensemble):
     removes the initial angular momentum of a molecule (3N − 6 degrees of freedom)."""
 
     name: ClassVar[str] = "nve"
+    supports_padding: ClassVar[bool] = True
     remove_rotation: bool = False
 
     def integrator(self, masses, dt, dof):
@@ -149,6 +159,7 @@ class Langevin(Ensemble):
 
     name: ClassVar[str] = "langevin"
     fixes_momentum: ClassVar[bool] = False
+    supports_padding: ClassVar[bool] = True
     friction_per_fs: float = 0.01
 
     def __post_init__(self) -> None:
@@ -159,12 +170,16 @@ class Langevin(Ensemble):
     def integrator(self, masses, dt, dof):
         return langevin(masses, dt, self.temperature_K, self.friction_per_fs / FS)
 
+    def padded_integrator(self, masses, dt, dof, atom_mask):
+        return langevin(masses, dt, self.temperature_K, self.friction_per_fs / FS, atom_mask)
+
 
 @dataclasses.dataclass(frozen=True)
 class NoseHoover(Ensemble):
     """Canonical Nosé–Hoover chain (jax-md's, Martyna–Tuckerman–Klein) with period ``tau_fs`` (fs)."""
 
     name: ClassVar[str] = "nose_hoover"
+    supports_padding: ClassVar[bool] = True
     tau_fs: float = 100.0
     chain_length: int = 3
     remove_rotation: bool = False
@@ -296,6 +311,7 @@ class StochasticCellRescaling(_Barostat):
 
     name: ClassVar[str] = "npt_scr"
     fixes_momentum: ClassVar[bool] = False
+    supports_padding: ClassVar[bool] = True
     friction_per_fs: float = 0.01
     compressibility_per_GPa: float = 0.01
 
@@ -306,11 +322,14 @@ class StochasticCellRescaling(_Barostat):
             raise ConfigError(f"friction_per_fs must be > 0 (the thermostat of NPT), got {self.friction_per_fs}")
 
     def integrator(self, masses, dt, dof):
+        return self.padded_integrator(masses, dt, dof, None)
+
+    def padded_integrator(self, masses, dt, dof, atom_mask):
         compressibility = self.compressibility_per_GPa / unit_factor("GPa", "eV/Ang^3")
         friction = self.friction_per_fs / FS
         tau = self.barostat_tau_fs * FS
         return stochastic_cell_rescaling(masses, dt, self.temperature_K, friction, self.pressure_eV_per_A3, tau,
-                                         compressibility, self.flexible)  # fmt: skip
+                                         compressibility, self.flexible, atom_mask)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

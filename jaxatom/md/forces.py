@@ -34,15 +34,18 @@ class ForceField:
     per frame, each with its unit from ``units``. ``edges`` says how neighbours are made (``None``
     for functions that need none, e.g. analytic test potentials). ``energy_offset`` (eV) is a constant left out of
     the device energies (a model's per-atom reference energies, often -10⁴ eV) and added in float64 on the host when
-    energies are written, so float32 runs keep their energy resolution.
+    energies are written, so float32 runs keep their energy resolution; ``[R]`` per replica for a heterogeneous
+    batch, whose ``apply`` also takes the replica's padded atoms (``atoms=``, :class:`~jaxatom.md.padding.ReplicaAtoms`
+    of one replica). ``per_atom`` names the further entries that are per atom (``[N, ...]``).
     """
 
     apply: Callable[[Any, jax.Array, Any], dict]
     params: Any
     edges: EdgeBuilder | None = None
-    energy_offset: float = 0.0
+    energy_offset: float | np.ndarray = 0.0
     units: Mapping[str, str] = dataclasses.field(default_factory=dict)
     variable_cell: bool = False
+    per_atom: tuple[str, ...] = ()
 
 
 def from_energy(energy_fn: Callable[[jax.Array], jax.Array], params: Any = None) -> ForceField:
@@ -80,13 +83,13 @@ def observable_specs(model: AtomisticModel, observables: Sequence[str]) -> tuple
 
 
 def _model_apply(model: AtomisticModel, edges: EdgeBuilder, specs: tuple[OutputSpec, ...]):
-    """One member's ``(params, scaling, field, positions, neighbors, cell) -> (energy, forces, observables)``, all
-    from one evaluation of the model (one representation pass feeds every head); with a ``cell`` the observables
-    include ``stress``."""
+    """One member's ``(params, scaling, field, positions, neighbors, cell, atoms) -> (energy, forces,
+    observables)``, all from one evaluation of the model (one representation pass feeds every head); with a ``cell``
+    the observables include ``stress``; ``atoms`` are a heterogeneous batch's replica (see :class:`EdgeBuilder`)."""
     n = edges.n_atoms
 
-    def member(params, scaling, field, positions, neighbors, cell=None):
-        graph = edges.graph(positions, neighbors, cell)
+    def member(params, scaling, field, positions, neighbors, cell=None, atoms=None):
+        graph = edges.graph(positions, neighbors, cell, atoms)
         fields = None if field is None else jnp.stack([field, jnp.zeros_like(field)])
         out = evaluate(model, params, graph, scaling, with_stress=cell is not None, field=fields)
         observed = {spec.name: out[spec.name][:n] if spec.per_atom else out[spec.name][0] for spec in specs}
@@ -138,12 +141,12 @@ def from_potential(
     specs = observable_specs(potential.model, observables)
     member = _model_apply(potential.model, edges, specs)
 
-    def apply(p, positions, neighbors, cell=None):
+    def apply(p, positions, neighbors, cell=None, atoms=None):
         dtype = positions.dtype
         field_value = p["field"].astype(dtype) if "field" in p else None
         model_params = cast_params(p["model"], dtype)
         scaling = _device_scaling(p, dtype)
-        energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors, cell)
+        energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors, cell, atoms)
         return {"energy": energy, "forces": forces, **observed}
 
     params = {
@@ -152,9 +155,18 @@ def from_potential(
         "offsets": jnp.zeros(len(potential.atom_offsets())),
         **_extra_params(potential.scaling_arrays(float_dtype()), specs, field),
     }
-    offset = float(np.sum(potential.atom_offsets()[edges.species]))
     units = {spec.name: spec.unit for spec in specs}
-    return ForceField(apply, params, edges, offset, units, variable_cell)
+    per_atom = tuple(spec.name for spec in specs if spec.per_atom)
+    return ForceField(apply, params, edges, _energy_offset(potential.atom_offsets(), edges), units, variable_cell,
+                      per_atom)  # fmt: skip
+
+
+def _energy_offset(table: np.ndarray, edges: EdgeBuilder) -> float | np.ndarray:
+    """The sum of the per-atom reference energies ``table [Z]`` (eV) of the structure, or ``[R]`` of each replica
+    of a heterogeneous batch."""
+    if edges.replicas is None:
+        return float(np.sum(table[edges.species]))
+    return np.sum(np.where(edges.replicas.mask, table[edges.replicas.species], 0.0), axis=1)
 
 
 def from_ensemble(
@@ -174,14 +186,14 @@ def from_ensemble(
     if field is not None:
         check_field_model(ensemble.model)
     specs = observable_specs(ensemble.model, observables)
-    member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0, None, None, None, None))
+    member = jax.vmap(_model_apply(ensemble.model, edges, specs), in_axes=(0, 0) + (None,) * 5)
 
-    def apply(p, positions, neighbors, cell=None):
+    def apply(p, positions, neighbors, cell=None, atoms=None):
         dtype = positions.dtype
         field_value = p["field"].astype(dtype) if "field" in p else None
         model_params = cast_params(p["model"], dtype)
         scaling = _device_scaling(p, dtype)
-        energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors, cell)
+        energy, forces, observed = member(model_params, scaling, field_value, positions, neighbors, cell, atoms)
         force_std = jnp.sqrt(jnp.sum(jnp.var(forces, axis=0), axis=-1))
         return {
             "energy": jnp.mean(energy),
@@ -198,6 +210,10 @@ def from_ensemble(
         "offsets": jnp.asarray(tables - tables.mean(axis=0)),  # member differences stay on the device
         **_extra_params(ensemble.scaling_arrays(float_dtype()), specs, field),
     }
-    offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))
+    if edges.replicas is None:
+        offset = float(np.mean(np.sum(tables[:, edges.species], axis=1)))
+    else:
+        offset = np.mean([_energy_offset(table, edges) for table in tables], axis=0)
     units = {"energy_std": "eV", "forces_std_max": "eV/Ang", **{spec.name: spec.unit for spec in specs}}
-    return ForceField(apply, params, edges, offset, units, variable_cell)
+    per_atom = tuple(spec.name for spec in specs if spec.per_atom)
+    return ForceField(apply, params, edges, offset, units, variable_cell, per_atom)

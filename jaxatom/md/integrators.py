@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax_md import simulate
 
@@ -105,8 +106,8 @@ def _kick(state: MDState, dt: float) -> MDState:
 
 
 def velocity_verlet(masses: jax.Array, dt: float) -> Integrator:
-    """NVE velocity Verlet; conserved quantity: total energy."""
-    inv_m = 1.0 / masses[:, None]
+    """NVE velocity Verlet; conserved quantity: total energy. ``masses`` ``[N]`` or ``[R, N]`` (amu)."""
+    inv_m = 1.0 / masses[..., None]
 
     def step(state: MDState, compute: ComputeFn) -> MDState:
         state = _kick(state, 0.5 * dt)
@@ -119,17 +120,22 @@ def velocity_verlet(masses: jax.Array, dt: float) -> Integrator:
     return Integrator(init=lambda s: s, step=step, conserved=conserved, name="nve")
 
 
-def langevin(masses: jax.Array, dt: float, temperature_K: float, friction: float) -> Integrator:
+def langevin(
+    masses: jax.Array, dt: float, temperature_K: float, friction: float, atom_mask: jax.Array | None = None
+) -> Integrator:
     """Langevin NVT, BAOAB splitting (Leimkuhler & Matthews), friction in 1/ASE time.
 
     The O step is the exact Ornstein–Uhlenbeck update ``p <- c1 p + sqrt((1 - c1²) m kT) ξ`` with
     ``c1 = exp(-γ dt)``; the energy it exchanges is accumulated in ``heat`` so that ``E - heat`` is conserved up to
-    the integrator's error.
+    the integrator's error. ``masses`` ``[N]``, or ``[R, N]`` with ``atom_mask [R, N]`` for padded replicas (padding
+    atoms get no noise; each replica's real atoms draw the noise they would draw alone).
     """
     kT = BOLTZMANN * temperature_K
-    m = masses[:, None]
+    m = masses[..., None]
     c1 = jnp.exp(-friction * dt)
     c2 = jnp.sqrt((1.0 - c1**2) * kT * m)
+    if atom_mask is not None:
+        c2 = c2 * atom_mask[..., None]
 
     def step(state: MDState, compute: ComputeFn) -> MDState:
         state = _kick(state, 0.5 * dt)
@@ -154,38 +160,96 @@ def nose_hoover(
     dt: float,
     temperature_K: float,
     tau: float,
-    dof: int,
+    dof: int | np.ndarray,
     chain_length: int = 3,
     chain_steps: int = 2,
     sy_steps: int = 3,
 ) -> Integrator:
     """Nosé–Hoover chain NVT (Martyna–Tuckerman–Klein), using jax-md's chain with Suzuki–Yoshida substeps.
 
-    ``tau`` (ASE time) is the chain's oscillation period; ``dof`` the number of thermostatted degrees of freedom.
+    ``tau`` (ASE time) is the chain's oscillation period; ``dof`` the number of thermostatted degrees of freedom
+    (``[R]`` per replica, with ``masses [R, N]``, for padded replicas of different structures).
     Conserved quantity: ``E + p_ξ0²/2Q0 + dof·kT·ξ0 + Σ_k (p_ξk²/2Qk + kT·ξk)``.
     """
     kT = BOLTZMANN * temperature_K
     chain = simulate.nose_hoover_chain(dt, chain_length, chain_steps, sy_steps, tau)
-    inv_m = 1.0 / masses[:, None]
-    half_step = jax.vmap(chain.half_step, in_axes=(0, 0, None))
+    chains = _Chains(chain, kT, dof) if np.ndim(dof) == 0 else _GroupedChains(chain, kT, np.asarray(dof))
+    inv_m = 1.0 / masses[..., None]
 
     def init(state: MDState) -> MDState:
-        ke = kinetic_energy(state.momenta, masses)
-        return state.replace(thermostat=jax.vmap(lambda k: chain.initialize(dof, k, kT))(ke))
+        return state.replace(thermostat=chains.init(kinetic_energy(state.momenta, masses)))
 
     def step(state: MDState, compute: ComputeFn) -> MDState:
-        momenta, thermo = half_step(state.momenta, state.thermostat, kT)
+        momenta, thermo = chains.half_step(state.momenta, state.thermostat)
         state = _kick(state.replace(momenta=momenta), 0.5 * dt)
         state = _force_update(state, compute, state.positions + dt * state.momenta * inv_m)
         state = _kick(state, 0.5 * dt)
-        thermo = thermo.set(kinetic_energy=kinetic_energy(state.momenta, masses))
-        momenta, thermo = half_step(state.momenta, thermo, kT)
+        thermo = chains.with_kinetic_energy(thermo, kinetic_energy(state.momenta, masses))
+        momenta, thermo = chains.half_step(state.momenta, thermo)
         return state.replace(momenta=momenta, thermostat=thermo, step=state.step + 1)
 
     def conserved(state: MDState) -> jax.Array:
-        c = state.thermostat
-        energy = state.potential_energy + kinetic_energy(state.momenta, masses)
-        chain_energy = jnp.sum(c.momentum**2 / (2 * c.mass), axis=-1)
-        return energy + chain_energy + dof * kT * c.position[:, 0] + kT * jnp.sum(c.position[:, 1:], axis=-1)
+        return chains.conserved(state.potential_energy + kinetic_energy(state.momenta, masses), state.thermostat)
 
     return Integrator(init=init, step=step, conserved=conserved, name="nose_hoover")
+
+
+@dataclass(frozen=True)
+class _Chains:
+    """One jax-md Nosé–Hoover chain per replica, all with ``dof`` degrees of freedom (batched over replicas)."""
+
+    chain: Any
+    kT: float
+    dof: int
+
+    def init(self, kinetic: jax.Array):
+        """Chains ``[R]`` at rest for replicas of kinetic energy ``kinetic [R]`` (eV)."""
+        return jax.vmap(lambda k: self.chain.initialize(self.dof, k, self.kT))(kinetic)
+
+    def half_step(self, momenta: jax.Array, chains) -> tuple[jax.Array, Any]:
+        return jax.vmap(self.chain.half_step, in_axes=(0, 0, None))(momenta, chains, self.kT)
+
+    def with_kinetic_energy(self, chains, kinetic: jax.Array):
+        return chains.set(kinetic_energy=kinetic)
+
+    def conserved(self, energy: jax.Array, chains) -> jax.Array:
+        """``[R]`` the replicas' ``energy`` (eV) plus that of their chains, ``p_ξ0²/2Q0 + dof·kT·ξ0 + Σ_k (p_ξk²/2Qk
+        + kT·ξk)``."""
+        chain_energy = jnp.sum(chains.momentum**2 / (2 * chains.mass), axis=-1)
+        thermal = self.dof * self.kT * chains.position[:, 0]
+        return energy + chain_energy + thermal + self.kT * jnp.sum(chains.position[:, 1:], axis=-1)
+
+
+@dataclass(frozen=True)
+class _GroupedChains:
+    """Chains of replicas with their own degrees of freedom ``dofs [R]``: jax-md keeps a chain's degrees of freedom
+    static, so replicas of equal ``dof`` share one batched :class:`_Chains`; the state is a tuple of them."""
+
+    chain: Any
+    kT: float
+    dofs: np.ndarray
+
+    @property
+    def groups(self) -> list[tuple[_Chains, np.ndarray]]:
+        """``(chains, replica indices)`` per distinct number of degrees of freedom."""
+        return [(_Chains(self.chain, self.kT, int(d)), np.flatnonzero(self.dofs == d)) for d in np.unique(self.dofs)]
+
+    def init(self, kinetic: jax.Array) -> tuple:
+        return tuple(chains.init(kinetic[index]) for chains, index in self.groups)
+
+    def half_step(self, momenta: jax.Array, state: tuple) -> tuple[jax.Array, tuple]:
+        moved = []
+        for (chains, index), group in zip(self.groups, state, strict=True):
+            group_momenta, group = chains.half_step(momenta[index], group)
+            momenta = momenta.at[index].set(group_momenta)
+            moved.append(group)
+        return momenta, tuple(moved)
+
+    def with_kinetic_energy(self, state: tuple, kinetic: jax.Array) -> tuple:
+        groups = zip(self.groups, state, strict=True)
+        return tuple(group.set(kinetic_energy=kinetic[index]) for (_, index), group in groups)
+
+    def conserved(self, energy: jax.Array, state: tuple) -> jax.Array:
+        for (chains, index), group in zip(self.groups, state, strict=True):
+            energy = energy.at[index].set(chains.conserved(energy[index], group))
+        return energy

@@ -31,6 +31,7 @@ from jax_md import partition, space
 
 from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
+from jaxatom.md.padding import ReplicaAtoms
 
 __all__ = ["EdgeBuilder", "perpendicular_widths", "bead_cells", "MODES"]
 
@@ -75,6 +76,8 @@ class EdgeBuilder:
         pbc: periodicity along each cell vector.
         cell_margin: the smallest linear scale of the cell (relative to ``cell``) the edges stay exact for, below 1
             for runs whose cell changes (see the module docstring).
+        replicas: the padded atoms of a heterogeneous batch (:meth:`create_batch`), else ``None``; ``species`` and
+            ``cell`` are then those of the first replica and only give the padded size.
     """
 
     species: np.ndarray
@@ -87,6 +90,7 @@ class EdgeBuilder:
     total_charge: float = 0.0
     pbc: tuple[bool, bool, bool] = (False, False, False)
     cell_margin: float = 1.0
+    replicas: ReplicaAtoms | None = None
 
     @classmethod
     def create(
@@ -115,6 +119,45 @@ class EdgeBuilder:
         periodic = bool(pbc.all())
         return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge),
                    tuple(bool(p) for p in pbc), float(cell_margin))  # fmt: skip
+
+    @classmethod
+    def create_batch(
+        cls, replicas: ReplicaAtoms, pbc, cutoff: float, skin: float, mode: str, cell_margin: float = 1.0
+    ) -> EdgeBuilder:
+        """Static edges for replicas that are different structures, padded to the largest (``replicas``, numpy):
+        all pairs for molecules, all pairs over the lattice images any replica's cell needs (down to ``cell_margin``
+        of it) for periodic cells, slabs and wires (``pbc`` is shared by all replicas). Lists are refused."""
+        pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
+        if mode == "list" or mode not in MODES:
+            raise ConfigError(
+                f"replicas of different structures need static edges: neighbors='auto', 'all_pairs' or 'images', "
+                f"got {mode!r} (run neighbour-list systems one structure per run)"
+            )
+        n_atoms = replicas.species.shape[1]
+        if not pbc.any() and n_atoms > ALL_PAIRS_MAX_ATOMS:
+            raise ConfigError(
+                f"replicas of different molecules are run with all-pairs edges, for up to {ALL_PAIRS_MAX_ATOMS} "
+                f"atoms; the largest has {n_atoms}"
+            )
+        modes = {_choose_mode("images" if pbc.any() else mode, pbc, cell, n_atoms, cutoff / cell_margin, skin)
+                 for cell in replicas.cell}  # fmt: skip
+        builder = cls(replicas.species[0], replicas.cell[0], bool(pbc.all()), float(cutoff), float(skin),
+                      modes.pop(), pbc=tuple(bool(p) for p in pbc), cell_margin=float(cell_margin),
+                      replicas=replicas)  # fmt: skip
+        if builder.mode == "images" and n_atoms**2 * len(builder.image_offsets()) > MAX_IMAGE_EDGES:
+            raise StructureError(
+                f"the replicas' cells need {n_atoms**2 * len(builder.image_offsets())} edges over their lattice "
+                f"images (more than {MAX_IMAGE_EDGES}); run the largest cells separately"
+            )
+        return builder
+
+    def image_offsets(self) -> np.ndarray:
+        """``[M, 3]`` lattice image offsets of the ``images`` regime: those of :attr:`cell`, or for a heterogeneous
+        batch every offset some replica's cell needs."""
+        if self.replicas is None:
+            return lattice_images(self.cell, self.pbc, self.list_cutoff)
+        images = [lattice_images(cell, self.pbc, self.list_cutoff) for cell in self.replicas.cell]
+        return np.unique(np.concatenate(images), axis=0)
 
     @property
     def n_atoms(self) -> int:
@@ -255,9 +298,14 @@ class EdgeBuilder:
         return d
 
     # ---- graphs ------------------------------------------------------------------------------------------------
-    def graph(self, positions: jax.Array, neighbors=None, cell: jax.Array | None = None) -> Graph:
+    def graph(
+        self, positions: jax.Array, neighbors=None, cell: jax.Array | None = None, atoms: ReplicaAtoms | None = None
+    ) -> Graph:
         """The padded :class:`Graph` of one structure with ``positions [N, 3]`` and its (unbatched) list, in its
-        current ``cell [3, 3]`` when the cell changes (``images`` regime), else in :attr:`cell`."""
+        current ``cell [3, 3]`` when the cell changes (``images`` regime), else in :attr:`cell`; for a replica of a
+        heterogeneous batch, ``atoms`` holds its own (unbatched) species, mask, starting cell and charge."""
+        if atoms is not None:
+            return self._replica_graph(positions, atoms, atoms.cell if cell is None else cell)
         n, n_node = self.n_atoms, self.n_node
         dtype = positions.dtype
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
@@ -278,6 +326,13 @@ class EdgeBuilder:
     def _all_pairs_graph(self, padded: jax.Array) -> Graph:
         """All pairs ``i < j`` in the first half of the edges and their reverses in the second (``reverse_halves``),
         each half padded to a multiple of 32 with padding edges of length :data:`PADDING_DISTANCE`."""
+        senders, receivers, shifts = self._all_pairs_edges()
+        dtype = padded.dtype
+        graph = self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), jnp.asarray(shifts, dtype))
+        return graph.replace(reverse_halves=True)
+
+    def _all_pairs_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Static ``senders [E]``, ``receivers [E]`` and ``shifts [E, 3]`` of :meth:`_all_pairs_graph`."""
         n = self.n_atoms
         i, j = np.triu_indices(n, 1)
         half = EDGE_MULTIPLE // 2 * math.ceil(max(len(i), 1) / (EDGE_MULTIPLE // 2))
@@ -288,16 +343,21 @@ class EdgeBuilder:
         shifts = np.zeros((2 * half, 3))
         shifts[len(i) : half, 0] = PADDING_DISTANCE
         shifts[half + len(i) :, 0] = -PADDING_DISTANCE  # the reverse of a padding edge
-        dtype = padded.dtype
-        graph = self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), jnp.asarray(shifts, dtype))
-        return graph.replace(reverse_halves=True)
+        return senders, receivers, shifts
 
     def _images_graph(self, padded: jax.Array, cell: jax.Array) -> Graph:
         """Every pair with every lattice image within reach of the cutoff (:func:`lattice_images`): the shift of edge
         ``(i, j, n)`` is ``(n − round(s_j − s_i)) · cell`` along periodic directions, so it follows atoms that cross
         the cell; padding edges to a multiple of 64 have length :data:`PADDING_DISTANCE`."""
-        n, dtype = self.n_atoms, padded.dtype
-        images = lattice_images(self.cell, self.pbc, self.list_cutoff)
+        senders, receivers, offsets, n_real = self._image_edges()
+        shifts = self._image_shifts(padded, cell, senders, receivers, offsets, n_real)
+        return self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), shifts, cell)
+
+    def _image_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Static ``senders [E]``, ``receivers [E]``, image ``offsets [E, 3]`` and the number of real edges of
+        :meth:`_images_graph`."""
+        n = self.n_atoms
+        images = self.image_offsets()
         i, j, k = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), np.arange(len(images)), indexing="ij"))
         keep = (i != j) | np.any(images[k] != 0, axis=1)
         i, j, k = i[keep], j[keep], k[keep]
@@ -306,12 +366,50 @@ class EdgeBuilder:
         receivers[: len(i)], senders[: len(i)] = i, j
         offsets = np.zeros((size, 3))
         offsets[: len(i)] = images[k]
+        return senders, receivers, offsets, len(i)
+
+    def _image_shifts(self, padded, cell, senders, receivers, offsets, n_real: int) -> jax.Array:
+        """``[E, 3]`` Cartesian shifts (Å) of the image edges in ``cell [3, 3]``, padding edges at
+        :data:`PADDING_DISTANCE`."""
+        dtype = padded.dtype
         fractional = (padded[senders] - padded[receivers]) @ jnp.linalg.inv(cell)
         wrap = jax.lax.stop_gradient(jnp.where(jnp.asarray(self.pbc), jnp.round(fractional), 0.0))
         shifts = (jnp.asarray(offsets, dtype) - wrap) @ cell
-        padding = jnp.asarray(np.arange(size) >= len(i))[:, None]
-        shifts = jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
-        return self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), shifts, cell)
+        padding = jnp.asarray(np.arange(len(senders)) >= n_real)[:, None]
+        return jnp.where(padding, jnp.asarray([PADDING_DISTANCE, 0.0, 0.0], dtype), shifts)
+
+    def _replica_graph(self, positions: jax.Array, atoms: ReplicaAtoms, cell: jax.Array) -> Graph:
+        """The :class:`Graph` of one replica of a heterogeneous batch in its current ``cell [3, 3]``: the batch's
+        static edges, of which every edge touching a padding atom becomes a padding edge (the padding node joined to
+        itself), padding atoms padding nodes of the dummy graph."""
+        n, n_node, dtype = self.n_atoms, self.n_node, positions.dtype
+        padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
+        real_node = jnp.concatenate([atoms.mask, jnp.zeros(n_node - n, bool)])
+        cell = cell.astype(dtype)
+        if self.mode == "all_pairs":
+            senders, receivers, shifts = self._all_pairs_edges()
+            padding_shift = np.where(np.arange(len(senders)) < len(senders) // 2, 1.0, -1.0)[:, None] * np.asarray(
+                [PADDING_DISTANCE, 0.0, 0.0]
+            )
+            shifts = jnp.asarray(shifts, dtype)
+        else:
+            senders, receivers, offsets, n_real = self._image_edges()
+            shifts = self._image_shifts(padded, cell, senders, receivers, offsets, n_real)
+            padding_shift = np.broadcast_to([PADDING_DISTANCE, 0.0, 0.0], shifts.shape)
+        real = real_node[senders] & real_node[receivers]
+        graph = Graph(
+            positions=padded,
+            species=jnp.concatenate([atoms.species, jnp.zeros(n_node - n, atoms.species.dtype)]),
+            node_graph=jnp.where(real_node, 0, 1).astype(jnp.int32),
+            senders=jnp.where(real, senders, n),
+            receivers=jnp.where(real, receivers, n),
+            shifts=jnp.where(real[:, None], shifts, jnp.asarray(padding_shift, dtype)),
+            cell=jnp.zeros((2, 3, 3), dtype).at[0].set(cell),
+            pbc=jnp.asarray(np.stack([self.pbc, np.zeros(3, bool)])),
+            n_node=jnp.stack([jnp.sum(atoms.mask), 0]).astype(jnp.int32),
+            total_charge=jnp.stack([atoms.total_charge, 0.0]).astype(dtype),
+        )
+        return graph.replace(reverse_halves=self.mode == "all_pairs")
 
     def _graph(self, padded, senders, receivers, shifts, cell: jax.Array | None = None) -> Graph:
         n, n_node, dtype = self.n_atoms, self.n_node, padded.dtype

@@ -20,7 +20,7 @@ from jaxatom.graph import enable_x64
 from jaxatom.md import analysis
 from jaxatom.md.driver import simulate
 from jaxatom.md.ensembles import ENSEMBLES, Ensemble, ensemble_from_settings
-from jaxatom.md.trajectory import read_trajectory
+from jaxatom.md.trajectory import read_trajectory, require_equal_atoms
 
 __all__ = ["MDConfig", "DEFAULT_MD", "MDConfigError", "SIMULATE_OPTIONS", "load_md_config", "md_run", "report"]
 
@@ -199,6 +199,7 @@ def report(output: str | Path) -> dict:
     temperature, per replica; writes ``<output>.energies.png`` and ``<output>.temperature.png``."""
     output = Path(output)
     data = read_trajectory(output)
+    require_equal_atoms(data, "the MD report (energy drift per atom)")
     n_atoms = len(data["species"])
     time_fs = data["time"]
     if len(time_fs) < 2:

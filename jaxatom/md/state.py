@@ -63,8 +63,9 @@ def remove_rotation(positions: jax.Array, momenta: jax.Array, masses: jax.Array)
 
 
 def kinetic_energy(momenta: jax.Array, masses: jax.Array) -> jax.Array:
-    """Kinetic energy (eV) of each structure, ``[...]`` for momenta ``[..., N, 3]``."""
-    return 0.5 * jnp.sum(momenta**2 / masses[:, None], axis=(-2, -1))
+    """Kinetic energy (eV) of each structure, ``[...]`` for momenta ``[..., N, 3]`` and masses ``[N]`` (or ``[R, N]``
+    per replica)."""
+    return 0.5 * jnp.sum(momenta**2 / masses[..., None], axis=(-2, -1))
 
 
 def degrees_of_freedom(n_atoms: int, com_fixed: bool, rotation_fixed: bool = False) -> int:
@@ -74,8 +75,8 @@ def degrees_of_freedom(n_atoms: int, com_fixed: bool, rotation_fixed: bool = Fal
     return max(dof, 1)
 
 
-def temperature(kinetic: jax.Array, dof: int) -> jax.Array:
-    """Kinetic temperature (K) from the kinetic energy (eV): ``T = 2 K / (dof k_B)``."""
+def temperature(kinetic: jax.Array, dof: int | jax.Array) -> jax.Array:
+    """Kinetic temperature (K) from the kinetic energy (eV): ``T = 2 K / (dof k_B)`` (``dof`` may be ``[R]``)."""
     return 2.0 * kinetic / (dof * BOLTZMANN)
 
 

@@ -10,6 +10,11 @@ Observables a run records (e.g. ``dipole_moment [F, R, 3]`` e·Å, ``polarizabil
 ``charges [F, R, N]`` e) follow with their units; ring-polymer runs write bead averages, and with ``write_beads``
 every bead's values as ``<name>_beads [F, R, P, ...]``. Run settings are root attributes. For ring-polymer runs
 positions, velocities and forces are centroid values.
+
+Replicas that are different structures (a heterogeneous batch) are padded to the largest atom count ``N``: the
+constants become ``species [R, N]`` (0 for padding atoms), ``masses [R, N]``, ``cell [R, 3, 3]`` and ``n_atoms [R]``,
+and the per-atom datasets (marked with a ``per_atom`` attribute) hold zeros for padding atoms.
+:func:`read_trajectory` with ``replica`` and :func:`trajectory_atoms` return each replica's real atoms only.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -30,7 +35,15 @@ from jaxatom.files import format_bytes, free_bytes, is_disk_full
 from jaxatom.md.hdf5_files import open_for_append
 from jaxatom.md.state import FS
 
-__all__ = ["FORMAT", "UNITS", "TrajectoryWriter", "read_trajectory", "trajectory_atoms", "export_trajectory"]
+__all__ = [
+    "FORMAT",
+    "UNITS",
+    "TrajectoryWriter",
+    "read_trajectory",
+    "trajectory_atoms",
+    "export_trajectory",
+    "require_equal_atoms",
+]
 
 FORMAT = "jaxatom-md-trajectory"
 VERSION = 1
@@ -77,11 +90,13 @@ class TrajectoryWriter:
         attributes: Mapping,
         frame_shapes: Mapping,
         units: Mapping[str, str] | None = None,
+        per_atom: Sequence[str] = (),
     ) -> TrajectoryWriter:
         """Create ``path`` with the constant datasets, root ``attributes`` and empty per-frame datasets
         ``{name: (shape_without_frames, dtype)}``, each with its unit (from ``units``, else :data:`UNITS`, else
-        ``"1"``) in its ``units`` attribute. The file is built under a temporary name and renamed when
-        complete, so ``path`` is never a half-made file."""
+        ``"1"``) in its ``units`` attribute; the datasets ``per_atom`` names (those of padded replicas,
+        ``[F, R, N, ...]``) are marked with a ``per_atom`` attribute. The file is built under a temporary name and
+        renamed when complete, so ``path`` is never a half-made file."""
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
         file = h5py.File(partial, "w", libver="latest")
@@ -101,6 +116,8 @@ class TrajectoryWriter:
                 name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(chunk_frames, *shape)
             )
             dataset.attrs["units"] = {**UNITS, **(units or {})}.get(name, "1")
+            if name in per_atom:
+                dataset.attrs["per_atom"] = True
         file.swmr_mode = True
         os.replace(partial, path)
         return cls(file, path)
@@ -188,22 +205,49 @@ def _per_frame(file: h5py.File) -> list[h5py.Dataset]:
 def read_trajectory(path, replica: int | None = None) -> dict:
     """Read a trajectory (also while it is being written) into a dict of numpy arrays plus ``"attrs"``.
 
-    With ``replica`` set, per-frame arrays lose their replica axis (``positions [F, N, 3]``, energies ``[F]``).
+    With ``replica`` set, per-frame arrays lose their replica axis (``positions [F, N, 3]``, energies ``[F]``); for
+    replicas that are different structures they and ``species``, ``masses`` and ``cell`` are cut to that replica's
+    own atoms. Without it such a trajectory is returned padded, with ``n_atoms [R]``.
     """
     with h5py.File(path, "r", libver="latest", swmr=True) as file:
         if file.attrs.get("format") != FORMAT:
             raise DataError(f"{path} is not a jaxatom MD trajectory")
         n = int(file["time"].shape[0])
         out = {}
+        padded = "n_atoms" in file
         for name, dataset in file.items():
             dataset.refresh()
             per_frame = bool(dataset.maxshape) and dataset.maxshape[0] is None
             values = dataset[:n] if per_frame else dataset[()]
             if per_frame and replica is not None and values.ndim >= 2:
                 values = values[:, replica]
+            if padded and replica is not None:
+                values = _replica_values(file, name, values, replica, per_frame)
             out[name] = values
         out["attrs"] = {k: _decode(v) for k, v in file.attrs.items()}
     return out
+
+
+def _replica_values(file: h5py.File, name: str, values: np.ndarray, replica: int, per_frame: bool) -> np.ndarray:
+    """``values`` of one replica of a padded (heterogeneous) trajectory, cut to its own atoms."""
+    n_atoms = int(file["n_atoms"][replica])
+    if name in ("species", "masses"):
+        return values[replica, :n_atoms]
+    if name in ("cell", "n_atoms") and not per_frame:
+        return values[replica]
+    if per_frame and file[name].attrs.get("per_atom", False):
+        return values[:, :n_atoms]
+    return values
+
+
+def require_equal_atoms(data: Mapping, what: str) -> None:
+    """Refuse a trajectory read without ``replica`` whose replicas are different structures, for an analysis
+    (``what``) that needs every replica to have the same atoms."""
+    if "n_atoms" in data and np.ndim(data["n_atoms"]):
+        raise DataError(
+            f"{what} needs replicas of the same atoms; this trajectory holds different structures (n_atoms "
+            f"{np.asarray(data['n_atoms']).tolist()}): read one replica at a time (read_trajectory(path, replica=r))"
+        )
 
 
 def _decode(value):

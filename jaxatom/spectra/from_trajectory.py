@@ -70,12 +70,13 @@ def spectra_from_trajectory(
     :func:`jaxatom.spectra.ir_spectrum`. Returns ``{"ir": Spectrum, "raman": RamanSpectrum, "power": Spectrum}``
     with the computed ones, in that order.
     """
-    from jaxatom.md.trajectory import read_trajectory
+    from jaxatom.md.trajectory import read_trajectory, require_equal_atoms
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no trajectory at {path}")
     data = read_trajectory(path)
+    require_equal_atoms(data, "spectra from a trajectory")
     wanted = {"ir": ir, "raman": raman, "power": power}
     todo = []
     for kind, flag in wanted.items():
