@@ -60,7 +60,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import CUTOFF, DEFAULT_SPK_PYTHON, N_RBF, REPO_ROOT, core_count, cpu_model, load_average  # noqa: E402
-from bench_md import TEMPERATURE_K, command_line, spk_neighbor_list  # noqa: E402
+from bench_md import TEMPERATURE_K, command_line, spk_neighbor_list, thermalize  # noqa: E402
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -263,19 +263,13 @@ def spk_worker(args: argparse.Namespace, atoms: Atoms) -> dict[str, Any]:
 def ase_worker(args: argparse.Namespace, atoms: Atoms) -> dict[str, Any]:
     """ASE's ``VelocityVerlet`` with jaxatom's ASE calculator (``JaxAtomCalculator``) on the structure."""
     from ase import units
-    from ase.md import velocitydistribution
     from ase.md.verlet import VelocityVerlet
 
     from jaxatom.calculators import JaxAtomCalculator
 
     atoms.calc = JaxAtomCalculator(args.model_dir)
     baseline = peak_rss_mib()
-    rng = np.random.default_rng(args.seed)
-    if hasattr(velocitydistribution, "thermalize_momenta"):  # ASE >= 3.29
-        velocitydistribution.thermalize_momenta(atoms, TEMPERATURE_K, rng=rng)
-    else:
-        velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K, rng=rng)
-    velocitydistribution.Stationary(atoms)
+    thermalize(atoms, args.seed)
     dynamics = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
     stamps: list[float] = []
     energy_start: list[float] = []

@@ -111,6 +111,18 @@ TIMING_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "MALLOC_ARENA_M
 # ----------------------------------------------------------------------------------------------------------- shared
 
 
+def thermalize(atoms, seed: int) -> None:
+    """Maxwell–Boltzmann momenta at :data:`TEMPERATURE_K` from ``seed``, total momentum removed (ASE's tools)."""
+    from ase.md import velocitydistribution
+
+    rng = np.random.default_rng(seed)
+    if hasattr(velocitydistribution, "thermalize_momenta"):  # ASE >= 3.29
+        velocitydistribution.thermalize_momenta(atoms, TEMPERATURE_K, rng=rng)
+    else:
+        velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K, rng=rng)
+    velocitydistribution.Stationary(atoms)
+
+
 def load_structure(structure: Path) -> Atoms:
     """The benchmark molecule, without cell or periodicity."""
     from ase.io import read
@@ -244,7 +256,6 @@ def ase_case(model_module, atoms: Atoms, model: str, args: argparse.Namespace) -
     """Run ``md1`` with ASE's ``VelocityVerlet`` and SchNetPack's ``SpkCalculator``; return its timing row."""
     import torch
     from ase import units
-    from ase.md import velocitydistribution
     from ase.md.verlet import VelocityVerlet
     from schnetpack.interfaces import SpkCalculator
 
@@ -253,12 +264,7 @@ def ase_case(model_module, atoms: Atoms, model: str, args: argparse.Namespace) -
     neighbor_list = spk_neighbor_transform(args.spk_neighbor_list)(cutoff=CUTOFF)
     atoms.calc = SpkCalculator(model_module, neighbor_list=neighbor_list, energy_unit="eV", position_unit="Angstrom",
                                dtype=torch.float32)  # fmt: skip
-    rng = np.random.default_rng(args.seed)
-    if hasattr(velocitydistribution, "thermalize_momenta"):  # ASE >= 3.29
-        velocitydistribution.thermalize_momenta(atoms, TEMPERATURE_K, rng=rng)
-    else:
-        velocitydistribution.MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K, rng=rng)
-    velocitydistribution.Stationary(atoms)
+    thermalize(atoms, args.seed)
     dynamics = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
     stamps: list[float] = []
     energy: dict[str, float] = {}
