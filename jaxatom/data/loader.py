@@ -81,10 +81,14 @@ class GraphLoader:
         shards stacked along a leading axis (same padded shapes, for data-parallel training)."""
         if self.n_shards == 1:
             return self._padded(indices, self.batch_size + 1)
-        chunks = np.array_split(np.asarray(indices), self.n_shards)
+        return self.stacked(np.array_split(np.asarray(indices), self.n_shards), self.batch_size // self.n_shards + 1)
+
+    def stacked(self, chunks: Sequence[Sequence[int]], n_graph: int) -> Batch:
+        """The padded batches of the structures of each of ``chunks``, stacked along a leading axis ``[len(chunks),
+        ...]`` with common shapes (``n_graph`` graphs each, bucketed node and edge counts): data-parallel shards, or
+        the batches of ensemble members."""
         n_node = max(bucket_size(sum(self.graphs[i].n_node for i in c) + 1, 8) for c in chunks)
         n_edge = max(bucket_size(max(sum(self.graphs[i].n_edge for i in c), 1), 64) for c in chunks)
-        n_graph = self.batch_size // self.n_shards + 1
         shards = [self._padded(c, n_graph, n_node, n_edge) for c in chunks]
         return jax.tree.map(lambda *xs: np.stack(xs), *shards)
 
