@@ -62,9 +62,10 @@ def _rows(run_dir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, potential, split):
-    """A 2-member ensemble trained with early stopping after one epoch without improvement, and its run directory."""
+    """A 2-member ensemble trained with early stopping after one epoch without improvement (at this learning rate
+    member 1 stops after epoch 2, member 0 trains on to the end), its run directory and configuration."""
     run_dir = tmp_path_factory.mktemp("ensemble")
-    config = _config(early_stopping_patience=0, max_epochs=4)
+    config = _config(early_stopping_patience=0, max_epochs=5, learning_rate=0.03)
     return fit(potential, *split, config, run_dir, progress=False), run_dir, config
 
 
@@ -80,6 +81,7 @@ def test_ensemble_training_equals_training_each_member_alone(tmp_path, potential
         # each member stopped (or went on) exactly when its single run did, with the same validation losses
         assert members[m]["epoch"] == int(rows[-1]["epoch"])
         np.testing.assert_allclose(members[m]["val"]["loss"], float(rows[-1]["val_loss"]), rtol=1e-4)
+    assert [(m["epoch"], m["stop_reason"]) for m in members] == [(4, "max_epochs"), (2, "early_stopping")]
     assert [int(r["epoch"]) for r in _rows(run_dir)] == list(range(max(m["epoch"] for m in members) + 1))
 
 
@@ -103,9 +105,9 @@ def test_an_interrupted_ensemble_run_resumes_to_the_result_of_an_uninterrupted_o
     save = Checkpoints.save
 
     def interrupted(self, name, epoch, state, meta):
-        save(self, name, epoch, state, meta)
-        if (name, epoch) == ("best", 1):  # killed between the best and the latest checkpoint of epoch 1
+        if (name, epoch) == ("latest", 3):  # killed after the best checkpoint of epoch 3, one member stopped
             raise KeyboardInterrupt
+        save(self, name, epoch, state, meta)
 
     monkeypatch.setattr(Checkpoints, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
