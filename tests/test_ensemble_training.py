@@ -138,13 +138,15 @@ def test_the_artifact_loads_in_potential_ensemble_the_calculator_and_md(potentia
     assert isinstance(_potential(path), jaxatom.PotentialEnsemble) and _potential(str(path)).size == 2
 
 
-def test_bad_ensemble_settings_are_refused_with_a_clear_error(tmp_path):
+def test_bad_ensemble_settings_are_refused_with_a_clear_error(tmp_path, potential, split, trained):
     with pytest.raises(ConfigError, match="ensemble.size: must be a positive number of members, got 0"):
         _config(size=0)
     with pytest.raises(ConfigError, match=r"ensemble.bootstap: unknown setting \(did you mean bootstrap\?\)"):
         TrainConfig(ensemble={"size": 2, "bootstap": True})
     with pytest.raises(ConfigError, match="ensemble.size: required setting is missing"):
         TrainConfig.from_mapping({"ensemble": {"bootstrap": True}})
+    with pytest.raises(ConfigError, match="holds the checkpoints of an ensemble of 2 members, not of 3 members"):
+        fit(potential, *split, _config(size=3), trained[1], progress=False)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data": {"builtin": "ethanol"}, "training": {"ensemble": {"size": -1}}}))
     assert main(["train", str(config), "--quiet"]) == 2

@@ -6,7 +6,8 @@ Member ``m`` is initialised with seed ``config.seed + m`` and sees the training 
 trains on its own sample drawn with replacement once per run. Each member has its own EMA, plateau schedule and early
 stopping; a member that stopped keeps its state (its updates are computed and discarded) and its best parameters.
 Checkpoints hold the stacked state (``latest``) and each member's best EMA parameters (``best``), so a run resumes
-exactly. The result is written to ``run_dir/best_ensemble`` (:meth:`PotentialEnsemble.load`).
+exactly. The result is written to ``run_dir/best_ensemble`` (:meth:`PotentialEnsemble.load`). The members train on
+one device (``data_parallel`` does not apply).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.ensemble import member_path
 from jaxatom.potential.potential import example_graph
 from jaxatom.train.checkpoint import Checkpoints, run_lock
-from jaxatom.train.config import TrainConfig
+from jaxatom.train.config import ConfigError, TrainConfig
 from jaxatom.train.fit import (
     TrainingDiverged,
     _accumulate,
@@ -200,6 +201,7 @@ def fit_ensemble(
     )  # fmt: skip
     run_dir = Path(run_dir)
     with run_lock(run_dir), Checkpoints(run_dir) as checkpoints:
+        _check_members(checkpoints, config, run_dir)
         state, meta, best = _restore(checkpoints, _initial_state(potential, config), resume)
         if meta is not None and stop_reason(meta, config) is not None:
             print(_finished_message(run_dir, meta, config), file=sys.stderr)
@@ -211,6 +213,18 @@ def fit_ensemble(
                 logs.start(None if meta is None else epoch_row(meta, int(np.max(state.step))))
                 state, best = _epochs(training, checkpoints, logs, state, meta, best, progress)
         return _trained(potential, best if best is not None else jax.device_get(state.ema_params), run_dir)
+
+
+def _check_members(checkpoints: Checkpoints, config: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run of another ensemble size (or of a single model) in ``run_dir``."""
+    meta = checkpoints.meta()
+    if meta is None or len(meta.get("members", ())) == config.ensemble.size:
+        return
+    found = f"an ensemble of {len(meta['members'])} members" if "members" in meta else "a single model"
+    raise ConfigError(
+        f"{run_dir} holds the checkpoints of {found}, not of {config.ensemble.size} members; resume it with the "
+        "training.ensemble it was started with, or train into another run_dir"
+    )
 
 
 def _epochs(
