@@ -14,7 +14,7 @@ from jaxatom.cli import main
 from jaxatom.md.driver import _potential
 from jaxatom.nn import PaiNN
 from jaxatom.potential.potential import example_graph
-from jaxatom.train import ConfigError, TrainConfig, fit, with_energy_offsets
+from jaxatom.train import ConfigError, TrainConfig, TrainingDiverged, fit, with_energy_offsets
 from jaxatom.train.checkpoint import Checkpoints
 from jaxatom.train.ensemble import ENSEMBLE_DIR, member_indices, member_order
 
@@ -136,6 +136,11 @@ def test_the_artifact_loads_in_potential_ensemble_the_calculator_and_md(potentia
     atoms.calc = EnsembleCalculator(path)
     assert atoms.get_potential_energy() == pytest.approx(prediction["energy"], rel=1e-6)
     assert isinstance(_potential(path), jaxatom.PotentialEnsemble) and _potential(str(path)).size == 2
+
+
+def test_a_diverging_member_stops_the_run_naming_it_and_the_last_good_checkpoint(tmp_path, potential, split):
+    with pytest.raises(TrainingDiverged, match=r"ensemble member 0 became NaN .*last good checkpoint is .*latest"):
+        fit(potential, *split, _config(learning_rate=1e38, max_epochs=1), tmp_path, progress=False)
 
 
 def test_bad_ensemble_settings_are_refused_with_a_clear_error(tmp_path, potential, split, trained):

@@ -13,7 +13,7 @@ from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
 
-__all__ = ["GraphLoader"]
+__all__ = ["GraphLoader", "prefetched"]
 
 Batch = tuple[Graph, dict[str, np.ndarray]]
 
@@ -115,15 +115,20 @@ class GraphLoader:
     def __call__(self, epoch: int = 0, prefetch: int = 2, sharding=None) -> Iterator[Batch]:
         """The batches of ``epoch`` on the device (or placed with ``sharding``); the next ``prefetch`` are built on a
         host thread and transferred while the current one is in use."""
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            batches = self.host_batches(epoch)
-            pending = [pool.submit(_next_on_device, batches, sharding) for _ in range(max(1, prefetch))]
-            while True:
-                batch = pending.pop(0).result()
-                if batch is None:
-                    return
-                pending.append(pool.submit(_next_on_device, batches, sharding))
-                yield batch
+        return prefetched(self.host_batches(epoch), prefetch, sharding)
+
+
+def prefetched(batches: Iterator[Batch], prefetch: int = 2, sharding=None) -> Iterator[Batch]:
+    """The host ``batches`` on the device (or placed with ``sharding``); the next ``prefetch`` are built on a host
+    thread and transferred while the current one is in use."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(_next_on_device, batches, sharding) for _ in range(max(1, prefetch))]
+        while True:
+            batch = pending.pop(0).result()
+            if batch is None:
+                return
+            pending.append(pool.submit(_next_on_device, batches, sharding))
+            yield batch
 
 
 def _offset_tables(

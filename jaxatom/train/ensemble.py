@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxatom.data.dataset import Dataset
-from jaxatom.data.loader import Batch, GraphLoader
+from jaxatom.data.loader import Batch, GraphLoader, prefetched
 from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.ensemble import member_path
 from jaxatom.potential.potential import example_graph
@@ -99,18 +99,21 @@ class _Ensemble:
     scales: dict
 
 
-def _batches(training: _Ensemble, epoch: int) -> Iterator[Batch]:
-    """The stacked batches ``[M, ...]`` of ``epoch``, member ``m`` in its own order, on the device."""
+def _host_batches(training: _Ensemble, epoch: int) -> Iterator[Batch]:
+    """The stacked batches ``[M, ...]`` of ``epoch``, member ``m`` in its own order (numpy)."""
     loader, size = training.train_loader, training.config.batch_size
     orders = [member_order(i, s, epoch) for i, s in zip(training.indices, member_seeds(training.config), strict=True)]
     for k in range(len(loader)):
-        yield jax.device_put(loader.stacked([order[k * size : (k + 1) * size] for order in orders], size + 1))
+        yield loader.stacked([order[k * size : (k + 1) * size] for order in orders], size + 1)
 
 
-def _train_epoch(training: _Ensemble, state: TrainState, active: np.ndarray, epoch: int) -> tuple[TrainState, list]:
-    """One pass of every active member over its training data; the new state and each member's metrics."""
+def _train_epoch(
+    training: _Ensemble, checkpoints: Checkpoints, state: TrainState, active: np.ndarray, epoch: int
+) -> tuple[TrainState, list]:
+    """One pass of every active member (``active [M]``) over its training data; the new state and each member's
+    metrics."""
     totals, config = None, training.config
-    for graph, labels in _batches(training, epoch):
+    for graph, labels in prefetched(_host_batches(training, epoch)):
         state, sums = ensemble_train_step(state, graph, labels, active, training.potential.model, training.scales,
                                           config.step)  # fmt: skip
         totals = _accumulate(totals, sums)
@@ -119,7 +122,8 @@ def _train_epoch(training: _Ensemble, state: TrainState, active: np.ndarray, epo
         m = int(np.flatnonzero(nan_steps >= 0)[0])
         raise TrainingDiverged(
             f"the loss of ensemble member {m} became NaN or infinite at its step {int(nan_steps[m])} (epoch {epoch}); "
-            "lower learning_rate, set clip_norm, or check the data for outliers"
+            f"the last good checkpoint is {checkpoints.describe('latest')} (best: {checkpoints.describe('best')}). "
+            "Lower learning_rate, set clip_norm, or check the data for outliers."
         )
     return state, _per_member(jax.device_get(totals), config.ensemble.size)
 
@@ -245,7 +249,8 @@ def _epochs(
                desc=f"training {config.ensemble.size} members", unit="epoch", disable=not progress)  # fmt: skip
     with contextlib.closing(bar):
         for epoch in bar:
-            state, train_metrics = _train_epoch(training, state, _active(meta, config.ensemble.size), epoch)
+            active = _active(meta, config.ensemble.size)
+            state, train_metrics = _train_epoch(training, checkpoints, state, active, epoch)
             val_metrics = _evaluate(state.ema_params, training)
             meta = _next_ensemble_meta(config, meta, epoch, train_metrics, val_metrics,
                                        time.perf_counter() - started)  # fmt: skip
