@@ -71,7 +71,10 @@ def _print_evaluation(run_dir: Path, metrics: dict) -> None:
         if "stress_mae_GPa" in metrics and name == "stress":
             line += f"  ({metrics['stress_mae_GPa']:.4g} GPa MAE, {metrics['stress_rmse_GPa']:.4g} GPa RMSE)"
         print(line.replace("Ang", "Å"))
-    print(f"  model:        {run_dir / 'best_model'}  (jaxatom.load_model)")
+    if (run_dir / "best_model").exists():
+        print(f"  model:        {run_dir / 'best_model'}  (jaxatom.load_model)")
+    else:
+        print(f"  ensemble:     {run_dir / 'best_ensemble'}  (jaxatom.PotentialEnsemble.load)")
     print(f"  metrics:      {run_dir / 'metrics.csv'}, {run_dir / 'evaluation' / 'metrics.json'}")
     print(f"  plots:        {run_dir / 'evaluation' / 'parity.png'}")
     print(f"  predictions:  {run_dir / 'evaluation' / 'predictions.npz'}")

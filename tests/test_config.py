@@ -71,7 +71,7 @@ def test_training_defaults_are_schnetpacks_md17_recipe():
         "batch_size": 32, "max_epochs": 1000, "learning_rate": 1e-3, "weight_decay": 0.0, "warmup_steps": 0,
         "clip_norm": None, "loss": {"energy": 0.01, "forces": 0.99}, "plateau_factor": 0.5, "plateau_patience": 75,
         "plateau_cooldown": 10, "min_learning_rate": 1e-6, "ema_decay": 0.995, "early_stopping_patience": 200,
-        "max_time_s": None, "seed": 0, "data_parallel": True,
+        "max_time_s": None, "seed": 0, "data_parallel": True, "ensemble": None,
     }  # fmt: skip
     config = _load({"data": {"builtin": "ethanol"}})
     assert config.training == TrainConfig()

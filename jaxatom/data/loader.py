@@ -13,7 +13,7 @@ from jaxatom.errors import ConfigError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
 
-__all__ = ["GraphLoader"]
+__all__ = ["GraphLoader", "prefetched"]
 
 Batch = tuple[Graph, dict[str, np.ndarray]]
 
@@ -81,10 +81,14 @@ class GraphLoader:
         shards stacked along a leading axis (same padded shapes, for data-parallel training)."""
         if self.n_shards == 1:
             return self._padded(indices, self.batch_size + 1)
-        chunks = np.array_split(np.asarray(indices), self.n_shards)
+        return self.stacked(np.array_split(np.asarray(indices), self.n_shards), self.batch_size // self.n_shards + 1)
+
+    def stacked(self, chunks: Sequence[Sequence[int]], n_graph: int) -> Batch:
+        """The padded batches of the structures of each of ``chunks``, stacked along a leading axis ``[len(chunks),
+        ...]`` with common shapes (``n_graph`` graphs each, bucketed node and edge counts): data-parallel shards, or
+        the batches of ensemble members."""
         n_node = max(bucket_size(sum(self.graphs[i].n_node for i in c) + 1, 8) for c in chunks)
         n_edge = max(bucket_size(max(sum(self.graphs[i].n_edge for i in c), 1), 64) for c in chunks)
-        n_graph = self.batch_size // self.n_shards + 1
         shards = [self._padded(c, n_graph, n_node, n_edge) for c in chunks]
         return jax.tree.map(lambda *xs: np.stack(xs), *shards)
 
@@ -111,15 +115,20 @@ class GraphLoader:
     def __call__(self, epoch: int = 0, prefetch: int = 2, sharding=None) -> Iterator[Batch]:
         """The batches of ``epoch`` on the device (or placed with ``sharding``); the next ``prefetch`` are built on a
         host thread and transferred while the current one is in use."""
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            batches = self.host_batches(epoch)
-            pending = [pool.submit(_next_on_device, batches, sharding) for _ in range(max(1, prefetch))]
-            while True:
-                batch = pending.pop(0).result()
-                if batch is None:
-                    return
-                pending.append(pool.submit(_next_on_device, batches, sharding))
-                yield batch
+        return prefetched(self.host_batches(epoch), prefetch, sharding)
+
+
+def prefetched(batches: Iterator[Batch], prefetch: int = 2, sharding=None) -> Iterator[Batch]:
+    """The host ``batches`` on the device (or placed with ``sharding``); the next ``prefetch`` are built on a host
+    thread and transferred while the current one is in use."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(_next_on_device, batches, sharding) for _ in range(max(1, prefetch))]
+        while True:
+            batch = pending.pop(0).result()
+            if batch is None:
+                return
+            pending.append(pool.submit(_next_on_device, batches, sharding))
+            yield batch
 
 
 def _offset_tables(

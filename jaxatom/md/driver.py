@@ -42,6 +42,7 @@ from jaxatom.md.trajectory import TrajectoryWriter
 from jaxatom.memory import check_fits
 from jaxatom.neighbors import check_structure, total_charge_of
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.potential.field import field_array
 
 __all__ = ["MDRun", "simulate", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
@@ -112,11 +113,12 @@ def _load_force_field(
 
 
 def _potential(model) -> Potential | PotentialEnsemble:
-    """The potential (or ensemble) of ``simulate``'s ``model`` argument, loaded from disk where needed."""
+    """The potential (or ensemble) of ``simulate``'s ``model`` argument, loaded from disk where needed (a directory
+    of member model directories is an ensemble)."""
     if isinstance(model, list | tuple):
         model = model[0] if len(model) == 1 else PotentialEnsemble.from_potentials(model)
     if not isinstance(model, Potential | PotentialEnsemble):
-        model = load_model(model)
+        model = PotentialEnsemble.load(model) if ensemble_members(model) else load_model(model)
     return model
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -31,7 +32,7 @@ from jaxatom.potential.io import load_model
 from jaxatom.potential.outputs import HOST_OFFSETS, OutputScaling, split_outputs
 from jaxatom.potential.potential import Potential, _symbols, predict_structures
 
-__all__ = ["PotentialEnsemble", "evaluate_ensemble", "evaluate_ensemble_jit"]
+__all__ = ["PotentialEnsemble", "evaluate_ensemble", "evaluate_ensemble_jit", "member_path", "ensemble_members"]
 
 
 def evaluate_ensemble(
@@ -112,11 +113,14 @@ class PotentialEnsemble:
     scalings: tuple[Mapping[str, OutputScaling], ...]
 
     @classmethod
-    def from_potentials(cls, members: Sequence[Potential | str | os.PathLike]) -> PotentialEnsemble:
-        """Stack potentials (or model files, read with :func:`~jaxatom.potential.io.load_model`) into an ensemble.
+    def from_potentials(cls, members: Sequence[Potential | str | os.PathLike] | str | os.PathLike) -> PotentialEnsemble:
+        """Stack potentials (or model files, read with :func:`~jaxatom.potential.io.load_model`) into an ensemble;
+        a single path is an ensemble directory (see :meth:`load`).
 
         Raises ``ValueError`` naming the difference if the members differ in architecture or elements.
         """
+        if isinstance(members, str | os.PathLike):
+            return cls.load(members)
         potentials = [m if isinstance(m, Potential) else load_model(m) for m in members]
         if not potentials:
             raise ValueError("an ensemble needs at least one potential")
@@ -138,6 +142,22 @@ class PotentialEnsemble:
             elements=first.elements,
             scalings=tuple(dict(p.scaling) for p in potentials),
         )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PotentialEnsemble:
+        """The ensemble in directory ``path``: one model directory per member, ``member_000``, ``member_001``, ...
+        (as ensemble training writes to ``run_dir/best_ensemble``; see :func:`member_path`)."""
+        members = ensemble_members(path)
+        if not members:
+            raise ValueError(f"{path} holds no ensemble members (model directories member_000, member_001, ...)")
+        return cls.from_potentials(members)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write every member's model file into directory ``path`` (read back with :meth:`load`)."""
+        for m in range(self.size):
+            member = jax.tree.map(lambda leaf, m=m: np.asarray(leaf[m]), self.params)
+            potential = Potential(model=self.model, params=member, elements=self.elements, scaling=self.scalings[m])
+            potential.save(member_path(path, m))
 
     @property
     def size(self) -> int:
@@ -230,6 +250,19 @@ class PotentialEnsemble:
             for m in range(self.size)
         ]
         return [_summary([member[index] for member in members]) for index in range(len(graphs))]
+
+
+def member_path(directory: str | os.PathLike, m: int) -> Path:
+    """Where member ``m`` of the ensemble in ``directory`` is kept."""
+    return Path(directory) / f"member_{m:03d}"
+
+
+def ensemble_members(directory: str | os.PathLike) -> list[Path]:
+    """The member model directories of the ensemble in ``directory``, in member order (empty if it holds none)."""
+    paths = []
+    while member_path(directory, len(paths)).is_dir():
+        paths.append(member_path(directory, len(paths)))
+    return paths
 
 
 def _summary(members: Sequence[dict]) -> dict:

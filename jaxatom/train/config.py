@@ -15,7 +15,16 @@ from pydantic import ConfigDict, ValidationError, field_validator
 from jaxatom.config import config_error
 from jaxatom.errors import ConfigError
 
-__all__ = ["TrainConfig", "StepConfig", "LossTerm", "LOSS_KINDS", "ConfigError", "DEFAULT_LOSS", "LEGACY_WEIGHTS"]
+__all__ = [
+    "TrainConfig",
+    "EnsembleConfig",
+    "StepConfig",
+    "LossTerm",
+    "LOSS_KINDS",
+    "ConfigError",
+    "DEFAULT_LOSS",
+    "LEGACY_WEIGHTS",
+]
 
 #: Per-element losses a term may use: squared error, absolute error, Huber (quadratic below ``delta``).
 LOSS_KINDS = ("mse", "mae", "huber")
@@ -84,6 +93,24 @@ def _positive(value):
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class EnsembleConfig:
+    """``size`` members trained as one (seeds ``seed``, ``seed + 1``, ...), each on its own order of the training set;
+    with ``bootstrap`` each on its own sample of it, drawn with replacement once per run (as many structures)."""
+
+    title = "training.ensemble"  # not a field: names the schema in errors
+
+    size: int
+    bootstrap: bool = False
+
+    @field_validator("size")
+    @classmethod
+    def _members(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be a positive number of members, got {value}")
+        return value
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
     """Optimisation settings. Defaults follow SchNetPack's MD17 recipe (loss weights energy 0.01 / forces 0.99,
     AdamW 1e-3 without weight decay, reduce-on-plateau ×0.5 with patience 75 and cooldown 10, EMA 0.995).
@@ -94,6 +121,9 @@ class TrainConfig:
 
     A validated, immutable pydantic dataclass: bad values raise a :class:`ConfigError` naming each setting; it is a
     real dataclass too (``dataclasses.asdict``/``replace`` work), and :meth:`to_dict` gives its plain form.
+
+    ``ensemble: {size: N, bootstrap: false}`` trains ``N`` members in one compiled step (see
+    :mod:`jaxatom.train.ensemble`); null (default) trains one model.
     """
 
     title = "training configuration"  # not a field (no annotation): names the schema in errors
@@ -114,6 +144,7 @@ class TrainConfig:
     max_time_s: float | None = None
     seed: int = 0
     data_parallel: bool = True
+    ensemble: EnsembleConfig | None = None
 
     @field_validator("batch_size", "max_epochs")
     @classmethod

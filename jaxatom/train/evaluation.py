@@ -11,11 +11,11 @@ import numpy as np
 
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
-from jaxatom.potential import Potential
+from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.outputs import split_outputs
 from jaxatom.units import GPa, kcal_mol
 
-__all__ = ["predict_dataset", "error_metrics", "plot_parity", "write_predictions"]
+__all__ = ["predict_dataset", "predict_dataset_ensemble", "error_metrics", "plot_parity", "write_predictions"]
 
 
 def predict_dataset(potential: Potential, dataset: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -28,7 +28,22 @@ def predict_dataset(potential: Potential, dataset: Dataset, batch_size: int = 32
         out = jax.device_get(potential.evaluate(graph, stress=any(g.periodic for g in graphs), include_offsets=False))
         out = {name: np.asarray(out[name]) for name in potential.outputs if name in out}
         results.extend(split_outputs(out, graphs, potential.model.outputs, potential.scaling))
-    per_atom = {"forces", *(spec.name for spec in potential.model.outputs if spec.per_atom)}
+    return _joined(results, potential.model)
+
+
+def predict_dataset_ensemble(ensemble: PotentialEnsemble, dataset: Dataset, batch_size: int = 32) -> dict:
+    """:func:`predict_dataset` of the members' mean (:meth:`PotentialEnsemble.predict`)."""
+    loader = GraphLoader(dataset, ensemble.cutoff, batch_size, properties=(), shuffle=False)
+    results: list[dict] = []
+    for k in range(0, len(loader.graphs), batch_size):
+        summaries = ensemble.predict_graphs(loader.graphs[k : k + batch_size])
+        results.extend({name: s[name] for name in ensemble.outputs if name in s} for s in summaries)
+    return _joined(results, ensemble.model)
+
+
+def _joined(results: list[dict], model) -> dict[str, np.ndarray]:
+    """Per-structure results joined: per structure ``[S, ...]`` (float64), per atom ``[A, ...]``."""
+    per_atom = {"forces", *(spec.name for spec in model.outputs if spec.per_atom)}
     return {
         name: np.concatenate([np.atleast_1d(r[name]) for r in results])
         if name in per_atom

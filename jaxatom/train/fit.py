@@ -23,7 +23,7 @@ from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
 from jaxatom.errors import JaxAtomError, OutputExistsError
-from jaxatom.potential import Potential, load_model
+from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.io import ModelFileError, model_config
 from jaxatom.potential.outputs import OutputScaling
 from jaxatom.train.checkpoint import Checkpoints, run_lock
@@ -256,7 +256,7 @@ def fit(
     run_dir: str | Path,
     resume: bool = True,
     progress: bool = True,
-) -> Potential:
+) -> Potential | PotentialEnsemble:
     """Train ``potential`` on ``train``, validating on ``val`` after every epoch; return it with the EMA parameters
     of the best validation epoch (written to ``run_dir/best_model`` too).
 
@@ -268,7 +268,14 @@ def fit(
     exactly where an uninterrupted run would, also after a ``kill -9``; a run that is already finished under
     ``config`` (see :func:`stop_reason`) is reported on stderr and returned without training. A NaN or infinite loss
     raises :class:`TrainingDiverged` naming the step and the last good checkpoint.
+
+    With ``config.ensemble`` set, trains that many members as one and returns a
+    :class:`~jaxatom.potential.PotentialEnsemble` (see :func:`~jaxatom.train.ensemble.fit_ensemble`).
     """
+    if config.ensemble is not None:
+        from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
+
+        return fit_ensemble(potential, train, val, config, run_dir, resume, progress)
     _check_data(potential, {"training": train, "validation": val}, config)
     training = _setup(potential, train, val, config)
     run_dir = Path(run_dir)

@@ -36,12 +36,20 @@ from jaxatom.errors import ConfigError
 from jaxatom.nn.heads import Atomwise, OutputSpec
 from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check_model
 from jaxatom.nn.registry import HEADS, REPRESENTATIONS, module_config, module_from_config
-from jaxatom.potential import Potential, load_model
+from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.potential.outputs import OutputScaling
 from jaxatom.properties import property_unit
 from jaxatom.train.checkpoint import run_lock
 from jaxatom.train.config import TrainConfig, translate_legacy
-from jaxatom.train.evaluation import error_metrics, plot_parity, predict_dataset, write_predictions
+from jaxatom.train.ensemble import ENSEMBLE_DIR
+from jaxatom.train.evaluation import (
+    error_metrics,
+    plot_parity,
+    predict_dataset,
+    predict_dataset_ensemble,
+    write_predictions,
+)
 from jaxatom.train.fit import check_training_data, fit, run_stop_reason
 from jaxatom.units import UnitError
 
@@ -442,11 +450,12 @@ def _scaled_outputs(training: TrainConfig, train: Dataset) -> set[str]:
     return names
 
 
-def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential:
+def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential | PotentialEnsemble:
     """Load the data, split it (reusing ``run_dir/split.npz``), check that it has every property the loss trains,
     fit the output scaling on the training split, build the model, write ``run_config.yaml`` and train with
     checkpoints (resuming a previous run in ``run_dir``). A run that is already finished under ``config`` is
-    reported and keeps its files (see :func:`~jaxatom.train.fit`). Returns the trained potential."""
+    reported and keeps its files (see :func:`~jaxatom.train.fit`). Returns the trained potential (an ensemble with
+    ``training.ensemble``)."""
     config = _as_run_config(config)
     run_dir, training = Path(config.run_dir), config.training
     dataset = load_data(config.data)
@@ -471,14 +480,16 @@ def evaluate_run(
     batch_size: int = 32,
     units: Mapping[str, str] | None = None,
 ) -> dict:
-    """Evaluate ``run_dir/best_model`` on the run's test split (or on all of ``data_path``, whose properties are
-    stored in ``units`` where the file does not record them, e.g. ``{"stress": "GPa"}``); writes
+    """Evaluate ``run_dir/best_model`` (of an ensemble run: the members' mean of ``best_ensemble``) on the run's test
+    split (or on all of ``data_path``, whose properties are stored in ``units`` where the file does not record them,
+    e.g. ``{"stress": "GPa"}``); writes
     ``evaluation/metrics.json``, ``parity.png`` and ``predictions.npz`` and returns the metrics: MAE and RMSE of every
     predicted property the data has (``X_mae``, ``X_rmse``), ``structures``, and ``units`` (the unit of each X)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "run_config.yaml"
-    if not (run_dir / "best_model").exists():
-        raise ConfigError(f"{run_dir} holds no trained model (best_model); train first")
+    ensemble = bool(ensemble_members(run_dir / ENSEMBLE_DIR)) and not (run_dir / "best_model").exists()
+    if not (ensemble or (run_dir / "best_model").exists()):
+        raise ConfigError(f"{run_dir} holds no trained model (best_model or {ENSEMBLE_DIR}); train first")
     if data_path is not None:
         dataset = read_dataset(data_path, **({"units": units} if units else {}))
     else:
@@ -490,8 +501,10 @@ def evaluate_run(
         config = load_run_config(config_path)
         full = load_data(config.data)
         dataset = full.subset(_split(config, full)["test_idx"])
-    potential = load_model(run_dir / "best_model")
-    predictions = predict_dataset(potential, dataset, batch_size)
+    if ensemble:
+        predictions = predict_dataset_ensemble(PotentialEnsemble.load(run_dir / ENSEMBLE_DIR), dataset, batch_size)
+    else:
+        predictions = predict_dataset(load_model(run_dir / "best_model"), dataset, batch_size)
     metrics = {"structures": len(dataset), **error_metrics(predictions, dataset)}
     metrics["units"] = {name: dataset.units[name] for name in sorted(set(predictions) & set(dataset.properties))}
     out = run_dir / "evaluation"

@@ -27,6 +27,8 @@ __all__ = [
     "train_step",
     "data_parallel_train_step",
     "eval_step",
+    "ensemble_train_step",
+    "ensemble_eval_step",
 ]
 
 
@@ -131,12 +133,35 @@ def _apply(state: TrainState, grads, metrics: dict, config: StepConfig) -> Train
     )
 
 
+def _step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig):
+    grads, metrics = jax.grad(_loss, has_aux=True)(state.params, model, graph, labels, scaling, config)
+    return _apply(state, grads, metrics, config), metrics
+
+
 @functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
 def train_step(state: TrainState, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig):
     """One optimiser step; returns the new state and the batch's metric sums. Non-finite steps change nothing but
     ``nan_step``. ``scaling``: the model's per-output scales with zero offsets (labels come without offsets)."""
-    grads, metrics = jax.grad(_loss, has_aux=True)(state.params, model, graph, labels, scaling, config)
-    return _apply(state, grads, metrics, config), metrics
+    return _step(state, graph, labels, model, scaling, config)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"), donate_argnums=(0,))
+def ensemble_train_step(
+    state: TrainState,
+    graph: Graph,
+    labels: dict,
+    active: jax.Array,
+    model: nn.Module,
+    scaling: dict,
+    config: StepConfig,
+):
+    """:func:`train_step` of ``M`` members at once (``vmap``): ``state``, ``graph`` and ``labels`` stacked as
+    ``[M, ...]`` (each member its own batch, padded to common shapes), ``scaling`` shared. Members whose ``active
+    [M]`` is false keep their state (their update is computed and discarded). Returns the new state and the metric
+    sums ``[M]``."""
+    new, metrics = jax.vmap(lambda s, g, y: _step(s, g, y, model, scaling, config))(state, graph, labels)
+    keep = jax.vmap(lambda on, a, b: jax.tree.map(lambda x, y: jnp.where(on, x, y), a, b))
+    return keep(active, new, state), metrics
 
 
 @functools.lru_cache(maxsize=8)
@@ -164,3 +189,9 @@ def data_parallel_train_step(mesh: Mesh):
 def eval_step(params, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig) -> dict:
     """The metric sums of one batch."""
     return _loss(params, model, graph, labels, scaling, config)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def ensemble_eval_step(params, graph: Graph, labels: dict, model: nn.Module, scaling: dict, config: StepConfig) -> dict:
+    """The metric sums ``[M]`` of one batch for ``M`` members (``params`` stacked ``[M, ...]``, one shared batch)."""
+    return jax.vmap(lambda p: _loss(p, model, graph, labels, scaling, config)[1])(params)
