@@ -137,6 +137,17 @@ def _md(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learn(args: argparse.Namespace) -> int:
+    from jaxatom.learn import learn, load_learn_config
+
+    config = load_learn_config(args.config, args.overrides)
+    report = learn(config, progress=not args.quiet)
+    print(f"active learning: {config.generations} generations in {config.run_dir}\n  report: {report}\n"
+          f"  plots:  {report.with_suffix('.png')}")  # fmt: skip
+    print(report.read_text().rstrip())
+    return 0
+
+
 def _spectrum(args: argparse.Namespace) -> int:
     from jaxatom.spectra import describe, plot_spectra, spectra_from_trajectory, write_spectrum_csv
 
@@ -367,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
 
+    learn = commands.add_parser(
+        "learn",
+        help="active learning: train an ensemble, explore with gated MD, select, label, add; per generation",
+        description="Run (or continue after a stop) the active-learning loop of a YAML configuration; see "
+        "docs/active-learning.md.",
+    )
+    learn.add_argument("config", nargs="?", help="YAML with sections run_dir, data, model, training, explore, "
+                       "select, oracle, generations")  # fmt: skip
+    learn.add_argument("overrides", nargs="*", help="section.key=value settings, e.g. generations=5")
+    learn.add_argument("--quiet", action="store_true", help="no progress bars")
+    learn.set_defaults(run=_learn)
+
     evaluate = commands.add_parser("evaluate", help="evaluate a run's best model on its test split or a data file")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="data file to evaluate on instead of the run's test split")
@@ -409,7 +432,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    if args.command in ("quickstart", "train", "evaluate", "md"):
+    if args.command in ("quickstart", "train", "evaluate", "md", "learn"):
         from jaxatom.runtime import tune_cpu_allocator
 
         with warnings.catch_warnings():  # called in-process after JAX started (tests, notebooks) it just does nothing

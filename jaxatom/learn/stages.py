@@ -1,0 +1,207 @@
+"""The five stages of a generation. Each reads what the stages before it wrote and writes its own files (see
+:mod:`jaxatom.learn.layout`), and each can be rerun after a kill: training and MD resume from their checkpoints,
+labelling skips the structures already labelled or failed, and adding skips labels the data set already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from jaxatom.data.formats import read_dataset
+from jaxatom.learn.config import LearnConfig
+from jaxatom.learn.layout import Layout, write_atomically
+from jaxatom.learn.oracle import append_labels, label, labeled_ids, structure_id
+from jaxatom.learn.pool import Pool, explored_pool
+from jaxatom.learn.selection import select, structure_features
+from jaxatom.md.driver import SimulationFailed, simulate
+from jaxatom.potential import PotentialEnsemble
+from jaxatom.train.ensemble import ENSEMBLE_DIR
+from jaxatom.train.run import DataConfig, RunConfig, evaluate_run, train_run
+
+__all__ = ["train_stage", "explore_stage", "select_stage", "label_stage", "add_stage", "STAGE_FUNCTIONS"]
+
+
+def _snapshot(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` once (atomically), so a generation keeps the labels it was trained on."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(source, partial)
+    partial.replace(target)
+
+
+def _run_config(config: LearnConfig, train_dir: Path, labels: Path) -> RunConfig:
+    """The training run of a generation: every label, ``val_fraction`` of them (at least one) for validation."""
+    n = len(read_dataset(labels))
+    n_val = max(1, round(config.val_fraction * n))
+    data = DataConfig(path=str(labels), train=n - n_val, val=n_val, test=0, seed=config.seed)
+    return RunConfig(run_dir=str(train_dir), data=data, model=config.model, training=config.training)
+
+
+def train_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
+    """Train generation ``g``'s ensemble on every label so far and score it on the held-out set."""
+    train_dir = layout.train_dir(g)
+    labels = train_dir / "labels.h5"
+    _snapshot(layout.labels, labels)
+    run = _run_config(config, train_dir, labels)
+    train_run(run, progress=progress)
+    metrics = evaluate_run(train_dir, data_path=layout.test)
+    ensemble = PotentialEnsemble.load(train_dir / ENSEMBLE_DIR)
+    calibration = {} if ensemble.calibration is None else ensemble.calibration.summary()
+    layout.update_summary(g, labels=len(read_dataset(labels)), test=metrics, calibration=calibration)
+
+
+def _starts(config: LearnConfig, layout: Layout, g: int, t: int) -> list[Atoms]:
+    """``explore.replicas`` labelled structures drawn for temperature number ``t`` of generation ``g``."""
+    labels = read_dataset(layout.train_dir(g) / "labels.h5")
+    rng = np.random.default_rng([config.seed, g, t])
+    picks = rng.choice(len(labels), config.explore.replicas, replace=len(labels) < config.explore.replicas)
+    return [_bare(labels.to_atoms(int(i))) for i in picks]
+
+
+def _bare(atoms: Atoms) -> Atoms:
+    return Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+
+
+def temperature_path(layout: Layout, g: int, temperature_K: float) -> Path:
+    """The trajectory of generation ``g``'s exploration at ``temperature_K``."""
+    return layout.explore_dir(g) / f"T{temperature_K:g}.h5"
+
+
+def explore_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
+    """Run the gated MD of generation ``g`` at each temperature (resuming a run that was cut short); a run that
+    blows up keeps the frames it wrote and is reported."""
+    ensemble = PotentialEnsemble.load(layout.train_dir(g) / ENSEMBLE_DIR)
+    explore = config.explore
+    outcomes = {}
+    for t, temperature in enumerate(explore.temperatures_K):
+        output = temperature_path(layout, g, temperature)
+        done = output.with_suffix(".json")
+        if not done.exists():
+            write_atomically(done, json.dumps(_explore_one(config, ensemble, g, t, temperature, output, progress)))
+        outcomes[f"{temperature:g}"] = json.loads(done.read_text())
+    layout.update_summary(g, explore=outcomes)
+
+
+def _explore_one(config: LearnConfig, ensemble: PotentialEnsemble, g: int, t: int, temperature: float, output: Path,
+                 progress: bool) -> dict:  # fmt: skip
+    """One gated Langevin run; what happened (``steps`` done, ``failure`` text or None)."""
+    explore = config.explore
+    layout = Layout(output.parents[2])
+    try:
+        run = simulate(
+            ensemble, _starts(config, layout, g, t), explore.steps, explore.timestep_fs, "langevin",
+            temperature_K=temperature, friction_per_fs=explore.friction_per_fs, stride=explore.stride,
+            output=output, seed=config.seed + 1000 * g + t, progress=progress,
+            uncertainty_threshold=explore.threshold, uncertainty_action=explore.action,
+        )  # fmt: skip
+        return {"steps": int(run.state.step), "failure": None}
+    except SimulationFailed as err:
+        return {"steps": None, "failure": str(err)}
+
+
+def _pool(config: LearnConfig, layout: Layout, g: int) -> Pool:
+    paths = [temperature_path(layout, g, t) for t in config.explore.temperatures_K]
+    return explored_pool([p for p in paths if p.exists()])
+
+
+def select_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
+    """Choose generation ``g``'s batch from the structures its MD visited and write it (with each pick's
+    uncertainty, temperature, replica and step) to ``select/selected.extxyz``."""
+    target = layout.select_dir(g) / "selected.extxyz"
+    if target.exists():
+        return
+    pool, choice = _pool(config, layout, g), config.select
+    ensemble = PotentialEnsemble.load(layout.train_dir(g) / ENSEMBLE_DIR)
+    shortlist = pool.most_uncertain(int(np.ceil(choice.shortlist * choice.budget)), choice.method)
+    features = structure_features(ensemble, [pool.structures[i] for i in shortlist])
+    picks = shortlist[select(features, pool.uncertainty[shortlist], choice.budget, choice.method,
+                             threshold=choice.threshold, seed=config.seed + g)]  # fmt: skip
+    _write_structures(target, [pool.structures[i] for i in picks])
+    layout.update_summary(g, select={**pool.statistics(), "selected": len(picks),
+                                     "selected_uncertainty_mean": float(np.mean(pool.uncertainty[picks]))})  # fmt: skip
+
+
+def _write_structures(path: Path, structures: Sequence[Atoms]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.extxyz")
+    ase.io.write(partial, list(structures), format="extxyz")
+    partial.replace(path)
+
+
+def _failed_ids(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def label_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
+    """Label generation ``g``'s picks with the oracle, each result kept as it arrives (a label in
+    ``label/labels.h5``, a failure in ``label/failures.jsonl``); picks already done are skipped."""
+    selected = ase.io.read(layout.select_dir(g) / "selected.extxyz", index=":")
+    labels, failures = layout.label_dir(g) / "labels.h5", layout.label_dir(g) / "failures.jsonl"
+    done = labeled_ids(labels) | _failed_ids(failures)
+    todo = [atoms for atoms in selected if structure_id(atoms) not in done]
+
+    def keep(index: int, result) -> None:
+        atoms = todo[index]
+        if result.ok:
+            append_labels(labels, [result.atoms], _provenance(config, g, [atoms]))
+        else:
+            _append_line(failures, {"id": structure_id(atoms), "error": result.error, **_where(atoms)})
+
+    if todo:
+        label(todo, config.oracle, on_result=keep)
+    failed = _failed_ids(failures)
+    layout.update_summary(g, label={"selected": len(selected), "labeled": len(labeled_ids(labels)),
+                                    "failed": len(failed)})  # fmt: skip
+
+
+def _where(atoms: Atoms) -> dict:
+    return {key: atoms.info[key] for key in ("uncertainty", "temperature_K", "replica", "step") if key in atoms.info}
+
+
+def _provenance(config: LearnConfig, g: int, structures: Sequence[Atoms]) -> dict[str, list]:
+    return {"generation": [g] * len(structures), "method": [config.oracle.method] * len(structures),
+            "uncertainty": [float(a.info.get("uncertainty", np.nan)) for a in structures]}  # fmt: skip
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """Append one JSON line and flush it to disk (a kill loses at most the line being written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def add_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
+    """Append generation ``g``'s new labels to the run's data set (atomically; labels it already holds are
+    skipped, so a rerun adds nothing twice)."""
+    path = layout.label_dir(g) / "labels.h5"
+    if not path.exists():
+        layout.update_summary(g, added=0)
+        return
+    new = read_dataset(path)
+    held = labeled_ids(layout.labels)
+    fresh = [i for i in range(len(new)) if structure_id(new.to_atoms(i)) not in held]
+    if fresh:
+        append_labels(layout.labels, [new.to_atoms(i) for i in fresh], _provenance_of(new, fresh))
+    layout.update_summary(g, added=len(fresh))
+
+
+def _provenance_of(dataset, indices: Sequence[int]) -> dict[str, list]:
+    return {name: [dataset.value(name, i).item() for i in indices] for name in ("generation", "method", "uncertainty")}
+
+
+STAGE_FUNCTIONS = {"train": train_stage, "explore": explore_stage, "select": select_stage, "label": label_stage,
+                   "add": add_stage}  # fmt: skip

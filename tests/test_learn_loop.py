@@ -1,0 +1,157 @@
+"""``jaxatom learn`` end to end on an analytic oracle (ASE's EMT on ethanol): two generations, the report, and a run
+interrupted at every stage that ends with exactly the labels of an uninterrupted one."""
+
+import csv
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+from jaxatom import data
+from jaxatom.cli import main
+from jaxatom.data.formats import read_dataset, write_hdf5
+from jaxatom.errors import ConfigError
+from jaxatom.learn import LearnConfig, learn
+from jaxatom.learn import stages as stage_module
+from jaxatom.learn.layout import STAGES, Layout
+from jaxatom.learn.oracle import labeled_ids
+
+
+def _emt_labels(dataset, indices):
+    structures = []
+    for i in indices:
+        atoms = dataset.to_atoms(int(i))
+        atoms.calc = EMT()
+        atoms.get_forces()
+        structures.append(atoms)
+    return data.Dataset.from_atoms(structures)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("learn_data") / "ethanol_emt.h5"
+    write_hdf5(_emt_labels(data.load_builtin("ethanol"), np.arange(0, 3000, 100)), path)
+    return path
+
+
+def _config(data_file, run_dir, **changes) -> dict:
+    config = {
+        "run_dir": str(run_dir),
+        "data": {"path": str(data_file), "train": 8, "val": 2, "test": 10},
+        "model": {"representation": {"type": "schnet", "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 8,
+                                     "cutoff": 4.0}},  # fmt: skip
+        "training": {"batch_size": 4, "max_epochs": 2, "learning_rate": 1e-3, "ensemble": {"size": 2}},
+        "explore": {"temperatures_K": [300, 600], "replicas": 2, "steps": 20, "stride": 5, "action": "flag",
+                    "threshold": 1e-3},  # fmt: skip
+        "select": {"budget": 3, "method": "fps"},
+        "oracle": {"method": "emt", "workers": 1},
+        "generations": 2,
+    }
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(data_file, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("learn") / "run"
+    learn(_config(data_file, run_dir), progress=False)
+    return run_dir
+
+
+def _rows(run_dir):
+    with (run_dir / "report.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_generations_add_their_labels_and_report(finished):
+    labels = read_dataset(Layout(finished).labels)
+    generation = labels.properties["generation"].astype(int)
+    assert np.sum(generation == -1) == 10
+    assert np.sum(generation == 0) + np.sum(generation == 1) == 6  # the oracle never fails on EMT
+    assert len(labeled_ids(Layout(finished).labels)) == len(labels)  # no structure twice
+    rows = _rows(finished)
+    assert [int(r["generation"]) for r in rows] == [0, 1, 2]
+    assert [int(r["labels"]) for r in rows] == [10, 13, 16]
+    assert all(float(r["test_forces_mae_eV_per_A"]) > 0 for r in rows)
+    assert (finished / "report.png").exists()
+
+
+def test_the_labels_match_what_emt_says(finished):
+    labels = read_dataset(Layout(finished).labels)
+    new = np.flatnonzero(labels.properties["generation"] >= 0)
+    for i in new[:2]:
+        atoms = labels.to_atoms(int(i))
+        reference = atoms.copy()
+        reference.calc = EMT()
+        np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), atol=1e-10)
+
+
+def test_a_run_interrupted_at_every_stage_loses_and_repeats_no_label(data_file, finished, tmp_path, monkeypatch):
+    """Each stage of generation 0 is stopped once after its work (before the loop records it) and labelling once
+    half-way; the resumed run ends with exactly the labels of the uninterrupted one."""
+    run_dir = tmp_path / "run"
+    interrupted = set()
+    originals = dict(stage_module.STAGE_FUNCTIONS)
+
+    def interrupting(stage):
+        def run(config, layout, g, progress):
+            originals[stage](config, layout, g, progress)
+            if (stage, g) not in interrupted:
+                interrupted.add((stage, g))
+                raise KeyboardInterrupt(stage)
+
+        return run
+
+    monkeypatch.setattr(stage_module, "STAGE_FUNCTIONS", {s: interrupting(s) for s in STAGES})
+    from jaxatom.learn import loop
+
+    monkeypatch.setattr(loop, "STAGE_FUNCTIONS", stage_module.STAGE_FUNCTIONS)
+    for _ in range(2 * len(STAGES) + 2):
+        try:
+            learn(_config(data_file, run_dir), progress=False)
+            break
+        except KeyboardInterrupt:
+            continue
+    assert labeled_ids(Layout(run_dir).labels) == labeled_ids(Layout(finished).labels)
+    assert len(read_dataset(Layout(run_dir).labels)) == len(read_dataset(Layout(finished).labels))
+
+
+def test_a_killed_labelling_keeps_the_labels_it_made(data_file, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    config = _config(data_file, run_dir, generations=1)
+    calls = []
+    original = stage_module.append_labels
+
+    def dying(path, labeled, provenance):
+        original(path, labeled, provenance)
+        calls.append(path)
+        if len(calls) == 1 and "label" in str(path):
+            raise KeyboardInterrupt("killed while labelling")
+
+    monkeypatch.setattr(stage_module, "append_labels", dying)
+    with pytest.raises(KeyboardInterrupt):
+        learn(config, progress=False)
+    kept = labeled_ids(Layout(run_dir).label_dir(0) / "labels.h5")
+    assert len(kept) == 1
+    learn(config, progress=False)
+    assert kept <= labeled_ids(Layout(run_dir).labels)
+    assert len(read_dataset(Layout(run_dir).labels)) == 10 + 3
+
+
+def test_continuing_under_other_settings_is_refused(data_file, finished):
+    config = _config(data_file, finished, select={"budget": 5})
+    with pytest.raises(ConfigError, match="select"):
+        learn(config, progress=False)
+
+
+def test_bad_configurations_are_named(data_file, tmp_path):
+    with pytest.raises(ConfigError, match="ensemble"):
+        LearnConfig.load(_config(data_file, tmp_path, training={"ensemble": None}))
+    with pytest.raises(ConfigError, match="multiple of stride"):
+        LearnConfig.load(_config(data_file, tmp_path, explore={"steps": 12}))
+
+
+def test_the_cli_continues_a_finished_run(finished, capsys):
+    assert main(["learn", str(finished / "learn_config.yaml"), "--quiet"]) == 0
+    assert "report" in capsys.readouterr().out
