@@ -89,7 +89,8 @@ def main() -> None:
         for method in args.methods:
             report = learn(loop_config(method, seed, args.out, args), progress=False)
             rows += curve_rows(method, seed, report)
-            points = [f"{r['labels']}: {float(r['test_forces_mae_eV_per_A']):.4f}" for r in rows[-args.generations - 1 :]]
+            latest = rows[-args.generations - 1 :]
+            points = [f"{r['labels']}: {float(r['test_forces_mae_eV_per_A']):.4f}" for r in latest]
             print(f"{method} seed {seed} (labels: force MAE eV/Å) " + ", ".join(points))
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "curves.csv").open("w", newline="") as handle:
