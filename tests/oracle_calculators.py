@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from ase.calculators.calculator import Calculator, all_changes
@@ -10,7 +11,7 @@ from ase.calculators.emt import EMT
 
 class FlakyEMT(EMT):
     """EMT, except for structures whose ``info["fail"]`` says otherwise: ``"raise"`` raises, ``"nan"`` returns a NaN
-    energy, ``"hang"`` sleeps for a minute first."""
+    energy, ``"hang"`` sleeps for a minute first, ``"die"`` ends the worker process."""
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=()):
         mode = atoms.info.get("fail") if atoms is not None else None
@@ -18,6 +19,8 @@ class FlakyEMT(EMT):
             raise RuntimeError("SCF did not converge")
         if mode == "hang":
             time.sleep(60)
+        if mode == "die":
+            os._exit(1)
         super().calculate(atoms, properties, system_changes)
         if mode == "nan":
             self.results["energy"] = float("nan")

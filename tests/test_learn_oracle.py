@@ -227,6 +227,10 @@ def test_an_append_killed_before_the_rename_leaves_the_old_file(tmp_path, monkey
     assert len(read_hdf5(path)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.h5", "labels.h5.lock"]
 
+    (tmp_path / ".labels.h5.partial").write_bytes(b"half a file")  # left by a kill -9 during the write
+    assert append_labels(path, labeled[2:], provenance(labeled[2:])) == 1
+    assert len(read_hdf5(path)) == 3 and not (tmp_path / ".labels.h5.partial").exists()
+
 
 def test_provenance_must_be_complete(tmp_path):
     labeled = emt_labeled(copper(2))
