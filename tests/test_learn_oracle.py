@@ -111,6 +111,15 @@ def test_a_hung_calculation_times_out():
     assert results[1].ok
 
 
+def test_a_dead_worker_is_a_failure_not_a_crash():
+    structures = copper(2)
+    structures[0].info["fail"] = "die"  # the worker process exits, as on a segmentation fault
+    with pytest.warns(LabelingWarning, match="the worker failed"):
+        results = label(structures, OracleConfig(method=FLAKY))
+    assert not results[0].ok and "BrokenProcessPool" in results[0].error
+    assert results[1].ok or "the worker failed" in results[1].error  # labelled, or reported: never lost
+
+
 def test_dask_engine_labels_like_serial():
     distributed = pytest.importorskip("distributed")
     structures = copper(3)
