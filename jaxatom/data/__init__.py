@@ -1,7 +1,7 @@
 """Data sets: in-memory ragged structures with units, file formats, splits, statistics and batching."""
 
 from jaxatom.data.builtin import BUILTIN_DATASETS, load_builtin
-from jaxatom.data.dataset import PER_ATOM_PROPERTIES, PROPERTY_UNITS, Dataset, MissingPropertyError
+from jaxatom.data.dataset import PER_ATOM_PROPERTIES, PROPERTY_UNITS, Dataset, MissingPropertyError, concatenate
 from jaxatom.data.formats import (
     DataFileNotFoundError,
     read_ase_db,
@@ -23,6 +23,7 @@ from jaxatom.data.statistics import fit_atomrefs, fit_standardisation, mean_ener
 __all__ = [
     "BUILTIN_DATASETS",
     "GraphLoader",
+    "concatenate",
     "fit_atomrefs",
     "fit_standardisation",
     "load_builtin",

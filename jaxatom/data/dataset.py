@@ -33,6 +33,7 @@ __all__ = [
     "internal_unit",
     "from_ase_result",
     "describe_structures",
+    "concatenate",
 ]
 
 #: The jaxatom unit of each known property (from :data:`jaxatom.properties.PROPERTIES`).
@@ -122,6 +123,9 @@ class Dataset:
         units: the unit of each property's values (default: the known unit, else ``"1"``); known properties are
             always in jaxatom's unit (:data:`PROPERTY_UNITS`), others in the base unit of their dimension where
             jaxatom has one (:func:`internal_unit`). A ``total_charge`` property (e) is each structure's total charge.
+        info: per-structure annotations that are not labels, ``[S]`` arrays of strings, integers, floats or booleans
+            (e.g. the provenance of actively learned structures: generation, method, structure id); no units, never
+            trained on, NaN allowed. Kept by subsets, :func:`concatenate`, HDF5 and npz files.
     """
 
     numbers: np.ndarray
@@ -134,11 +138,16 @@ class Dataset:
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     per_atom: frozenset[str] = frozenset()
     units: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    info: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "per_atom", _declared_per_atom(self.properties, self.per_atom))
         given = dict(self.units)
         object.__setattr__(self, "units", {n: given.get(n, property_unit(n)) for n in self.properties})
+        object.__setattr__(self, "info", {n: _info_array(n, v, len(self.n_atoms)) for n, v in self.info.items()})
+        both = sorted(set(self.info) & set(self.properties))
+        if both:
+            raise DataError(f"{', '.join(both)} is both a property and an info entry; rename one of them")
         self._check_units()
         self._check_shapes()
         self._check_atoms()
@@ -375,8 +384,8 @@ class Dataset:
     def to_atoms(self, index: int) -> Atoms:
         """Structure ``index`` as ``ase.Atoms``: properties ASE's calculators know (energy, forces, stress, energies,
         charges, magnetic moments, a dipole vector) as single-point calculator results under ASE's names,
-        ``total_charge`` as ``info["charge"]``, other per-atom properties in ``arrays``, other per-structure ones in
-        ``info``."""
+        ``total_charge`` as ``info["charge"]``, other per-atom properties in ``arrays``, other per-structure ones and
+        the :attr:`info` annotations in ``info``."""
         atoms_slice = self.atoms_of(index)
         atoms = Atoms(
             numbers=self.numbers[atoms_slice],
@@ -385,6 +394,7 @@ class Dataset:
             pbc=self.pbc[index],
         )
         results = {}
+        atoms.info.update({name: values[index].item() for name, values in self.info.items()})
         for name in self.properties:
             value = self.value(name, index)
             ase_name = ASE_RESULT_NAMES.get(name, name)
@@ -418,7 +428,67 @@ class Dataset:
                 name: values[atom_index] if self.is_per_atom(name) else values[indices]
                 for name, values in self.properties.items()
             },
+            info={name: values[indices] for name, values in self.info.items()},
         )
+
+
+#: The value an :attr:`Dataset.info` entry takes, by dtype kind, for structures of a part that lacks it.
+INFO_FILL = {"U": "", "i": -1, "u": 0, "f": np.nan, "b": False}
+
+
+def concatenate(parts: Sequence[Dataset]) -> Dataset:
+    """The structures of all ``parts`` in order, as one data set (the first part's metadata and source units).
+
+    Every part must have the same properties, each with the same kind (per atom or not) and unit; an
+    :attr:`Dataset.info` entry that some parts lack is filled there with :data:`INFO_FILL` (``""``, ``-1``, NaN,
+    ``False``)."""
+    if not parts:
+        raise DataError("nothing to concatenate; pass at least one data set")
+    first = parts[0]
+    for index, part in enumerate(parts[1:], start=1):
+        if (set(part.properties), part.per_atom, part.units) != (set(first.properties), first.per_atom, first.units):
+            raise DataError(
+                f"data set {index} has properties {_describe_properties(part)}, data set 0 has "
+                f"{_describe_properties(first)}; concatenate only data sets with the same properties"
+            )
+    info = {}
+    for name in dict.fromkeys(n for part in parts for n in part.info):
+        kind = next(part.info[name].dtype.kind for part in parts if name in part.info)
+        info[name] = np.concatenate([part.info.get(name, np.full(len(part), INFO_FILL[kind])) for part in parts])
+    return dataclasses.replace(
+        first,
+        numbers=np.concatenate([part.numbers for part in parts]),
+        positions=np.concatenate([part.positions for part in parts]),
+        n_atoms=np.concatenate([part.n_atoms for part in parts]),
+        cell=np.concatenate([part.cell for part in parts]),
+        pbc=np.concatenate([part.pbc for part in parts]),
+        properties={name: np.concatenate([part.properties[name] for part in parts]) for name in first.properties},
+        info=info,
+    )
+
+
+def _describe_properties(dataset: Dataset) -> str:
+    """``energy [eV], forces [eV/Ang, per atom]``."""
+    return (
+        ", ".join(
+            f"{name} [{dataset.units[name]}{', per atom' if dataset.is_per_atom(name) else ''}]"
+            for name in sorted(dataset.properties)
+        )
+        or "none"
+    )
+
+
+def _info_array(name: str, values, count: int) -> np.ndarray:
+    """``values`` as a ``[count]`` array of str, int, float or bool (see :attr:`Dataset.info`)."""
+    array = np.asarray(values)
+    if array.dtype.kind == "O" and all(isinstance(v, str) for v in array.ravel()):
+        array = array.astype(str)
+    if array.shape != (count,) or array.dtype.kind not in INFO_FILL:
+        raise DataError(
+            f"info {name!r} must be one string, integer, float or bool per structure ([{count}]), got "
+            f"{array.dtype} of shape {list(array.shape)}; give one plain value per structure"
+        )
+    return array
 
 
 def _is_ase_result(ase_name: str, value: np.ndarray, per_atom: bool) -> bool:

@@ -8,6 +8,7 @@ file next to the target and move it into place, so an interrupted write never le
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -45,6 +46,7 @@ __all__ = [
     "read_md17_npz",
     "read_rmd17_npz",
     "read_hdf5",
+    "read_hdf5_info",
     "write_hdf5",
     "read_dataset",
     "DataFileNotFoundError",
@@ -389,8 +391,9 @@ def read_npz(path, **options) -> Dataset:
 
 def write_npz(dataset: Dataset, path) -> None:
     """Write jaxatom's npz layout (no pickled objects): ``numbers [A]``, ``positions [A, 3]`` (Å), ``n_atoms [S]``,
-    ``cell [S, 3, 3]`` (Å), ``pbc [S, 3]``, ``properties/<name>`` (``[A, ...]`` or ``[S, ...]``) and ``jaxatom``, a
-    JSON string with ``format``, ``format_version``, ``units``, ``per_atom`` and ``metadata``."""
+    ``cell [S, 3, 3]`` (Å), ``pbc [S, 3]``, ``properties/<name>`` (``[A, ...]`` or ``[S, ...]``), ``info/<name>``
+    (``[S]``, :attr:`Dataset.info`) and ``jaxatom``, a JSON string with ``format``, ``format_version``, ``units``,
+    ``per_atom`` and ``metadata``."""
     path = Path(path)
     partial = _partial(path)
     description = {
@@ -402,6 +405,7 @@ def write_npz(dataset: Dataset, path) -> None:
     }
     arrays = {key: getattr(dataset, key) for key in ("numbers", "positions", "n_atoms", "cell", "pbc")}
     arrays.update({f"properties/{name}": values for name, values in dataset.properties.items()})
+    arrays.update({f"info/{name}": values for name, values in dataset.info.items()})
     arrays["jaxatom"] = np.array(json.dumps(description, default=_json_value))
     with open(partial, "wb") as out:
         np.savez(out, **arrays)
@@ -429,7 +433,8 @@ def _read_jaxatom_npz(path, arrays: Mapping[str, np.ndarray], units: Mapping[str
     properties = {name: arrays[f"properties/{name}"] for name in units}
     units.update({name: unit for name, unit in given.items() if name in units})
     metadata = _int_keys(description.get("metadata", {}))
-    return _ragged_dataset(arrays, properties, units, per_atom, metadata)
+    info = {key[5:]: arrays[key] for key in arrays if key.startswith("info/")}
+    return dataclasses.replace(_ragged_dataset(arrays, properties, units, per_atom, metadata), info=info)
 
 
 def _json_value(value) -> Any:
@@ -506,9 +511,33 @@ def _unit_entry(data: Mapping[str, np.ndarray], key: str, default: str) -> str:
 
 def write_hdf5(dataset: Dataset, path) -> None:
     """Write the ragged arrays (``numbers``, ``positions``, ``n_atoms``, ``cell``, ``pbc``, ``properties/*``) with
-    ``unit``, ``per_atom`` and ``source_unit`` attributes per property and the metadata as attributes."""
+    ``unit``, ``per_atom`` and ``source_unit`` attributes per property, the metadata as attributes and
+    :attr:`Dataset.info` as ``info/<name>`` ``[S]`` datasets (UTF-8 strings, int64, float64 or bool).
+
+    Atomic: the file is written in full to a temporary file beside ``path``, flushed to disk (``fsync``) and then
+    moved into place, so a crash at any moment leaves either the old file or the new one."""
     path = Path(path)
     partial = _partial(path)
+    try:
+        _write_hdf5(dataset, partial)
+        _fsync(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file (or directory entry) ``path`` to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_hdf5(dataset: Dataset, partial: Path) -> None:
     with h5py.File(partial, "w") as out:
         out.attrs["format"] = _FORMAT
         out.attrs["format_version"] = 1
@@ -524,7 +553,12 @@ def write_hdf5(dataset: Dataset, path) -> None:
                 group[name].attrs["source_unit"] = dataset.source_units[name]
         for key, value in dataset.metadata.items():
             out.attrs[f"meta:{key}"] = repr(value) if isinstance(value, dict) else value
-    os.replace(partial, path)
+        info = out.create_group("info")
+        for name, values in dataset.info.items():
+            if values.dtype.kind == "U":
+                info.create_dataset(name, data=values.astype(object), dtype=h5py.string_dtype())
+            else:
+                info.create_dataset(name, data=values)
 
 
 @_names_file
@@ -559,7 +593,22 @@ def _read_hdf5_dataset(data: h5py.File, path: Path, given: Mapping[str, str]) ->
     metadata = {k[5:]: _attr(v) for k, v in data.attrs.items() if k.startswith("meta:")}
     arrays = {key: data[key][:] for key in ("numbers", "positions", "n_atoms", "cell", "pbc")}
     _require_structures(len(arrays["n_atoms"]), path)
-    return _ragged_dataset(arrays, properties, units, per_atom, metadata)
+    dataset = _ragged_dataset(arrays, properties, units, per_atom, metadata)
+    return dataclasses.replace(dataset, info=read_hdf5_info(data))
+
+
+def read_hdf5_info(data: h5py.File | h5py.Group, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """The ``info/<name>`` ``[S]`` arrays of an open data set file (strings as ``str`` arrays), all or ``names``
+    (those present); ``{}`` for files without (written before jaxatom had :attr:`Dataset.info`)."""
+    group = data.get("info", {})
+    chosen = group if names is None else [name for name in names if name in group]
+    return {name: _info_values(group[name]) for name in chosen}
+
+
+def _info_values(values: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(values.dtype) is not None:
+        return np.asarray(values.asstr()[:], dtype=str)
+    return values[:]
 
 
 def _read_hdf5_trajectory(data: h5py.File, path: Path, given: Mapping[str, str]) -> Dataset:
