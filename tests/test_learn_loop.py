@@ -38,13 +38,20 @@ def _config(data_file, run_dir, **changes) -> dict:
     config = {
         "run_dir": str(run_dir),
         "data": {"path": str(data_file), "train": 8, "val": 2, "test": 10},
-        "model": {"representation": {"type": "schnet", "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 8,
-                                     "cutoff": 4.0}},  # fmt: skip
+        "model": {
+            "representation": {"type": "schnet", "n_atom_basis": 16, "n_interactions": 2, "n_rbf": 8, "cutoff": 4.0}
+        },  # fmt: skip
         "training": {"batch_size": 4, "max_epochs": 2, "learning_rate": 1e-3, "ensemble": {"size": 2}},
-        "explore": {"temperatures_K": [300, 600], "replicas": 2, "steps": 20, "stride": 5, "action": "flag",
-                    "threshold": 1e-3},  # fmt: skip
+        "explore": {
+            "temperatures_K": [300, 600],
+            "replicas": 2,
+            "steps": 20,
+            "stride": 5,
+            "action": "flag",
+            "threshold": 1e-3,
+        },  # fmt: skip
         "select": {"budget": 3, "method": "fps"},
-        "oracle": {"method": "emt", "workers": 1},
+        "oracle": {"method": "emt", "workers": 0},
         "generations": 2,
     }
     for key, value in changes.items():
@@ -66,7 +73,7 @@ def _rows(run_dir):
 
 def test_two_generations_add_their_labels_and_report(finished):
     labels = read_dataset(Layout(finished).labels)
-    generation = labels.properties["generation"].astype(int)
+    generation = labels.info["generation"].astype(int)
     assert np.sum(generation == -1) == 10
     assert np.sum(generation == 0) + np.sum(generation == 1) == 6  # the oracle never fails on EMT
     assert len(labeled_ids(Layout(finished).labels)) == len(labels)  # no structure twice
@@ -79,7 +86,7 @@ def test_two_generations_add_their_labels_and_report(finished):
 
 def test_the_labels_match_what_emt_says(finished):
     labels = read_dataset(Layout(finished).labels)
-    new = np.flatnonzero(labels.properties["generation"] >= 0)
+    new = np.flatnonzero(labels.info["generation"] >= 0)
     for i in new[:2]:
         atoms = labels.to_atoms(int(i))
         reference = atoms.copy()

@@ -80,4 +80,3 @@ def learn(config: LearnConfig | Mapping, progress: bool = True) -> Path:
             layout.write_state(state)
             write_report(layout, config.generations)
     return layout.report
-

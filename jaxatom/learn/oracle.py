@@ -74,7 +74,9 @@ class OracleConfig(StrictModel):
         description="'GFN2-xTB' or 'GFN1-xTB' (tblite), 'emt' (ASE's EMT), or any ASE calculator as 'module:Class'",
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the calculator")
-    workers: int = Field(1, ge=1, description="worker processes (engine processes; a local dask or ray cluster)")
+    workers: int = Field(
+        1, ge=0, description="worker processes (engine processes; a local dask or ray cluster); 0: in this process"
+    )
     engine: Literal["processes", "dask", "ray"] = "processes"
     address: str | None = Field(None, description="scheduler address of a running dask or ray cluster")
     properties: tuple[str, ...] = Field(("energy", "forces"), min_length=1, description="jaxatom property names")
@@ -102,6 +104,8 @@ class OracleConfig(StrictModel):
     def _address_needs_cluster(self) -> OracleConfig:
         if self.address is not None and self.engine == "processes":
             raise ValueError("address is for engine 'dask' or 'ray'; remove it or choose one of those engines")
+        if self.workers == 0 and (self.engine != "processes" or self.timeout_s is not None):
+            raise ValueError("workers: 0 labels in this process, without engine or timeout_s; give workers >= 1")
         return self
 
 
@@ -250,7 +254,8 @@ def label(
     engine = _import_engine(config)
     results: list[LabelResult | None] = [None] * len(structures)
     if structures:
-        run = {"processes": _run_processes, "dask": _run_dask, "ray": _run_ray}[config.engine]
+        engines = {"processes": _run_processes, "dask": _run_dask, "ray": _run_ray}
+        run = _run_inline if config.engine == "processes" and config.workers == 0 else engines[config.engine]
         for index, result in run(structures, config, engine):
             results[index] = result
             if on_result is not None:
@@ -294,6 +299,12 @@ def _gather(
 
 def _failed_worker(err: BaseException) -> LabelResult:
     return LabelResult(None, f"the worker failed ({type(err).__name__}: {err})")
+
+
+def _run_inline(structures: list[Atoms], config: OracleConfig, _) -> Iterator[tuple[int, LabelResult]]:
+    """One after another in this process (``workers: 0``: quick analytic methods, debugging; no ``timeout_s``)."""
+    for index, atoms in enumerate(structures):
+        yield index, label_one(atoms, config)
 
 
 def _run_processes(structures: list[Atoms], config: OracleConfig, _) -> Iterator[tuple[int, LabelResult]]:

@@ -154,10 +154,11 @@ def label_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> 
 
     def keep(index: int, result) -> None:
         atoms = todo[index]
+        done_id = structure_id(atoms)
         if result.ok:
-            append_labels(labels, [result.atoms], _provenance(config, g, [atoms]))
+            append_labels(labels, [result.atoms], {**_provenance(config, g, [atoms]), "structure_id": [done_id]})
         else:
-            _append_line(failures, {"id": structure_id(atoms), "error": result.error, **_where(atoms)})
+            _append_line(failures, {"id": done_id, "error": result.error, **_where(atoms)})
 
     if todo:
         label(todo, config.oracle, on_result=keep)
@@ -185,22 +186,15 @@ def _append_line(path: Path, record: dict) -> None:
 
 
 def add_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
-    """Append generation ``g``'s new labels to the run's data set (atomically; labels it already holds are
-    skipped, so a rerun adds nothing twice)."""
+    """Append generation ``g``'s new labels, with their provenance, to the run's data set (atomically; labels it
+    already holds are skipped, so a rerun adds nothing twice)."""
     path = layout.label_dir(g) / "labels.h5"
-    if not path.exists():
-        layout.update_summary(g, added=0)
-        return
-    new = read_dataset(path)
-    held = labeled_ids(layout.labels)
-    fresh = [i for i in range(len(new)) if structure_id(new.to_atoms(i)) not in held]
-    if fresh:
-        append_labels(layout.labels, [new.to_atoms(i) for i in fresh], _provenance_of(new, fresh))
-    layout.update_summary(g, added=len(fresh))
-
-
-def _provenance_of(dataset, indices: Sequence[int]) -> dict[str, list]:
-    return {name: [dataset.value(name, i).item() for i in indices] for name in ("generation", "method", "uncertainty")}
+    added = 0
+    if path.exists():
+        new = read_dataset(path)
+        provenance = {name: list(new.info[name]) for name in ("generation", "method", "uncertainty", "structure_id")}
+        added = append_labels(layout.labels, [new.to_atoms(i) for i in range(len(new))], provenance)
+    layout.update_summary(g, added=added)
 
 
 STAGE_FUNCTIONS = {"train": train_stage, "explore": explore_stage, "select": select_stage, "label": label_stage,
