@@ -55,6 +55,18 @@ def _unit_options(items: Sequence[str] | None) -> dict[str, str]:
 _KCAL_MOL = {"eV": "kcal/mol", "eV/Ang": "kcal/mol/Å"}
 
 
+def _print_calibration(run_dir: Path, report: dict) -> None:
+    """The test-set check of an ensemble's calibration: scales fitted on the test set relative to the stored ones."""
+    ratios = [f"{name} x{report[f'{name}_scale_ratio']:.3g}" for name in ("energy", "forces")
+              if f"{name}_scale_ratio" in report]  # fmt: skip
+    line = "  calibration:  test-optimal / stored scale: " + (", ".join(ratios) or "n/a")
+    if "fraction_above_threshold" in report:
+        threshold = report["stored"]["forces_threshold"]
+        line += f"; {report['fraction_above_threshold']:.1%} of structures above {threshold:.3g} eV/Å"
+    print(line)
+    print(f"                {run_dir / 'evaluation' / 'calibration.png'}")
+
+
 def _print_evaluation(run_dir: Path, metrics: dict) -> None:
     from jaxatom.units import kcal_mol
 
@@ -71,6 +83,8 @@ def _print_evaluation(run_dir: Path, metrics: dict) -> None:
         if "stress_mae_GPa" in metrics and name == "stress":
             line += f"  ({metrics['stress_mae_GPa']:.4g} GPa MAE, {metrics['stress_rmse_GPa']:.4g} GPa RMSE)"
         print(line.replace("Ang", "Å"))
+    if "calibration" in metrics:
+        _print_calibration(run_dir, metrics["calibration"])
     if (run_dir / "best_model").exists():
         print(f"  model:        {run_dir / 'best_model'}  (jaxatom.load_model)")
     else:

@@ -19,9 +19,10 @@ from jaxatom.md.ensembles import (
 )
 from jaxatom.md.forces import ForceField, from_energy, from_ensemble, from_potential
 from jaxatom.md.integrators import Integrator, MDState
-from jaxatom.md.trajectory import export_trajectory, read_trajectory, trajectory_atoms
+from jaxatom.md.trajectory import export_trajectory, flagged_structures, read_trajectory, trajectory_atoms
 
 __all__ = [
+    "flagged_structures",
     "ENSEMBLES",
     "CheckpointMismatch",
     "Ensemble",

@@ -30,6 +30,7 @@ from jaxatom.md import checkpoint
 from jaxatom.md.checkpoint import CheckpointMismatch
 from jaxatom.md.ensembles import Ensemble, ensemble_from_settings, json_values
 from jaxatom.md.forces import ForceField, from_ensemble, from_potential
+from jaxatom.md.gate import UncertaintyGate, uncertainty_gate
 from jaxatom.md.integrators import Integrator, MDState
 from jaxatom.md.neighbors import EdgeBuilder, bead_cells
 from jaxatom.md.padding import ReplicaAtoms, is_heterogeneous, pad_atoms
@@ -38,7 +39,7 @@ from jaxatom.md.state import (
     masses_of,
 )
 from jaxatom.md.trajectory import FORMAT as TRAJECTORY_FORMAT
-from jaxatom.md.trajectory import TrajectoryWriter
+from jaxatom.md.trajectory import TrajectoryWriter, flagged_structures
 from jaxatom.memory import check_fits
 from jaxatom.neighbors import check_structure, total_charge_of
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
@@ -71,6 +72,8 @@ class MDRun:
             per second after compilation, writing frames and checkpoints included), ``ns_per_day``, ``wall_s``,
             ``reruns`` (chunks rerun after a neighbour-list overflow).
         settings: the run settings.
+        stopped: ``[R]`` bool, the replicas whose uncertainty crossed the threshold under ``uncertainty_action``
+            ``"stop"`` or ``"stop_replica"`` (the run ended early if any, or all, did), else ``None``.
     """
 
     state: MDState
@@ -78,6 +81,14 @@ class MDRun:
     output: Path | None
     timing: dict
     settings: dict = field(default_factory=dict)
+    stopped: np.ndarray | None = None
+
+    def flagged_structures(self) -> list[Atoms]:
+        """The structures the uncertainty gate flagged, read from the trajectory
+        (:func:`~jaxatom.md.trajectory.flagged_structures`)."""
+        if self.output is None:
+            raise ConfigError("flagged_structures reads the trajectory file; run simulate with output=...")
+        return flagged_structures(self.output)
 
 
 def _load_force_field(
@@ -197,10 +208,22 @@ class _Plan:
     electric_field: tuple[float, float, float] | None = None
     #: The atomic numbers of each replica when the replicas are different structures (``n_atoms`` is the largest).
     replica_species: tuple[tuple[int, ...], ...] | None = None
+    #: The uncertainty gate (:mod:`jaxatom.md.gate`): action, threshold (eV/Å) and calibration scale, or None.
+    uncertainty_action: str | None = None
+    uncertainty_threshold: float | None = None
+    uncertainty_scale: float | None = None
+
+    @property
+    def gate(self) -> UncertaintyGate | None:
+        if self.uncertainty_action is None:
+            return None
+        return UncertaintyGate(self.uncertainty_action, self.uncertainty_threshold, self.uncertainty_scale)
 
 
 #: Settings added after jaxatom 0.1, with the value that reproduces a run made before them.
 _LATER_SETTINGS = {"observables": [], "write_beads": False, "electric_field": None}
+#: Settings recorded only when used (a run without them records what it recorded before they existed).
+_GATE_SETTINGS = ("uncertainty_action", "uncertainty_threshold", "uncertainty_scale")
 
 
 def _momenta(ensemble: Ensemble, keys, masses, positions, structures, velocities: str, periodic: bool) -> jax.Array:
@@ -209,6 +232,10 @@ def _momenta(ensemble: Ensemble, keys, masses, positions, structures, velocities
     if velocities == "atoms":
         given = jnp.asarray(np.stack([s.get_momenta() for s in structures]), positions.dtype)
         return jax.vmap(lambda p, x: ensemble.constrain_momenta(p, masses, x, periodic))(given, positions)
+    if isinstance(ensemble.temperature_K, tuple):  # one temperature per replica: each drawn at its own
+        draws = [_momenta(ensemble.replica(r), keys[r : r + 1], masses, positions[r : r + 1], structures, velocities,
+                          periodic) for r in range(len(keys))]  # fmt: skip
+        return jnp.concatenate(draws)
     draw = jax.vmap(lambda k, x: ensemble.initial_momenta(jax.random.fold_in(k, 1), masses, x, periodic))
     return draw(keys, positions)
 
@@ -221,7 +248,7 @@ def _padded_start(ensemble: Ensemble, keys, structures, velocities: str, dtype) 
     for r, atoms in enumerate(structures):
         masses = jnp.asarray(masses_of(atoms.numbers), dtype)
         positions = jnp.asarray(atoms.positions[None], dtype)
-        momenta.append(np.asarray(_momenta(ensemble, keys[r : r + 1], masses, positions, [atoms], velocities,
+        momenta.append(np.asarray(_momenta(ensemble.replica(r), keys[r : r + 1], masses, positions, [atoms], velocities,
                                            periodic))[0])  # fmt: skip
     padded = pad_atoms([atoms.positions for atoms in structures])
     return jnp.asarray(padded, dtype), jnp.asarray(pad_atoms(momenta), dtype)
@@ -262,7 +289,8 @@ def _initial_state(plan, structures, masses, force_field, compute, integrator, v
         step=jnp.zeros((), jnp.int32),
         cell=cell,
     )
-    return integrator.init(state)
+    state = integrator.init(state)
+    return state if plan.gate is None else state.replace(gate=plan.gate.initial(plan.n_replicas))
 
 
 def _compute_fn(force_field: ForceField, n_atoms: int):
@@ -311,14 +339,24 @@ def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int
     return observe
 
 
-def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: int):
+def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: int, gate: UncertaintyGate | None):
+    """The jitted chunk ``(params, state) -> (state, frames)``: ``n_frames`` frames of ``stride`` steps, with the
+    uncertainty ``gate`` applied after every step and its interval record added to every frame."""
+
     def chunk(params, state: MDState):
         def step(_, s):
             return integrator.step(s, lambda x, n, cell=None: compute(params, x, n, cell))
 
+        def gated_step(_, carry):
+            s, track = carry
+            return gate.step(s, step(_, s), track)
+
         def frame(s, _):
-            s = jax.lax.fori_loop(0, stride, step, s)
-            return s, observe(s)
+            if gate is None:
+                s = jax.lax.fori_loop(0, stride, step, s)
+                return s, observe(s)
+            s, track = jax.lax.fori_loop(0, stride, gated_step, (s, gate.start(s)))
+            return s, {**observe(s), **gate.frame(track)}
 
         return jax.lax.scan(frame, state.replace(overflow=jnp.zeros((), bool)), None, length=n_frames)
 
@@ -333,6 +371,9 @@ def _settings_dict(plan: _Plan) -> dict:
         del values["replica_species"]
     else:
         values["replica_species"] = [list(species) for species in plan.replica_species]
+    if plan.uncertainty_action is None:  # no gate: recorded as before the gate existed
+        for name in _GATE_SETTINGS:
+            del values[name]
     return {**plan.ensemble.settings(), **json_values(values)}
 
 
@@ -362,6 +403,15 @@ def _check_arguments(velocities: str, counts: dict[str, int], timestep_fs: float
 
 #: Linear compression of the cell (relative to the start) that the edges of constant-pressure runs are built for.
 CELL_MARGIN = 0.85
+
+
+def _check_temperatures(ensemble: Ensemble, n_replicas: int) -> None:
+    """Refuse per-replica temperatures whose count is not the number of replicas."""
+    if isinstance(ensemble.temperature_K, tuple) and len(ensemble.temperature_K) != n_replicas:
+        raise ConfigError(
+            f"temperature_K lists {len(ensemble.temperature_K)} temperatures for {n_replicas} replicas; give one per "
+            "replica (or set n_replicas to their number)"
+        )
 
 
 def _check_ensemble_fits(ensemble: Ensemble, atoms: Atoms) -> None:
@@ -407,6 +457,8 @@ def simulate(
     observables: Sequence[str] = (),
     write_beads: bool = False,
     electric_field: Sequence[float] | None = None,
+    uncertainty_threshold: float | str | None = None,
+    uncertainty_action: str | None = None,
     progress: bool = True,
     **ensemble_settings,
 ) -> MDRun:
@@ -428,7 +480,8 @@ def simulate(
             ``RPMD(temperature_K, n_beads, thermostat, centroid_tau_fs, pile_lambda)`` or one of your own — or its
             name (``"nve"``, ``"langevin"``, ``"nose_hoover"``, ``"rpmd"``) with its settings as further keywords
             (``temperature_K=``, ``friction_per_fs=``, ``tau_fs=``, ``n_beads=``, ``rpmd_thermostat=``, ...; a
-            setting the ensemble does not have is refused).
+            setting the ensemble does not have is refused). ``langevin`` also takes ``temperature_K`` as a list of one
+            temperature per replica (a temperature ladder).
         n_replicas: independent copies run at once (own velocities and random streams); default: one per structure.
         stride: steps between written frames.
         frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks).
@@ -454,6 +507,14 @@ def simulate(
         electric_field: a uniform electric field ``(Ex, Ey, Ez)`` in V/Å acting on a model with a dipole head (and
             optionally a polarizability head): the energy gains ``−μ·F − ½ F·α·F / k_e`` and the forces its
             gradient (:mod:`jaxatom.potential.field`).
+        uncertainty_threshold: for an ensemble model, the threshold (eV/Å) on each replica's calibrated largest
+            per-atom force uncertainty ``s_F × forces_std_max`` (``s_F`` of the ensemble's calibration, 1 if it has
+            none); ``None`` or ``"calibrated"``: the calibration's ``forces_threshold``.
+        uncertainty_action: ``None`` (no gate), ``"flag"`` (record), ``"stop_replica"`` (freeze a replica at the
+            step it crosses the threshold; the run ends when all have) or ``"stop"`` (end the run after the chunk in
+            which any replica crossed). Checked after every step inside the compiled chunk; frames gain
+            ``uncertainty``, ``flagged``, ``candidate_positions``, ``candidate_step`` (and ``candidate_cell``), see
+            :mod:`jaxatom.md.gate` and :meth:`MDRun.flagged_structures`.
         progress: show a progress bar with steps/s and ns/day.
         **ensemble_settings: the settings of a named ``ensemble`` (see above).
     """
@@ -468,9 +529,12 @@ def simulate(
     counts = dict(steps=steps, stride=stride, frames_per_chunk=frames_per_chunk, n_replicas=n_replicas)
     _check_arguments(velocities, counts, timestep_fs)
     ensemble = _ensemble(ensemble, ensemble_settings)
+    _check_temperatures(ensemble, n_replicas)
     observables = tuple(dict.fromkeys(observables))
     field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
     _check_ensemble_fits(ensemble, structures[0])
+    model = model if isinstance(model, ForceField) else _potential(model)
+    gate = uncertainty_gate(model, uncertainty_threshold, uncertainty_action)
     replicas = ReplicaAtoms.from_structures(structures) if is_heterogeneous(structures) else None
     if replicas is None:
         force_field = _load_force_field(model, structures[0], neighbors, skin, observables, field,
@@ -493,6 +557,9 @@ def simulate(
         write_beads=bool(write_beads) and ensemble.ring_polymer,
         electric_field=field,
         replica_species=None if replicas is None else tuple(tuple(int(z) for z in s.numbers) for s in structures),
+        uncertainty_action=None if gate is None else gate.action,
+        uncertainty_threshold=None if gate is None else gate.threshold,
+        uncertainty_scale=None if gate is None else gate.scale,
     )
     dtype = jnp.dtype(plan.dtype)
     periodic = bool(np.any(structures[0].pbc))
@@ -573,7 +640,7 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
     try:
         if writer is not None:
             _require_space(writer, output, total_frames - done_frames, int(state.step))
-        while done_frames < total_frames:
+        while done_frames < total_frames and not (plan.gate is not None and plan.gate.halted(state)):
             n_frames = min(plan.frames_per_chunk - done_frames % plan.frames_per_chunk, total_frames - done_frames)
             tic, compile_before = time.perf_counter(), timing["compile_s"]
             if writer is not None:
@@ -595,13 +662,15 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
         if bar is not None:
             bar.close()
     timing["wall_s"] = time.perf_counter() - start
-    run_steps = (total_frames - first_frame) * plan.stride
+    run_steps = (done_frames - first_frame) * plan.stride
     timing["steps_per_s"] = run_steps / timing["run_s"] if timing["run_s"] > 0 else float("nan")
     timing["ns_per_day"] = timing["steps_per_s"] * plan.timestep_fs * 86400e-6
     frames = None
     if writer is None:
         frames = {k: np.concatenate([c[k] for c in collected]) for k in collected[0]} if collected else {}
-    return MDRun(state=state, frames=frames, output=output, timing=timing, settings=_settings_dict(plan))
+    stopped = None if state.gate is None else np.asarray(state.gate["stopped"])
+    return MDRun(state=state, frames=frames, output=output, timing=timing, settings=_settings_dict(plan),
+                 stopped=stopped)  # fmt: skip
 
 
 def _advance(bar, steps: int, timing: dict, timestep_fs: float) -> None:
@@ -632,6 +701,9 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
     state = setup.initial_state()
     plan = setup.plan
     frame_shapes = {k: (v.shape, v.dtype) for k, v in jax.eval_shape(setup.observe, state).items()}
+    if plan.gate is not None:
+        gate_frame = jax.eval_shape(lambda s: plan.gate.frame(plan.gate.start(s)), state)
+        frame_shapes.update({k: (v.shape, v.dtype) for k, v in gate_frame.items()})
     frame_shapes.update(time=((), np.float64), step=((), np.int64))
     constants = _constants(setup)
     if "cell" in frame_shapes:  # the ensemble changes the cell: written per frame instead
@@ -641,11 +713,11 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
         "degrees_of_freedom": np.asarray(setup.dof).tolist(),
         "energy_offset_eV": np.asarray(setup.force_field.energy_offset).tolist(),
     }
-    units = {**plan.ensemble.units, **setup.force_field.units}
+    units = {**plan.ensemble.units, **setup.force_field.units, **(plan.gate.units if plan.gate else {})}
     units.update({f"{name}_beads": units[name] for name in plan.observables if plan.write_beads})
     per_atom = ()
     if plan.replica_species is not None:
-        per_atom = ("positions", "velocities", "forces", *setup.force_field.per_atom)
+        per_atom = ("positions", "velocities", "forces", "candidate_positions", *setup.force_field.per_atom)
     writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes, units, per_atom)
     checkpoint.save_checkpoint(checkpoint_file, state, 0, setup)
     return state, writer, 0
@@ -728,7 +800,7 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
         key = (n_frames, capacity)
         if key not in compiled:
             tic = time.perf_counter()
-            function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames)
+            function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames, plan.gate)
             compiled[key] = function.lower(params, state).compile()
             timing["compile_s"] += time.perf_counter() - tic
             _check_memory(compiled[key], plan, n_frames)

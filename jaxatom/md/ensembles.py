@@ -63,7 +63,8 @@ __all__ = [
 class Ensemble:
     """Base of every ensemble: classical particles, Maxwell–Boltzmann momenta at ``temperature_K`` (K).
 
-    Subclasses set :attr:`name` and override :meth:`integrator` (and what else differs).
+    Subclasses set :attr:`name` and override :meth:`integrator` (and what else differs). Ensembles with
+    :attr:`per_replica_temperature` also take one temperature per replica (a list, kept as a tuple).
     """
 
     name: ClassVar[str] = ""
@@ -78,11 +79,31 @@ class Ensemble:
     #: Whether replicas of different structures, padded to one atom count, can run in one batch
     #: (:meth:`padded_integrator`).
     supports_padding: ClassVar[bool] = False
+    #: Whether ``temperature_K`` may be a list of one temperature per replica (a temperature ladder).
+    per_replica_temperature: ClassVar[bool] = False
 
-    temperature_K: float = 300.0
+    temperature_K: float | tuple[float, ...] = 300.0
 
     def __post_init__(self) -> None:
-        _positive(self, "temperature_K")
+        if not isinstance(self.temperature_K, list | tuple):
+            _positive(self, "temperature_K")
+            return
+        if not self.per_replica_temperature:
+            raise ConfigError(
+                f"the {self.name} ensemble takes one temperature_K; one temperature per replica needs "
+                "ensemble='langevin' (or run one simulate per temperature)"
+            )
+        object.__setattr__(self, "temperature_K", tuple(self.temperature_K))
+        if not self.temperature_K:
+            raise ConfigError("temperature_K is an empty list; give one temperature (K) or one per replica")
+        for r in range(len(self.temperature_K)):
+            self.replica(r)  # each replica's ensemble checks its temperature
+
+    def replica(self, r: int) -> Ensemble:
+        """The ensemble as replica ``r`` runs it: with per-replica temperatures, at its own temperature."""
+        if isinstance(self.temperature_K, tuple):
+            return dataclasses.replace(self, temperature_K=self.temperature_K[r])
+        return self
 
     @property
     def n_beads(self) -> int:
@@ -155,11 +176,13 @@ class NVE(Ensemble):
 
 @dataclasses.dataclass(frozen=True)
 class Langevin(Ensemble):
-    """Canonical Langevin dynamics, BAOAB splitting, friction ``friction_per_fs`` (1/fs)."""
+    """Canonical Langevin dynamics, BAOAB splitting, friction ``friction_per_fs`` (1/fs); ``temperature_K`` one
+    temperature or a list of one per replica (K; each replica's noise and initial velocities at its own)."""
 
     name: ClassVar[str] = "langevin"
     fixes_momentum: ClassVar[bool] = False
     supports_padding: ClassVar[bool] = True
+    per_replica_temperature: ClassVar[bool] = True
     friction_per_fs: float = 0.01
 
     def __post_init__(self) -> None:

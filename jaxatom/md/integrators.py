@@ -47,6 +47,7 @@ class MDState:
         step: ``[]`` int, MD steps done.
         cell: ``[R, 3, 3]`` cell rows (Å) of ensembles that change the cell (constant-pressure MD), else ``None``
             (a constant cell lives in the force field's edges).
+        gate: the uncertainty gate's variables (``{"stopped": [R] bool}``, :mod:`jaxatom.md.gate`), else ``None``.
     """
 
     positions: jax.Array
@@ -61,6 +62,7 @@ class MDState:
     overflow: jax.Array
     step: jax.Array
     cell: jax.Array | None = None
+    gate: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,29 @@ def velocity_verlet(masses: jax.Array, dt: float) -> Integrator:
     return Integrator(init=lambda s: s, step=step, conserved=conserved, name="nve")
 
 
+def _replica_kT(temperature_K: float | tuple[float, ...], dtype) -> float | jax.Array:
+    """``kT`` (eV): a number for one temperature, ``[R, 1, 1]`` for one temperature per replica."""
+    if np.ndim(temperature_K) == 0:
+        return BOLTZMANN * temperature_K
+    return jnp.asarray(BOLTZMANN * np.asarray(temperature_K, np.float64), dtype)[:, None, None]
+
+
 def langevin(
-    masses: jax.Array, dt: float, temperature_K: float, friction: float, atom_mask: jax.Array | None = None
+    masses: jax.Array,
+    dt: float,
+    temperature_K: float | tuple[float, ...],
+    friction: float,
+    atom_mask: jax.Array | None = None,
 ) -> Integrator:
     """Langevin NVT, BAOAB splitting (Leimkuhler & Matthews), friction in 1/ASE time.
 
     The O step is the exact Ornstein–Uhlenbeck update ``p <- c1 p + sqrt((1 - c1²) m kT) ξ`` with
     ``c1 = exp(-γ dt)``; the energy it exchanges is accumulated in ``heat`` so that ``E - heat`` is conserved up to
     the integrator's error. ``masses`` ``[N]``, or ``[R, N]`` with ``atom_mask [R, N]`` for padded replicas (padding
-    atoms get no noise; each replica's real atoms draw the noise they would draw alone).
+    atoms get no noise; each replica's real atoms draw the noise they would draw alone). ``temperature_K`` is one
+    temperature or one per replica ``[R]`` (K).
     """
-    kT = BOLTZMANN * temperature_K
+    kT = _replica_kT(temperature_K, masses.dtype)
     m = masses[..., None]
     c1 = jnp.exp(-friction * dt)
     c2 = jnp.sqrt((1.0 - c1**2) * kT * m)

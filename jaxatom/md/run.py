@@ -45,7 +45,7 @@ class MDConfig(StrictModel):
     steps: int = 2000
     timestep_fs: float = 0.5
     ensemble: str = "nve"
-    temperature_K: float = 300.0
+    temperature_K: float | tuple[float, ...] = 300.0
     friction_per_fs: float = 0.01
     tau_fs: float = 100.0
     n_replicas: int | None = None
@@ -70,6 +70,8 @@ class MDConfig(StrictModel):
     observables: tuple[str, ...] = ()
     write_beads: bool = False
     electric_field: tuple[float, float, float] | None = None
+    uncertainty_threshold: float | str | None = None
+    uncertainty_action: str | None = None
     progress: bool = True
 
     @field_validator("model", "structure", mode="before")
@@ -77,6 +79,15 @@ class MDConfig(StrictModel):
     def _required(cls, value: Any, info) -> Any:
         if value is None or (isinstance(value, str | list | tuple) and not value):
             raise ValueError(f"the MD configuration needs '{info.field_name}' (a model directory and a structure file)")
+        return value
+
+    @field_validator("uncertainty_action")
+    @classmethod
+    def _uncertainty_action(cls, value: str | None) -> str | None:
+        from jaxatom.md.gate import ACTIONS
+
+        if value is not None and value not in ACTIONS:
+            raise ValueError(f"must be one of {', '.join(ACTIONS)} (or null for no gate), got {value!r}")
         return value
 
     @field_validator("velocities")

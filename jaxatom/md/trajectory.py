@@ -11,6 +11,12 @@ Observables a run records (e.g. ``dipole_moment [F, R, 3]`` e·Å, ``polarizabil
 every bead's values as ``<name>_beads [F, R, P, ...]``. Run settings are root attributes. For ring-polymer runs
 positions, velocities and forces are centroid values.
 
+Runs with an uncertainty gate (:mod:`jaxatom.md.gate`) add ``uncertainty [F, R]`` (eV/Å: the largest calibrated
+per-atom force uncertainty of the steps in the frame's stride interval, NaN for a frozen replica), ``flagged [F, R]``
+(bool: some step of the interval exceeded the threshold), ``candidate_positions [F, R, N, 3]`` (Å) and
+``candidate_step [F, R]`` (the structure and step of the interval's most uncertain step; ``-1`` if none) and, when
+the cell changes, ``candidate_cell [F, R, 3, 3]``; :func:`flagged_structures` returns the flagged candidates.
+
 Replicas that are different structures (a heterogeneous batch) are padded to the largest atom count ``N``: the
 constants become ``species [R, N]`` (0 for padding atoms), ``masses [R, N]``, ``cell [R, 3, 3]`` and ``n_atoms [R]``,
 and the per-atom datasets (marked with a ``per_atom`` attribute) hold zeros for padding atoms.
@@ -43,6 +49,7 @@ __all__ = [
     "trajectory_atoms",
     "export_trajectory",
     "require_equal_atoms",
+    "flagged_structures",
 ]
 
 FORMAT = "jaxatom-md-trajectory"
@@ -64,6 +71,9 @@ UNITS = {
     "conserved_energy": "eV",
     "energy_std": "eV",
     "forces_std_max": "eV/Ang",
+    "uncertainty": "eV/Ang",
+    "candidate_positions": "Ang",
+    "candidate_cell": "Ang",
 }
 
 
@@ -289,3 +299,39 @@ def export_trajectory(path, out, replica: int = 0, frames: slice = slice(None)) 
     out = Path(out)
     write(out, trajectory_atoms(path, replica, frames))
     return out
+
+
+def flagged_structures(path) -> list[Atoms]:
+    """The candidates an uncertainty-gated run flagged (one per flagged frame and replica, in frame then replica
+    order), as ``ase.Atoms`` with ``info`` ``uncertainty`` (eV/Å, calibrated), ``step``, ``replica``, ``frame`` and
+    ``temperature_K`` (the replica's, if the ensemble has one). Reads only the flagged candidates, also while the
+    run goes on; a trajectory without a gate has none (empty list)."""
+    with h5py.File(path, "r", libver="latest", swmr=True) as file:
+        if file.attrs.get("format") != FORMAT:
+            raise DataError(f"{path} is not a jaxatom MD trajectory")
+        if "flagged" not in file:
+            return []
+        n_frames = int(file["time"].shape[0])
+        for name in ("flagged", "uncertainty", "candidate_step", "candidate_positions", "candidate_cell"):
+            if name in file:
+                file[name].refresh()
+        temperature = _decode(file.attrs.get("temperature_K", "null"))
+        return [_candidate(file, int(f), int(r), temperature) for f, r in np.argwhere(file["flagged"][:n_frames])]
+
+
+def _candidate(file: h5py.File, frame: int, replica: int, temperature) -> Atoms:
+    """The flagged candidate of ``frame`` and ``replica`` (cut to the replica's own atoms in a padded file)."""
+    species = file["species"][()]
+    numbers = species if species.ndim == 1 else species[replica]
+    n_atoms = int(file["n_atoms"][replica]) if "n_atoms" in file else len(numbers)
+    if "candidate_cell" in file:
+        cell = file["candidate_cell"][frame, replica]
+    else:
+        cell = file["cell"][()] if file["cell"].ndim == 2 else file["cell"][replica]
+    atoms = Atoms(numbers=numbers[:n_atoms], positions=file["candidate_positions"][frame, replica, :n_atoms],
+                  cell=cell, pbc=file["pbc"][()])  # fmt: skip
+    atoms.info.update(uncertainty=float(file["uncertainty"][frame, replica]), replica=replica, frame=frame,
+                      step=int(file["candidate_step"][frame, replica]))  # fmt: skip
+    if temperature is not None:
+        atoms.info["temperature_K"] = float(temperature[replica] if np.ndim(temperature) else temperature)
+    return atoms

@@ -1,6 +1,7 @@
 """Potentials: a model of named outputs with their scales and offsets; energies, forces, stress and every other
 output; ensembles; the portable model file."""
 
+from jaxatom.potential.calibration import Calibration
 from jaxatom.potential.ensemble import PotentialEnsemble, evaluate_ensemble, evaluate_ensemble_jit
 from jaxatom.potential.evaluate import evaluate, evaluate_jit
 from jaxatom.potential.io import ModelFileError, load_model, save_model
@@ -11,6 +12,7 @@ __all__ = [
     "Potential",
     "OutputScaling",
     "PotentialEnsemble",
+    "Calibration",
     "evaluate",
     "evaluate_jit",
     "evaluate_ensemble",

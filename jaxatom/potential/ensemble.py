@@ -4,7 +4,8 @@ Every member sees the same padded graph; :func:`evaluate_ensemble` is :func:`~ja
 vmapped over the stacked parameters and per-output scales and offsets, so one compile serves all members.
 :meth:`PotentialEnsemble.predict` returns the members' mean and spread of every output. The spread is the
 *population* standard deviation over members (``numpy.std`` with ``ddof=0``): it is defined for one member (zero)
-and is exactly zero for identical members.
+and is exactly zero for identical members. A calibrated ensemble (:attr:`PotentialEnsemble.calibration`, stored as
+``calibration.json`` beside the members) also reports ``X_uncertainty = scale × X_std`` (see :meth:`predict`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flax import serialization
 from jaxatom.graph import Graph, HostGraph, batch_graphs
 from jaxatom.nn.model import AtomisticModel
 from jaxatom.nn.registry import module_config
+from jaxatom.potential.calibration import CALIBRATION_FILE, Calibration
 from jaxatom.potential.evaluate import evaluate
 from jaxatom.potential.field import batch_fields, check_field_model, field_array
 from jaxatom.potential.io import load_model
@@ -105,12 +107,15 @@ class PotentialEnsemble:
         params: the members' parameters stacked along a leading axis ``[M, ...]``.
         elements: atomic numbers the members may be applied to (equal for all members).
         scalings: each member's :attr:`Potential.scaling`.
+        calibration: scales of the spread and the force-uncertainty threshold
+            (:class:`~jaxatom.potential.calibration.Calibration`), or None if the ensemble is not calibrated.
     """
 
     model: AtomisticModel
     params: Any
     elements: tuple[int, ...]
     scalings: tuple[Mapping[str, OutputScaling], ...]
+    calibration: Calibration | None = None
 
     @classmethod
     def from_potentials(cls, members: Sequence[Potential | str | os.PathLike] | str | os.PathLike) -> PotentialEnsemble:
@@ -150,14 +155,26 @@ class PotentialEnsemble:
         members = ensemble_members(path)
         if not members:
             raise ValueError(f"{path} holds no ensemble members (model directories member_000, member_001, ...)")
-        return cls.from_potentials(members)
+        calibration_file = Path(path) / CALIBRATION_FILE
+        calibration = Calibration.load(calibration_file) if calibration_file.is_file() else None
+        return cls.from_potentials(members).with_calibration(calibration)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write every member's model file into directory ``path`` (read back with :meth:`load`)."""
+        """Write every member's model file into directory ``path``, and ``calibration.json`` if calibrated (read back
+        with :meth:`load`)."""
         for m in range(self.size):
             member = jax.tree.map(lambda leaf, m=m: np.asarray(leaf[m]), self.params)
             potential = Potential(model=self.model, params=member, elements=self.elements, scaling=self.scalings[m])
             potential.save(member_path(path, m))
+        calibration_file = Path(path) / CALIBRATION_FILE
+        if self.calibration is not None:
+            self.calibration.save(calibration_file)
+        else:
+            calibration_file.unlink(missing_ok=True)
+
+    def with_calibration(self, calibration: Calibration | None) -> PotentialEnsemble:
+        """The same ensemble with another calibration (None: uncalibrated)."""
+        return dataclasses.replace(self, calibration=calibration)
 
     @property
     def size(self) -> int:
@@ -224,6 +241,11 @@ class PotentialEnsemble:
         (each member's value, leading axis ``[M]``); e.g. ``energy``/``energy_std`` (eV), ``forces [n, 3]`` (eV/Å),
         and for periodic input ``stress [3, 3]`` (eV/Å³). Offsets are added and the statistics taken in float64 on
         the host. ``field`` (V/Å, ``[3]``) as in :meth:`Potential.predict`.
+
+        A calibrated ensemble (:attr:`calibration`) adds the calibrated uncertainties (``X_std`` stays the raw
+        spread): ``energy_uncertainty`` (eV, ``s_E × energy_std``), ``forces_uncertainty [n]`` (eV/Å, per atom:
+        ``s_F × |forces_std|``, the norm over components) and ``forces_uncertainty_max`` (eV/Å, its largest value:
+        the quantity :attr:`Calibration.forces_threshold` and the MD gate compare).
         """
         field = field_array(field)
         if field is not None:
@@ -249,7 +271,10 @@ class PotentialEnsemble:
             split_outputs({k: v[m] for k, v in out.items()}, graphs, self.model.outputs, self.scalings[m])
             for m in range(self.size)
         ]
-        return [_summary([member[index] for member in members]) for index in range(len(graphs))]
+        summaries = [_summary([member[index] for member in members]) for index in range(len(graphs))]
+        if self.calibration is not None:
+            summaries = [_calibrated(summary, self.calibration) for summary in summaries]
+        return summaries
 
 
 def member_path(directory: str | os.PathLike, m: int) -> Path:
@@ -275,4 +300,15 @@ def _summary(members: Sequence[dict]) -> dict:
         summary[key] = float(mean) if scalar else mean
         summary[f"{key}_std"] = float(std) if scalar else std
         summary[f"{key}_members"] = values
+    return summary
+
+
+def _calibrated(summary: dict, calibration: Calibration) -> dict:
+    """``summary`` with the calibrated uncertainties of energy and forces (see :meth:`PotentialEnsemble.predict`)."""
+    if calibration.energy_scale is not None and "energy_std" in summary:
+        summary["energy_uncertainty"] = calibration.energy_scale * summary["energy_std"]
+    if calibration.forces_scale is not None and "forces_std" in summary:
+        per_atom = calibration.forces_scale * np.linalg.norm(summary["forces_std"], axis=-1)
+        summary["forces_uncertainty"] = per_atom
+        summary["forces_uncertainty_max"] = float(per_atom.max(initial=0.0))
     return summary

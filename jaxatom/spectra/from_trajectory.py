@@ -40,6 +40,8 @@ def _run_temperature(data: dict, path) -> float:
         return float(np.mean(data["temperature"]))  # NVE: the run's mean kinetic temperature, not the initial one
     if attrs.get("temperature_K") is None:
         raise DataError(f"{path} records no temperature_K; pass temperature_K (K)")
+    if np.ndim(attrs["temperature_K"]):
+        raise DataError(f"{path} ran its replicas at different temperatures; pass temperature_K (K)")
     return float(attrs["temperature_K"])
 
 

@@ -95,18 +95,38 @@ def _positive(value):
 @pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class EnsembleConfig:
     """``size`` members trained as one (seeds ``seed``, ``seed + 1``, ...), each on its own order of the training set;
-    with ``bootstrap`` each on its own sample of it, drawn with replacement once per run (as many structures)."""
+    with ``bootstrap`` each on its own sample of it, drawn with replacement once per run (as many structures).
+
+    After training, the spread is calibrated on the validation split (:func:`jaxatom.train.calibration.calibrate`):
+    the force-uncertainty threshold is ``forces_threshold`` (eV/Å) if given, else the ``calibration_quantile`` of
+    the validation structures' largest calibrated per-atom force uncertainty."""
 
     title = "training.ensemble"  # not a field: names the schema in errors
 
     size: int
     bootstrap: bool = False
+    calibration_quantile: float = 0.99
+    forces_threshold: float | None = None
 
     @field_validator("size")
     @classmethod
     def _members(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be a positive number of members, got {value}")
+        return value
+
+    @field_validator("calibration_quantile")
+    @classmethod
+    def _quantile(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"must be a quantile in (0, 1], got {value}")
+        return value
+
+    @field_validator("forces_threshold")
+    @classmethod
+    def _threshold(cls, value: float | None) -> float | None:
+        if value is not None and not value > 0:
+            raise ValueError(f"must be a positive force uncertainty in eV/Å (or null), got {value}")
         return value
 
 

@@ -37,9 +37,18 @@ from jaxatom.nn.heads import Atomwise, OutputSpec
 from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check_model
 from jaxatom.nn.registry import HEADS, REPRESENTATIONS, module_config, module_from_config
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential.calibration import CALIBRATION_FILE
 from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.potential.outputs import OutputScaling
 from jaxatom.properties import property_unit
+from jaxatom.train.calibration import (
+    calibration_report,
+    ensemble_residuals,
+    fit_calibration,
+    plot_calibration,
+    reliability_table,
+    write_reliability_csv,
+)
 from jaxatom.train.checkpoint import run_lock
 from jaxatom.train.config import TrainConfig, translate_legacy
 from jaxatom.train.ensemble import ENSEMBLE_DIR
@@ -455,7 +464,7 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
     fit the output scaling on the training split, build the model, write ``run_config.yaml`` and train with
     checkpoints (resuming a previous run in ``run_dir``). A run that is already finished under ``config`` is
     reported and keeps its files (see :func:`~jaxatom.train.fit`). Returns the trained potential (an ensemble with
-    ``training.ensemble``)."""
+    ``training.ensemble``, calibrated on the validation split: :func:`calibrate_run`)."""
     config = _as_run_config(config)
     run_dir, training = Path(config.run_dir), config.training
     dataset = load_data(config.data)
@@ -471,7 +480,23 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
         written = run_dir / "run_config.yaml"
         if run_stop_reason(run_dir, training) is None or not written.exists():  # a finished run keeps its own
             written.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        return fit(potential, train, val, training, run_dir, resume=True, progress=progress)
+        trained = fit(potential, train, val, training, run_dir, resume=True, progress=progress)
+        if isinstance(trained, PotentialEnsemble):
+            trained = calibrate_run(trained, val, training, run_dir)
+        return trained
+
+
+def calibrate_run(ensemble: PotentialEnsemble, val: Dataset, training: TrainConfig, run_dir: Path) -> PotentialEnsemble:
+    """Calibrate a trained ensemble on the validation split ``val`` and write ``best_ensemble/calibration.json``
+    and the reliability diagram ``calibration.png`` with its bins ``calibration.csv`` into ``run_dir``."""
+    settings = training.ensemble
+    residuals = ensemble_residuals(ensemble, val, training.batch_size)
+    calibration = fit_calibration(residuals, settings.calibration_quantile, settings.forces_threshold)
+    calibration.save(run_dir / ENSEMBLE_DIR / CALIBRATION_FILE)
+    rows = reliability_table(residuals, calibration)
+    write_reliability_csv(rows, run_dir / "calibration.csv")
+    plot_calibration(rows, run_dir / "calibration.png", calibration)
+    return ensemble.with_calibration(calibration)
 
 
 def evaluate_run(
@@ -484,7 +509,9 @@ def evaluate_run(
     split (or on all of ``data_path``, whose properties are stored in ``units`` where the file does not record them,
     e.g. ``{"stress": "GPa"}``); writes
     ``evaluation/metrics.json``, ``parity.png`` and ``predictions.npz`` and returns the metrics: MAE and RMSE of every
-    predicted property the data has (``X_mae``, ``X_rmse``), ``structures``, and ``units`` (the unit of each X)."""
+    predicted property the data has (``X_mae``, ``X_rmse``), ``structures``, and ``units`` (the unit of each X).
+    A calibrated ensemble also gets ``calibration`` (:func:`~jaxatom.train.calibration.calibration_report` on these
+    structures) and ``evaluation/calibration.png``/``calibration.csv``."""
     run_dir = Path(run_dir)
     config_path = run_dir / "run_config.yaml"
     ensemble = bool(ensemble_members(run_dir / ENSEMBLE_DIR)) and not (run_dir / "best_model").exists()
@@ -501,15 +528,32 @@ def evaluate_run(
         config = load_run_config(config_path)
         full = load_data(config.data)
         dataset = full.subset(_split(config, full)["test_idx"])
+    out = run_dir / "evaluation"
+    out.mkdir(exist_ok=True)
+    calibration = None
     if ensemble:
-        predictions = predict_dataset_ensemble(PotentialEnsemble.load(run_dir / ENSEMBLE_DIR), dataset, batch_size)
+        members = PotentialEnsemble.load(run_dir / ENSEMBLE_DIR)
+        predictions = predict_dataset_ensemble(members, dataset, batch_size)
+        calibration = _test_calibration(members, dataset, batch_size, out)
     else:
         predictions = predict_dataset(load_model(run_dir / "best_model"), dataset, batch_size)
     metrics = {"structures": len(dataset), **error_metrics(predictions, dataset)}
     metrics["units"] = {name: dataset.units[name] for name in sorted(set(predictions) & set(dataset.properties))}
-    out = run_dir / "evaluation"
-    out.mkdir(exist_ok=True)
+    if calibration is not None:
+        metrics["calibration"] = calibration
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_parity(predictions, dataset, out / "parity.png")
     write_predictions(predictions, dataset, out / "predictions.npz")
     return metrics
+
+
+def _test_calibration(ensemble: PotentialEnsemble, dataset: Dataset, batch_size: int, out: Path) -> dict | None:
+    """How the ensemble's stored calibration holds on ``dataset`` (:func:`calibration_report`), with its
+    reliability diagram ``calibration.png`` and bins ``calibration.csv`` in ``out``; None if it is uncalibrated."""
+    if ensemble.calibration is None:
+        return None
+    residuals = ensemble_residuals(ensemble, dataset, batch_size)
+    rows = reliability_table(residuals, ensemble.calibration)
+    write_reliability_csv(rows, out / "calibration.csv")
+    plot_calibration(rows, out / "calibration.png", ensemble.calibration)
+    return calibration_report(residuals, ensemble.calibration)
