@@ -1,6 +1,6 @@
-"""The structures a generation's MD visited, with the ensemble's calibrated force uncertainty of each: every
-written frame of every replica, and every candidate the gate kept between frames (the most uncertain step of a
-stride interval). Frames of a stopped replica repeat its last structure and count once.
+"""The structures a generation's MD visited, with the ensemble's calibrated force uncertainty of each: for every
+replica and stride interval, the most uncertain structure of the interval (the gate's candidate, flagged or not;
+see :mod:`jaxatom.md.gate`). A structure recorded twice counts once.
 """
 
 from __future__ import annotations
@@ -41,32 +41,21 @@ class Pool:
                 "uncertainty_max": float(np.max(u)) if len(u) else float("nan")}  # fmt: skip
 
 
-def _structure(numbers, positions, cell, pbc, **info) -> Atoms:
-    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-    atoms.info.update(info)
-    return atoms
-
-
 def _trajectory_structures(path: Path) -> list[Atoms]:
-    """Frames and gate candidates of one trajectory as structures with their uncertainty."""
+    """The candidate of every stride interval and replica of a gated trajectory (the interval's most uncertain
+    structure), with its uncertainty; intervals a frozen replica did not move in are left out."""
     data = read_trajectory(path)
-    temperature = float(data["attrs"].get("temperature_K", np.nan))
-    numbers, pbc = data["species"], np.asarray(data["attrs"].get("pbc", [False] * 3), bool)
-    cells = data.get("cell")
+    temperatures = np.broadcast_to(np.asarray(data["attrs"].get("temperature_K", np.nan), float),
+                                   data["uncertainty"].shape[1:])  # fmt: skip
     out = []
-    for kind in ("", "candidate_"):
-        if f"{kind}positions" not in data:
-            continue
-        positions, uncertainty = data[f"{kind}positions"], data["uncertainty"]
-        steps = data["step"] if kind == "" else data["candidate_step"]
-        flagged = data["flagged"] if kind else np.zeros(uncertainty.shape, bool)
-        for f, r in np.ndindex(*uncertainty.shape):
-            if kind and not flagged[f, r]:
-                continue
-            cell = np.zeros((3, 3)) if cells is None else np.asarray(cells).reshape(-1, 3, 3)[-1]
-            out.append(_structure(numbers, positions[f, r], cell, pbc, uncertainty=float(uncertainty[f, r]),
-                                  temperature_K=temperature, replica=int(r), step=int(np.ravel(steps)[f]),
-                                  flagged=bool(flagged[f, r])))  # fmt: skip
+    for f, r in zip(*np.nonzero(data["candidate_step"] >= 0), strict=True):
+        cell = data["candidate_cell"][f, r] if "candidate_cell" in data else np.reshape(data["cell"], (-1, 3, 3))[-1]
+        atoms = Atoms(numbers=data["species"], positions=data["candidate_positions"][f, r], cell=cell,
+                      pbc=data["pbc"])  # fmt: skip
+        atoms.info.update(uncertainty=float(data["uncertainty"][f, r]), temperature_K=float(temperatures[r]),
+                          replica=int(r), step=int(data["candidate_step"][f, r]),
+                          flagged=bool(data["flagged"][f, r]))  # fmt: skip
+        out.append(atoms)
     return out
 
 

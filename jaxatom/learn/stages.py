@@ -56,15 +56,15 @@ def train_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> 
     train_run(run, progress=progress)
     metrics = evaluate_run(train_dir, data_path=layout.test)
     ensemble = PotentialEnsemble.load(train_dir / ENSEMBLE_DIR)
-    calibration = {} if ensemble.calibration is None else ensemble.calibration.summary()
+    calibration = {} if ensemble.calibration is None else ensemble.calibration.to_dict()
     layout.update_summary(g, labels=len(read_dataset(labels)), test=metrics, calibration=calibration)
 
 
-def _starts(config: LearnConfig, layout: Layout, g: int, t: int) -> list[Atoms]:
-    """``explore.replicas`` labelled structures drawn for temperature number ``t`` of generation ``g``."""
+def _starts(config: LearnConfig, layout: Layout, g: int) -> list[Atoms]:
+    """``explore.replicas`` labelled structures per temperature, drawn for generation ``g``."""
     labels = read_dataset(layout.train_dir(g) / "labels.h5")
-    rng = np.random.default_rng([config.seed, g, t])
-    picks = rng.choice(len(labels), config.explore.replicas, replace=len(labels) < config.explore.replicas)
+    count = config.explore.replicas * len(config.explore.temperatures_K)
+    picks = np.random.default_rng([config.seed, g]).choice(len(labels), count, replace=len(labels) < count)
     return [_bare(labels.to_atoms(int(i))) for i in picks]
 
 
@@ -72,46 +72,32 @@ def _bare(atoms: Atoms) -> Atoms:
     return Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 
-def temperature_path(layout: Layout, g: int, temperature_K: float) -> Path:
-    """The trajectory of generation ``g``'s exploration at ``temperature_K``."""
-    return layout.explore_dir(g) / f"T{temperature_K:g}.h5"
-
-
 def explore_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
-    """Run the gated MD of generation ``g`` at each temperature (resuming a run that was cut short); a run that
-    blows up keeps the frames it wrote and is reported."""
-    ensemble = PotentialEnsemble.load(layout.train_dir(g) / ENSEMBLE_DIR)
-    explore = config.explore
-    outcomes = {}
-    for t, temperature in enumerate(explore.temperatures_K):
-        output = temperature_path(layout, g, temperature)
-        done = output.with_suffix(".json")
-        if not done.exists():
-            write_atomically(done, json.dumps(_explore_one(config, ensemble, g, t, temperature, output, progress)))
-        outcomes[f"{temperature:g}"] = json.loads(done.read_text())
-    layout.update_summary(g, explore=outcomes)
-
-
-def _explore_one(config: LearnConfig, ensemble: PotentialEnsemble, g: int, t: int, temperature: float, output: Path,
-                 progress: bool) -> dict:  # fmt: skip
-    """One gated Langevin run; what happened (``steps`` done, ``failure`` text or None)."""
-    explore = config.explore
-    layout = Layout(output.parents[2])
-    try:
-        run = simulate(
-            ensemble, _starts(config, layout, g, t), explore.steps, explore.timestep_fs, "langevin",
-            temperature_K=temperature, friction_per_fs=explore.friction_per_fs, stride=explore.stride,
-            output=output, seed=config.seed + 1000 * g + t, progress=progress,
-            uncertainty_threshold=explore.threshold, uncertainty_action=explore.action,
-        )  # fmt: skip
-        return {"steps": int(run.state.step), "failure": None}
-    except SimulationFailed as err:
-        return {"steps": None, "failure": str(err)}
+    """Run generation ``g``'s gated Langevin MD, ``explore.replicas`` replicas at each temperature in one compiled
+    run (resumed if it was cut short); a run that blows up keeps the frames it wrote and is reported."""
+    output, done = layout.explore_dir(g) / "md.h5", layout.explore_dir(g) / "md.json"
+    if not done.exists():
+        explore = config.explore
+        temperatures = [t for t in explore.temperatures_K for _ in range(explore.replicas)]
+        try:
+            run = simulate(
+                PotentialEnsemble.load(layout.train_dir(g) / ENSEMBLE_DIR), _starts(config, layout, g),
+                explore.steps, explore.timestep_fs, "langevin", temperature_K=temperatures,
+                friction_per_fs=explore.friction_per_fs, stride=explore.stride, output=output,
+                seed=config.seed + g, progress=progress, uncertainty_threshold=explore.threshold,
+                uncertainty_action=explore.action,
+            )  # fmt: skip
+            stopped = None if run.stopped is None else int(np.sum(run.stopped))
+            outcome = {"steps": int(run.state.step), "stopped_replicas": stopped, "failure": None}
+        except SimulationFailed as err:
+            outcome = {"steps": None, "stopped_replicas": None, "failure": str(err)}
+        write_atomically(done, json.dumps(outcome))
+    layout.update_summary(g, explore=json.loads(done.read_text()))
 
 
 def _pool(config: LearnConfig, layout: Layout, g: int) -> Pool:
-    paths = [temperature_path(layout, g, t) for t in config.explore.temperatures_K]
-    return explored_pool([p for p in paths if p.exists()])
+    output = layout.explore_dir(g) / "md.h5"
+    return explored_pool([output] if output.exists() else [])
 
 
 def select_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
