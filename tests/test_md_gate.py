@@ -2,6 +2,8 @@
 beyond ``A`` along x; the gate fires there and nowhere else, freezes exactly the crossing replica, restarts
 bit-identically and leaves ungated runs unchanged."""
 
+from pathlib import Path
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -153,6 +155,8 @@ def test_ungated_runs_are_unchanged(force_field, tmp_path):
     assert not {"uncertainty", "flagged", "candidate_positions", "candidate_step"} & set(data)
     assert not any(key.startswith("uncertainty") for key in data["attrs"])
     assert flagged_structures(path) == []
+    old = Path(__file__).parent / "data" / "md_run_v1" / "langevin.h5"  # written before the gate existed
+    assert flagged_structures(old) == [] and len(read_trajectory(old)["time"]) > 0
 
 
 def test_gate_errors_name_the_fix(force_field):
