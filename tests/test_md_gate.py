@@ -230,3 +230,14 @@ def test_replicas_of_different_molecules_keep_their_own_atoms_in_the_candidates(
     assert flagged[1].get_chemical_formula() == water.get_chemical_formula()
     with h5py.File(path) as file:
         assert file["candidate_positions"].attrs["per_atom"] and file["uncertainty"].attrs["units"] == "eV/Ang"
+
+
+def test_constant_pressure_candidates_keep_their_cell(ensemble, crystal, tmp_path):
+    path = tmp_path / "npt.h5"
+    simulate(ensemble, crystal, steps=4, stride=2, ensemble="npt_scr", uncertainty_threshold=1e-9,
+             uncertainty_action="flag", output=path, progress=False)  # fmt: skip
+    data, flagged = read_trajectory(path), flagged_structures(path)
+    assert data["candidate_cell"].shape == (2, 1, 3, 3) and len(flagged) == 2
+    for atoms in flagged:
+        np.testing.assert_array_equal(atoms.cell.array, data["candidate_cell"][atoms.info["frame"], 0])
+        assert atoms.pbc.all() and atoms.info["step"] in (2 * atoms.info["frame"] + 1, 2 * atoms.info["frame"] + 2)
