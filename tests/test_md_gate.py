@@ -241,3 +241,13 @@ def test_constant_pressure_candidates_keep_their_cell(ensemble, crystal, tmp_pat
     for atoms in flagged:
         np.testing.assert_array_equal(atoms.cell.array, data["candidate_cell"][atoms.info["frame"], 0])
         assert atoms.pbc.all() and atoms.info["step"] in (2 * atoms.info["frame"] + 1, 2 * atoms.info["frame"] + 2)
+
+
+def test_ring_polymers_are_gated_on_their_most_uncertain_bead(force_field):
+    run = simulate(force_field, replicas(), steps=40, stride=STRIDE, uncertainty_threshold=THRESHOLD,
+                   uncertainty_action="stop_replica", **{**OPTIONS, "ensemble": "rpmd", "n_beads": 4})  # fmt: skip
+    np.testing.assert_array_equal(run.stopped, [True, False])
+    frames, beads = run.frames, np.asarray(run.state.positions)
+    crossed = int(np.argmax(frames["flagged"][:, 0]))
+    np.testing.assert_allclose(frames["candidate_positions"][crossed, 0], beads[0].mean(axis=0), rtol=1e-6)
+    assert int(frames["candidate_step"][crossed, 0]) > 0 and np.all(frames["candidate_step"][crossed + 1 :, 0] == -1)
