@@ -2,6 +2,8 @@
 beyond ``A`` along x; the gate fires there and nowhere else, freezes exactly the crossing replica, restarts
 bit-identically and leaves ungated runs unchanged."""
 
+from pathlib import Path
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -153,6 +155,8 @@ def test_ungated_runs_are_unchanged(force_field, tmp_path):
     assert not {"uncertainty", "flagged", "candidate_positions", "candidate_step"} & set(data)
     assert not any(key.startswith("uncertainty") for key in data["attrs"])
     assert flagged_structures(path) == []
+    old = Path(__file__).parent / "data" / "md_run_v1" / "langevin.h5"  # written before the gate existed
+    assert flagged_structures(old) == [] and len(read_trajectory(old)["time"]) > 0
 
 
 def test_gate_errors_name_the_fix(force_field):
@@ -226,3 +230,24 @@ def test_replicas_of_different_molecules_keep_their_own_atoms_in_the_candidates(
     assert flagged[1].get_chemical_formula() == water.get_chemical_formula()
     with h5py.File(path) as file:
         assert file["candidate_positions"].attrs["per_atom"] and file["uncertainty"].attrs["units"] == "eV/Ang"
+
+
+def test_constant_pressure_candidates_keep_their_cell(ensemble, crystal, tmp_path):
+    path = tmp_path / "npt.h5"
+    simulate(ensemble, crystal, steps=4, stride=2, ensemble="npt_scr", uncertainty_threshold=1e-9,
+             uncertainty_action="flag", output=path, progress=False)  # fmt: skip
+    data, flagged = read_trajectory(path), flagged_structures(path)
+    assert data["candidate_cell"].shape == (2, 1, 3, 3) and len(flagged) == 2
+    for atoms in flagged:
+        np.testing.assert_array_equal(atoms.cell.array, data["candidate_cell"][atoms.info["frame"], 0])
+        assert atoms.pbc.all() and atoms.info["step"] in (2 * atoms.info["frame"] + 1, 2 * atoms.info["frame"] + 2)
+
+
+def test_ring_polymers_are_gated_on_their_most_uncertain_bead(force_field):
+    run = simulate(force_field, replicas(), steps=40, stride=STRIDE, uncertainty_threshold=THRESHOLD,
+                   uncertainty_action="stop_replica", **{**OPTIONS, "ensemble": "rpmd", "n_beads": 4})  # fmt: skip
+    np.testing.assert_array_equal(run.stopped, [True, False])
+    frames, beads = run.frames, np.asarray(run.state.positions)
+    crossed = int(np.argmax(frames["flagged"][:, 0]))
+    np.testing.assert_allclose(frames["candidate_positions"][crossed, 0], beads[0].mean(axis=0), rtol=1e-6)
+    assert int(frames["candidate_step"][crossed, 0]) > 0 and np.all(frames["candidate_step"][crossed + 1 :, 0] == -1)
