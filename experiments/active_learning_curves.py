@@ -39,6 +39,7 @@ def loop_config(method: str, seed: int, out: Path, args: argparse.Namespace) -> 
         "select": {"budget": args.budget, "method": method},
         "oracle": {"method": "GFN2-xTB", "workers": args.workers},
         "generations": args.generations,
+        "val_fraction": 0.2,
         "seed": seed,
     }
 
@@ -74,12 +75,12 @@ def main() -> None:
     parser.add_argument("--initial", type=int, default=25, help="first labels (train + val)")
     parser.add_argument("--test", type=int, default=500, help="held-out structures")
     parser.add_argument("--budget", type=int, default=15, help="labels per generation")
-    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 500.0, 800.0])
-    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--replicas", type=int, default=8, help="replicas per temperature")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("experiments/results/al_curves"))
