@@ -1,6 +1,7 @@
 """Potentials: a model of named outputs with their scales and offsets; energies, forces, stress and every other
 output; ensembles; the portable model file."""
 
+from jaxatom.potential.delta import delta_potential
 from jaxatom.potential.ensemble import PotentialEnsemble, evaluate_ensemble, evaluate_ensemble_jit
 from jaxatom.potential.evaluate import evaluate, evaluate_jit
 from jaxatom.potential.io import ModelFileError, load_model, save_model
@@ -18,4 +19,5 @@ __all__ = [
     "load_model",
     "save_model",
     "ModelFileError",
+    "delta_potential",
 ]
