@@ -12,8 +12,8 @@ Data: the file of ``experiments/make_multifidelity_dataset.py``. Fixed held-out 
 and ``--val`` GFN2 frames for model selection, shared by every run) are removed from both pools by frame index, so no
 method sees a test geometry at either level. Every run trains about ``--steps`` optimiser steps (epochs scaled to
 the training set size, at most ``--max-epochs``). Rows are appended to ``<out>/curves.csv`` as runs finish (a rerun
-skips rows already there); ``<out>/curves.png`` plots the mean and standard deviation over seeds. Run from the
-repository root::
+skips rows already there); ``<out>/summary.csv`` and ``<out>/curves.png`` give the mean and standard deviation over
+seeds. Run from the repository root::
 
     OMP_NUM_THREADS=1 python experiments/multifidelity_curves.py --sizes 25 50 100 200 --seeds 0 1 2
 """
@@ -184,23 +184,38 @@ def append_row(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def plot(path: Path, out: Path) -> None:
+def summarise(path: Path, out: Path) -> list[dict]:
+    """Mean and standard deviation over seeds of the test errors per (method, n), written to ``out`` (CSV)."""
+    with path.open() as file:
+        rows = list(csv.DictReader(file))
+    summary = []
+    for method in METHODS:
+        for n in sorted({int(r["n_gfn2"]) for r in rows if r["method"] == method}):
+            chosen = [r for r in rows if r["method"] == method and int(r["n_gfn2"]) == n]
+            forces = [float(r["forces_mae"]) for r in chosen]
+            energy = [float(r["energy_mae"]) for r in chosen]
+            summary.append({"method": method, "n_gfn2": n, "seeds": len(chosen), "forces_mae_mean": np.mean(forces),
+                            "forces_mae_std": np.std(forces), "energy_mae_mean": np.mean(energy)})  # fmt: skip
+    with out.open("w", newline="") as file:
+        writer = csv.DictWriter(file, list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    return summary
+
+
+def plot(summary: list[dict], out: Path) -> None:
     """Mean ± standard deviation over seeds of the test force MAE per method, log-log."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with path.open() as file:
-        rows = list(csv.DictReader(file))
     figure, axis = plt.subplots(figsize=(5, 4))
     for method in METHODS:
-        sizes = sorted({int(r["n_gfn2"]) for r in rows if r["method"] == method})
-        values = [[float(r["forces_mae"]) for r in rows if r["method"] == method and int(r["n_gfn2"]) == n]
-                  for n in sizes]  # fmt: skip
-        if sizes:
-            axis.errorbar(sizes, [np.mean(v) for v in values], [np.std(v) for v in values], marker="o",
-                          capsize=3, label=method)  # fmt: skip
+        rows = [row for row in summary if row["method"] == method]
+        if rows:
+            axis.errorbar([r["n_gfn2"] for r in rows], [r["forces_mae_mean"] for r in rows],
+                          [r["forces_mae_std"] for r in rows], marker="o", capsize=3, label=method)  # fmt: skip
     axis.set(xscale="log", yscale="log", xlabel="GFN2-xTB training labels", ylabel="GFN2 test force MAE (eV/Å)")
     axis.legend()
     figure.tight_layout()
@@ -224,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                 append_row(table, row)
                 print(f"{method:15s} n={n:4d} seed={seed}: force MAE {row['forces_mae']:.4f} eV/Å "
                       f"({row['wall_s']} s)", file=sys.stderr)  # fmt: skip
-    plot(table, args.out / "curves.png")
+    plot(summarise(table, args.out / "summary.csv"), args.out / "curves.png")
 
 
 if __name__ == "__main__":
