@@ -17,6 +17,7 @@ from jaxatom.data import Dataset, GraphLoader
 from jaxatom.data.formats import write_hdf5
 from jaxatom.errors import ConfigError
 from jaxatom.graph import batch_graphs
+from jaxatom.md.run import md_run
 from jaxatom.neighbors import graph_from_atoms
 from jaxatom.nn import Atomwise
 from jaxatom.potential import OutputScaling, Potential, delta_potential, load_model
@@ -175,6 +176,19 @@ def test_training_on_mixed_data_from_yaml_round_trips(trained, mixed, ethanol):
         )
     metrics = evaluate_run(run_dir, data_path=mixed[1])  # each structure at its own fidelity
     assert metrics["energy_mae"] < 5.0
+
+
+def test_md_runs_a_multi_fidelity_model_at_the_chosen_fidelity(trained, ethanol):
+    potential, config = trained
+    path = f"{config['run_dir']}/best_model"
+    settings = {"model": path, "structure": ethanol, "steps": 2, "stride": 1, "frames_per_chunk": 2, "output": None,
+                "temperature_K": 1.0, "progress": False}  # fmt: skip
+    for fidelity in (None, "cheap"):
+        run = md_run({**settings, "fidelity": fidelity})
+        expected = potential.predict(ethanol, fidelity=fidelity)["energy"]
+        assert run.frames["potential_energy"][0, 0] == pytest.approx(expected, abs=5e-3)  # 1 K: barely moves
+    with pytest.raises(ConfigError, match="unknown fidelity"):
+        md_run({**settings, "fidelity": "dft"})
 
 
 def test_a_single_fidelity_model_refuses_mixed_data(tmp_path, mixed):
