@@ -68,6 +68,9 @@ class Graph:
         n_node: ``[G]`` number of real atoms per graph (0 for padding graphs).
         total_charge: ``[G]`` total charge of each structure (e), or None for neutral structures; heads that predict
             partial charges (``DipoleMoment``) make them sum to it.
+        fidelity: ``[G]`` int, the level of theory (index into a multi-fidelity model's ``fidelities``) each
+            structure is evaluated at, or None for every model's target (highest) fidelity; single-fidelity models
+            ignore it.
         reverse_halves: static; when True, ``E`` is even and edge ``e + E/2`` has the same length as edge ``e`` (its
             reverse, for real edges), so models may compute distance-only edge features (radial basis, cutoff,
             SchNet's filter network) for the first half and reuse them for the second.
@@ -83,6 +86,7 @@ class Graph:
     pbc: jax.Array
     n_node: jax.Array
     total_charge: jax.Array | None = None
+    fidelity: jax.Array | None = None
     reverse_halves: bool = struct.field(pytree_node=False, default=False)
 
     @property
@@ -121,8 +125,9 @@ class HostGraph:
     """One unpadded structure with its edges, as numpy arrays on the host. Units: Å.
 
     ``positions [n, 3]``, ``species [n]``, ``cell [3, 3]``, ``pbc [3]``, ``senders``/``receivers [e]``,
-    ``shifts [e, 3]``, ``total_charge`` (e). With ``reverse_halves`` the second half of the edges reverses the first,
-    edge for edge (``e`` is even), and :func:`batch_graphs` keeps that layout for the batch.
+    ``shifts [e, 3]``, ``total_charge`` (e), ``fidelity`` (index of the level of theory, None: the model's target).
+    With ``reverse_halves`` the second half of the edges reverses the first, edge for edge (``e`` is even), and
+    :func:`batch_graphs` keeps that layout for the batch.
     """
 
     positions: np.ndarray
@@ -134,6 +139,7 @@ class HostGraph:
     shifts: np.ndarray
     reverse_halves: bool = False
     total_charge: float = 0.0
+    fidelity: int | None = None
 
     @property
     def n_node(self) -> int:
@@ -160,6 +166,16 @@ def bucket_size(n: int, multiple: int, growth: float = 1.25) -> int:
         k += 1
 
 
+def _fidelities(graphs: Sequence[HostGraph], n_graph: int) -> np.ndarray | None:
+    """``[n_graph]`` fidelity index of each structure (padding graphs 0), or None when no structure has one."""
+    given = [g.fidelity is not None for g in graphs]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("some structures have a fidelity and others not; give every structure of a batch one")
+    return np.array([g.fidelity for g in graphs] + [0] * (n_graph - len(graphs)), np.int32)
+
+
 def batch_graphs(
     graphs: Sequence[HostGraph],
     n_node: int | None = None,
@@ -177,7 +193,8 @@ def batch_graphs(
         node_multiple, edge_multiple: granularity of the node and edge buckets.
 
     When every structure lists its edges as reverse halves (as :mod:`jaxatom.neighbors` does) and ``n_edge`` is
-    even, the batch keeps that layout and sets :attr:`Graph.reverse_halves`.
+    even, the batch keeps that layout and sets :attr:`Graph.reverse_halves`. ``Graph.fidelity`` is set when the
+    structures have one (padding graphs get 0), None when none has.
     """
     if len(graphs) == 0:
         raise ValueError("batch_graphs needs at least one structure")
@@ -242,5 +259,6 @@ def batch_graphs(
         pbc=pbc,
         n_node=counts,
         total_charge=charges,
+        fidelity=_fidelities(graphs, n_graph),
         reverse_halves=halves,
     )

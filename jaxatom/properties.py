@@ -35,6 +35,7 @@ PROPERTIES: dict[str, PropertyInfo] = {
     "total_charge": PropertyInfo("e", False, (), "total charge of the structure (0: neutral)"),
     "polarizability": PropertyInfo("Ang^3", False, (3, 3), "static dipole polarizability tensor (volume units)"),
     "magnetic_moments": PropertyInfo("1", True, (), "atomic magnetic moments (Bohr magnetons)"),
+    "fidelity": PropertyInfo("1", False, (), "index of the level of theory that labelled the structure (0: cheapest)"),
 }
 
 

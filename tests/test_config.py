@@ -128,7 +128,7 @@ def test_legacy_weights_become_loss_terms():
         ({"data": {"builtin": "ethanol"}, "model": {"heads": [{"output_key": "gap"}]}}, "model.heads[0]: needs a "
          "type: one of atomwise, dipole_moment, polarizability"),
         ({"data": {"builtin": "ethanol"}, "model": {"heds": []}}, "model.heds: unknown setting (did you mean heads?); "
-         "known: atomrefs, heads, outputs, representation"),
+         "known: atomrefs, delta_from, fidelities, heads, outputs, representation"),
         ({"data": {"builtin": "ethanol"}, "model": {"outputs": {"energy": {"atomref": True}}}},
          "model.outputs.energy.atomref: unknown setting (did you mean atomrefs?); known: atomrefs, scale, shift"),
         ({"data": {"builtin": "ethanol"}, "model": {"atomrefs": ["forces"]}}, "model: atomrefs names 'forces', but "

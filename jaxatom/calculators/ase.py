@@ -138,6 +138,8 @@ class JaxAtomCalculator(_PaddedCalculator):
         electric_field: a uniform electric field ``(Ex, Ey, Ez)`` in V/Å for models with a dipole head: energy and
             forces include ``−μ·F − ½ F·α·F / k_e`` (:mod:`jaxatom.potential.field`), e.g. for MD or relaxation in
             a field.
+        fidelity: for a multi-fidelity model, the level of theory to predict (a name of ``Potential.fidelities``
+            or an index); None: the model's target (last) fidelity.
         **kwargs: passed to ``ase.calculators.calculator.Calculator`` (e.g. ``label``).
     """
 
@@ -146,9 +148,11 @@ class JaxAtomCalculator(_PaddedCalculator):
         model: Potential | str | os.PathLike,
         shrink_after: int = 20,
         electric_field: Sequence[float] | None = None,
+        fidelity: str | int | None = None,
         **kwargs,
     ):
-        self.potential = model if isinstance(model, Potential) else load_model(model)
+        potential = model if isinstance(model, Potential) else load_model(model)
+        self.potential = potential.at_fidelity(fidelity)
         self.electric_field = field_array(electric_field)
         if self.electric_field is not None:
             check_field_model(self.potential.model)

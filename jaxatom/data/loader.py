@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
 
-from jaxatom.data.dataset import Dataset
-from jaxatom.errors import ConfigError, StructureError
+from jaxatom.data.dataset import Dataset, describe_structures
+from jaxatom.errors import ConfigError, DataError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
 
-__all__ = ["GraphLoader", "prefetched"]
+__all__ = ["GraphLoader", "prefetched", "fidelity_of"]
 
 Batch = tuple[Graph, dict[str, np.ndarray]]
 
@@ -21,7 +22,9 @@ Batch = tuple[Graph, dict[str, np.ndarray]]
 class GraphLoader:
     """Padded batches of a :class:`Dataset`: ``(graph, labels)`` with ``labels[name]`` for every property in
     ``properties``, shaped by the data set's declaration (per structure ``[G, ...]``, per atom ``[N, ...]``, zero in
-    padding). When the data set has ``total_charge``, each graph carries it (``Graph.total_charge [G]``, e).
+    padding). When the data set has ``total_charge``, each graph carries it (``Graph.total_charge [G]``, e); when it
+    has ``fidelity`` (the level of theory of each structure's labels, an index), so does each graph
+    (``Graph.fidelity [G]``).
 
     Neighbour lists are computed once, here; every batch has ``n_graph = batch_size + 1`` and bucketed node and edge
     counts, so an epoch compiles once per bucket. With ``n_shards > 1`` (data-parallel training) each batch is that
@@ -33,7 +36,9 @@ class GraphLoader:
     ``y_i - table[Z_i]``; per structure ``y - sum_i table[Z_i]``, or ``y - mean_i table[Z_i]`` for the names in
     ``intensive`` (targets the model averages over atoms). ``atom_offsets`` (``[100]`` eV, e.g.
     ``Potential.atom_offsets()``: mean energy per atom plus reference energies) is short for
-    ``offsets={"energy": atom_offsets}`` and ignored when ``energy`` is not loaded.
+    ``offsets={"energy": atom_offsets}`` and ignored when ``energy`` is not loaded. A table ``[fidelities, 100]``
+    (a multi-fidelity output's, :meth:`~jaxatom.potential.OutputScaling.tables`) is taken at each structure's
+    ``fidelity``.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class GraphLoader:
         dataset.require(*properties)
         self.dataset, self.batch_size, self.properties = dataset, batch_size, tuple(properties)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        fidelity_of(dataset)  # checks the data set's fidelity indices
         tables = _offset_tables(dataset, self.properties, offsets, atom_offsets)
         _check_intensive(dataset, self.properties, intensive)
         self.labels = {name: dataset.properties[name] for name in self.properties}
@@ -145,15 +151,38 @@ def _offset_tables(
     if unknown:
         raise ConfigError(f"offsets for {', '.join(unknown)}, which the loader does not load; load them or drop them")
     checked = {}
+    fidelity = fidelity_of(dataset)
     for name, table in tables.items():
         table = np.asarray(table, np.float64)
-        if table.ndim != 1 or len(table) <= dataset.numbers.max():
+        if table.ndim not in (1, 2) or table.shape[-1] <= dataset.numbers.max():
             raise ConfigError(
                 f"offsets[{name!r}] must be a table [100] indexed by atomic number covering Z up to "
-                f"{dataset.numbers.max()}, got shape {list(table.shape)}"
+                f"{dataset.numbers.max()} (or [fidelities, 100]), got shape {list(table.shape)}"
+            )
+        if table.ndim == 2 and (fidelity is None or fidelity.max() >= len(table)):
+            found = "has no 'fidelity' property" if fidelity is None else f"has fidelity {fidelity.max()}"
+            raise DataError(
+                f"offsets[{name!r}] are given for {len(table)} fidelities, but the data set {found}; label every "
+                f"structure with its fidelity index 0..{len(table) - 1}"
             )
         checked[name] = table
     return checked
+
+
+def fidelity_of(dataset: Dataset) -> np.ndarray | None:
+    """``[S]`` int fidelity index of each structure (the data set's ``fidelity`` property), or None without one; a
+    :class:`DataError` for values that are not non-negative integers."""
+    if "fidelity" not in dataset.properties:
+        return None
+    values = np.asarray(dataset.properties["fidelity"])
+    indices = np.rint(values).astype(np.int64)
+    bad = np.flatnonzero((values != indices) | (indices < 0))
+    if bad.size:
+        raise DataError(
+            f"'fidelity' must be a level-of-theory index 0, 1, ... per structure; {describe_structures(bad)} "
+            f"{'has' if bad.size == 1 else 'have'} {values[bad[0]]!r}"
+        )
+    return indices
 
 
 def _check_intensive(dataset: Dataset, properties: Sequence[str], intensive: Collection[str]) -> None:
@@ -169,7 +198,10 @@ def _without_offsets(dataset: Dataset, name: str, table: np.ndarray, intensive: 
     """``dataset.properties[name]`` in float64 minus its offsets: per atom ``table[Z_i]``, per structure
     ``sum_i table[Z_i]`` (the mean over the atoms when ``intensive``)."""
     values = dataset.properties[name].astype(np.float64)
-    per_atom = table[dataset.numbers]
+    if table.ndim == 2:
+        per_atom = table[np.repeat(fidelity_of(dataset), dataset.n_atoms), dataset.numbers]
+    else:
+        per_atom = table[dataset.numbers]
     if not dataset.is_per_atom(name):
         per_atom = np.add.reduceat(per_atom, dataset.atom_offsets[:-1])
         if intensive:
@@ -182,9 +214,11 @@ def _host_graph(dataset: Dataset, index: int, cutoff: float) -> HostGraph:
     the graph cannot be built for is named."""
     atoms = dataset.atoms_of(index)
     charge = float(dataset.properties["total_charge"][index]) if "total_charge" in dataset.properties else 0.0
+    fidelity = None if "fidelity" not in dataset.properties else int(round(dataset.properties["fidelity"][index]))
     try:
         positions, numbers = dataset.positions[atoms], dataset.numbers[atoms]
-        return host_graph(positions, numbers, cutoff, dataset.cell[index], dataset.pbc[index], total_charge=charge)
+        graph = host_graph(positions, numbers, cutoff, dataset.cell[index], dataset.pbc[index], total_charge=charge)
+        return graph if fidelity is None else dataclasses.replace(graph, fidelity=fidelity)
     except StructureError as err:
         raise StructureError(f"structure {index} of the data set: {err}") from err
 

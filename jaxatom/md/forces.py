@@ -132,8 +132,10 @@ def from_potential(
     ``observables`` names further outputs (e.g. ``dipole_moment``, ``polarizability``, ``charges``) computed in the
     same model evaluation as the forces and returned under their names; ``field`` ``[3]`` (V/Å) puts the molecule in
     a uniform electric field (energy and forces include the field terms, :mod:`jaxatom.potential.field`);
-    ``variable_cell`` makes it take the current cell and return the stress (constant-pressure MD).
+    ``variable_cell`` makes it take the current cell and return the stress (constant-pressure MD). A multi-fidelity
+    potential runs at its target fidelity (pass ``potential.at_fidelity(name)`` for another).
     """
+    potential = potential.at_fidelity()
     _require_energy(potential.outputs)
     field = field_array(field)
     if field is not None:

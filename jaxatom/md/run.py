@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from jaxatom.md import analysis
 from jaxatom.md.driver import simulate
 from jaxatom.md.ensembles import ENSEMBLES, Ensemble, ensemble_from_settings
 from jaxatom.md.trajectory import read_trajectory, require_equal_atoms
+from jaxatom.potential import Potential, load_model
+from jaxatom.potential.ensemble import ensemble_members
 
 __all__ = ["MDConfig", "DEFAULT_MD", "MDConfigError", "SIMULATE_OPTIONS", "load_md_config", "md_run", "report"]
 
@@ -32,7 +35,8 @@ class MDConfigError(ConfigError):
 class MDConfig(StrictModel):
     """Settings of an MD run (``jaxatom md CONFIG.yaml``): the model, the starting structure, where the trajectory
     goes, the precision, and every argument of :func:`~jaxatom.md.simulate` with its default (see there for the
-    meaning of each). Relative paths in a YAML file are relative to that file."""
+    meaning of each). Relative paths in a YAML file are relative to that file. ``fidelity`` runs a multi-fidelity
+    model at that level (a name or index; default: its target, see :meth:`~jaxatom.potential.Potential.at_fidelity`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
     title = "MD configuration"
@@ -42,6 +46,7 @@ class MDConfig(StrictModel):
     structure_index: int | str = -1
     output: str | None = "md/trajectory.h5"
     precision: str = "float32"
+    fidelity: str | int | None = None
     steps: int = 2000
     timestep_fs: float = 0.5
     ensemble: str = "nve"
@@ -155,7 +160,7 @@ ENSEMBLE_SETTINGS = ("temperature_K", "friction_per_fs", "tau_fs", "n_beads", "r
                      "pile_lambda", "remove_rotation", "pressure", "pressure_unit", "barostat_tau_fs",
                      "compressibility_per_GPa", "cell_flexibility")  # fmt: skip
 #: The settings that are :func:`~jaxatom.md.simulate`'s keyword arguments; the rest say what to simulate and how.
-_NOT_OPTIONS = ("model", "structure", "structure_index", "precision", "ensemble", *ENSEMBLE_SETTINGS)
+_NOT_OPTIONS = ("model", "structure", "structure_index", "precision", "fidelity", "ensemble", *ENSEMBLE_SETTINGS)
 SIMULATE_OPTIONS = tuple(name for name in MDConfig.model_fields if name not in _NOT_OPTIONS)
 #: Defaults of an MD run (the schema's), for reference.
 DEFAULT_MD: dict[str, Any] = {name: field.default for name, field in MDConfig.model_fields.items()}
@@ -188,6 +193,20 @@ def load_md_config(path: str | Path | None, overrides: Sequence[str] = ()) -> MD
     return MDConfig.load(config, where=None if path is None else str(path), error=MDConfigError)
 
 
+def _at_fidelity(model, fidelity: str | int) -> Potential:
+    """The single model (a :class:`Potential` or its file) at ``fidelity`` (see :meth:`Potential.at_fidelity`)."""
+    if isinstance(model, str | os.PathLike):
+        if ensemble_members(model):
+            raise MDConfigError("fidelity applies to one multi-fidelity model, not to an ensemble; remove fidelity")
+        model = load_model(model)
+    if not isinstance(model, Potential):
+        raise MDConfigError(f"fidelity needs a model file or a Potential, got {type(model).__name__}")
+    try:
+        return model.at_fidelity(fidelity)
+    except ConfigError as err:
+        raise MDConfigError(str(err)) from None
+
+
 def md_run(config: MDConfig | Mapping, progress: bool = True):
     """Run the MD a configuration describes (an :class:`MDConfig`, or a mapping of its settings, where
     ``structure`` may be an ``ase.Atoms``); returns the :class:`~jaxatom.md.MDRun`."""
@@ -197,9 +216,10 @@ def md_run(config: MDConfig | Mapping, progress: bool = True):
     atoms = structure if isinstance(structure, Atoms) else read(structure, index=config.structure_index)
     options = config.simulate_options()
     options["progress"] = progress and options["progress"]
+    model = config.model if config.fidelity is None else _at_fidelity(config.model, config.fidelity)
     enable_x64(config.precision == "float64")
     try:
-        return simulate(config.model, atoms, **options)
+        return simulate(model, atoms, **options)
     finally:
         if config.precision == "float64":
             enable_x64(False)

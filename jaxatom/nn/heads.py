@@ -32,6 +32,7 @@ __all__ = [
     "GatedEquivariantMLP",
     "AGGREGATIONS",
     "check_head",
+    "atom_fidelities",
 ]
 
 AGGREGATIONS = ("sum", "avg")
@@ -50,6 +51,8 @@ class OutputSpec:
             (intensive), or None (per-atom outputs and tensors built otherwise).
         scaling: the name of the per-output scale and offsets (:class:`~jaxatom.potential.OutputScaling`) that apply
             to it (the energy's also apply to per-atom energies), or None if none may.
+        fidelities: the levels of theory the output is predicted at, cheapest first (the last is the target), as
+            chosen per structure by ``Graph.fidelity``; empty for single-fidelity outputs.
     """
 
     name: str
@@ -58,6 +61,7 @@ class OutputSpec:
     unit: str
     aggregation: str | None = None
     scaling: str | None = None
+    fidelities: tuple[str, ...] = ()
 
 
 def _hidden_problems(n_hidden) -> list[str]:
@@ -72,6 +76,15 @@ def _key_problems(**keys: str | None) -> list[str]:
             if key is not None and not (isinstance(key, str) and key)]  # fmt: skip
 
 
+def _fidelity_problems(fidelities) -> list[str]:
+    names = list(fidelities) if isinstance(fidelities, Sequence) and not isinstance(fidelities, str) else None
+    if names is None or not all(isinstance(name, str) and name for name in names):
+        return [f"fidelities must be a list of names (cheapest first), got {fidelities!r}"]
+    if len(names) == 1 or len(set(names)) != len(names):
+        return [f"fidelities must name two or more different levels of theory (or none), got {names}"]
+    return []
+
+
 def check_head(head: nn.Module) -> None:
     """Raise a :class:`ConfigError` listing every unusable setting of a head."""
     problems = count_problems("n_layers", head.n_layers) + _hidden_problems(head.n_hidden)
@@ -83,6 +96,7 @@ def check_head(head: nn.Module) -> None:
         problems += _key_problems(output_key=head.output_key, per_atom_output_key=head.per_atom_output_key)
         if head.output_key == head.per_atom_output_key:
             problems.append(f"output_key and per_atom_output_key are both {head.output_key!r}; give them two names")
+        problems += _fidelity_problems(head.fidelities)
     if isinstance(head, DipoleMoment):
         problems += _key_problems(dipole_key=head.dipole_key, charges_key=head.charges_key)
     if isinstance(head, Polarizability):
@@ -99,6 +113,10 @@ class Atomwise(nn.Module):
     (``[G]`` for ``n_out == 1``, else ``[G, n_out]``) and, with ``per_atom_output_key``, the atom contributions
     (``[N]`` or ``[N, n_out]``). With ``aggregation=None`` the head predicts a per-atom target (partial charges,
     magnetic moments) and returns it as ``output_key``. ``unit`` defaults to jaxatom's unit of ``output_key``.
+
+    ``fidelities`` (names, cheapest first; the last is the target) makes it a multi-fidelity head: the last layer
+    has ``n_out`` columns per fidelity and each atom takes those of its structure's ``graph.fidelity`` (the target's
+    when None). :meth:`single_fidelity` cuts out one fidelity as an ordinary head.
     """
 
     n_out: int = 1
@@ -109,6 +127,7 @@ class Atomwise(nn.Module):
     output_key: str = "energy"
     per_atom_output_key: str | None = None
     unit: str | None = None
+    fidelities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_head(self)
@@ -118,22 +137,42 @@ class Atomwise(nn.Module):
     def key(self) -> str:
         return self.output_key
 
+    def _widths(self, n_features: int) -> list[int]:
+        """The MLP's layer widths: SchNetPack's pyramid for ``n_out``, the last layer ``n_out`` per fidelity."""
+        widths = pyramid_widths(n_features, self.n_out, self.n_hidden, self.n_layers)
+        return [*widths[:-1], self.n_out * max(len(self.fidelities), 1)]
+
+    def single_fidelity(self, params: dict, fidelity: int) -> tuple[Atomwise, dict]:
+        """This head at fidelity index ``fidelity`` as a single-fidelity head, with its parameters ``params`` (the
+        head's subtree): the last layer's columns of that fidelity. It predicts exactly what this head predicts for
+        structures of that fidelity."""
+        last = max(params["outnet"], key=lambda name: int(name.rsplit("_", 1)[1]))
+        columns = slice(fidelity * self.n_out, (fidelity + 1) * self.n_out)
+        layer = params["outnet"][last]
+        cut = {**layer, "kernel": layer["kernel"][:, columns], "bias": layer["bias"][columns]}
+        return self.clone(fidelities=()), {**params, "outnet": {**params["outnet"], last: cut}}
+
     @property
     def outputs(self) -> tuple[OutputSpec, ...]:
         shape = () if self.n_out == 1 else (self.n_out,)
         unit = self.unit or property_unit(self.output_key)
+        fidelities = tuple(self.fidelities)
         if self.aggregation is None:
-            return (OutputSpec(self.output_key, True, shape, unit, None, self.output_key),)
-        specs = [OutputSpec(self.output_key, False, shape, unit, self.aggregation, self.output_key)]
+            return (OutputSpec(self.output_key, True, shape, unit, None, self.output_key, fidelities),)
+        specs = [OutputSpec(self.output_key, False, shape, unit, self.aggregation, self.output_key, fidelities)]
         if self.per_atom_output_key is not None:
-            specs.append(OutputSpec(self.per_atom_output_key, True, shape, unit, None, self.output_key))
+            specs.append(OutputSpec(self.per_atom_output_key, True, shape, unit, None, self.output_key, fidelities))
         return tuple(specs)
 
     @nn.compact
     def __call__(self, features: dict[str, jax.Array], graph: Graph) -> dict[str, jax.Array]:
         x = features["scalar"]
-        widths = pyramid_widths(x.shape[-1], self.n_out, self.n_hidden, self.n_layers)
-        y = MLP(widths, self.activation, name="outnet")(x) * graph.node_mask[:, None]
+        y = MLP(self._widths(x.shape[-1]), self.activation, name="outnet")(x)
+        if self.fidelities:
+            columns = y.reshape(y.shape[0], len(self.fidelities), self.n_out)
+            rows = atom_fidelities(graph, len(self.fidelities))
+            y = jnp.take_along_axis(columns, rows[:, None, None], axis=1)[:, 0]
+        y = y * graph.node_mask[:, None]
         squeeze = (lambda a: a[..., 0]) if self.n_out == 1 else (lambda a: a)
         if self.aggregation is None:
             return {self.output_key: squeeze(y)}
@@ -142,6 +181,14 @@ class Atomwise(nn.Module):
         if self.per_atom_output_key is not None:
             out[self.per_atom_output_key] = squeeze(y)
         return out
+
+
+def atom_fidelities(graph: Graph, n_fidelities: int) -> jax.Array:
+    """``[N]`` fidelity index of each atom's structure (``graph.fidelity``; the target, ``n_fidelities - 1``, when
+    None), clipped into range."""
+    if graph.fidelity is None:
+        return jnp.full(graph.species.shape, n_fidelities - 1, jnp.int32)
+    return jnp.clip(graph.fidelity[graph.node_graph], 0, n_fidelities - 1)
 
 
 def _aggregate(per_atom: jax.Array, graph: Graph, aggregation: str = "sum") -> jax.Array:

@@ -2,6 +2,7 @@
 output; ensembles; the portable model file."""
 
 from jaxatom.potential.calibration import Calibration
+from jaxatom.potential.delta import delta_potential
 from jaxatom.potential.ensemble import PotentialEnsemble, evaluate_ensemble, evaluate_ensemble_jit
 from jaxatom.potential.evaluate import evaluate, evaluate_jit
 from jaxatom.potential.io import ModelFileError, load_model, save_model
@@ -20,4 +21,5 @@ __all__ = [
     "load_model",
     "save_model",
     "ModelFileError",
+    "delta_potential",
 ]

@@ -184,7 +184,7 @@ class PotentialEnsemble:
     @property
     def cutoff(self) -> float:
         """Cutoff radius of the representation (Å)."""
-        return float(self.model.representation.cutoff)
+        return self.model.cutoff
 
     @property
     def outputs(self) -> tuple[str, ...]:

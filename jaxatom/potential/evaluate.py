@@ -4,6 +4,7 @@
 ``scaling`` is a pytree ``{name: {"scale": [], "offsets": [100]}}`` (see :meth:`Potential.scaling_arrays`): the
 output ``name`` (and every output whose :attr:`~jaxatom.nn.OutputSpec.scaling` is ``name``) becomes
 ``scale * raw + offsets`` — per atom ``offsets[Z_i]``; per structure their sum (``"sum"``) or mean (``"avg"``).
+Offsets ``[fidelities, 100]`` (multi-fidelity outputs) are taken at each structure's ``graph.fidelity``.
 Names absent from ``scaling`` are returned raw.
 
 ``field`` (``[G, 3]`` V/Å, optional) puts each structure in a uniform electric field: the energy becomes
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxatom.graph import Graph
-from jaxatom.nn.heads import OutputSpec
+from jaxatom.nn.heads import OutputSpec, atom_fidelities
 from jaxatom.potential.field import field_energy
 
 __all__ = ["evaluate", "evaluate_jit", "cast_params", "scale_outputs"]
@@ -54,7 +55,9 @@ def scale_outputs(specs: tuple[OutputSpec, ...], raw: dict, graph: Graph, scalin
             continue
         scale, table = scaling[spec.scaling]["scale"], scaling[spec.scaling]["offsets"]
         value = raw[spec.name]
-        atom_offsets = table.astype(value.dtype)[graph.species] * graph.node_mask
+        table = table.astype(value.dtype)
+        per_atom = table[graph.species] if table.ndim == 1 else table[atom_fidelities(graph, len(table)), graph.species]
+        atom_offsets = per_atom * graph.node_mask
         if not spec.per_atom:
             total = jax.ops.segment_sum(atom_offsets, graph.node_graph, num_segments=graph.n_graph)
             atom_offsets = total / jnp.maximum(graph.n_node, 1) if spec.aggregation == "avg" else total

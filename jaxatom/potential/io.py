@@ -4,6 +4,11 @@
 (name, per atom or per structure, shape, unit, aggregation), each output's scale and offsets, cutoff, elements,
 units and the versions that wrote it; ``params.msgpack`` holds the parameters (flax msgpack), each head's under its
 key. Files of format 1 (one energy head, parameters under ``head``) load as the same energy model.
+
+Format 3 adds what older readers would silently get wrong, and is written only by models that use it: a Δ-model's
+``base`` (``{"representation", "heads", "scale", ["base"]}``, its parameters under ``base``), multi-fidelity heads
+(their ``fidelities`` field) and per-fidelity offsets (``fidelity_atomrefs`` in the scaling). Every other model is
+still written as format 2.
 Writes are atomic: an existing model at ``path`` is replaced only once the new one is complete.
 """
 
@@ -31,7 +36,7 @@ from jaxatom.potential.potential import Potential, example_graph, normalise_elem
 __all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_VERSION"]
 
 FORMAT = "jaxatom-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
 
@@ -54,13 +59,38 @@ def _version(package: str) -> str:
         return "unknown"
 
 
+def _file_version(potential: Potential) -> int:
+    """3 for models that format 2 cannot describe (Δ-models, multi-fidelity), else 2."""
+    return 3 if potential.model.base is not None or potential.fidelities else 2
+
+
+def _architecture(model: AtomisticModel) -> dict:
+    """Representation, heads and (Δ-models) the base, as JSON; heads without fidelities omit the field, as
+    format 2 wrote them."""
+    heads = [{k: v for k, v in module_config(head).items() if k != "fidelities" or v} for head in model.heads]
+    entry = {"representation": module_config(model.representation), "heads": heads}
+    if model.base is not None:
+        entry["base"] = {**_architecture(model.base), "scale": model.base_scale}
+    return entry
+
+
+def _model_from_entry(entry: dict) -> AtomisticModel:
+    """Inverse of :func:`_architecture`."""
+    representation = _module_from_config(entry["representation"])
+    heads = tuple(_module_from_config(head) for head in entry["heads"])
+    if "base" not in entry:
+        return AtomisticModel(representation=representation, heads=heads)
+    base = _model_from_entry(entry["base"])
+    return AtomisticModel(representation=representation, heads=heads, base=base,
+                          base_scale=float(entry["base"]["scale"]))  # fmt: skip
+
+
 def model_config(potential: Potential) -> dict:
     """The ``config.json`` content of a potential."""
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "representation": module_config(potential.model.representation),
-        "heads": [module_config(head) for head in potential.model.heads],
+        "format_version": _file_version(potential),
+        **_architecture(potential.model),
         "outputs": [_output_entry(spec) for spec in potential.model.outputs],
         "scaling": {name: scaling.to_dict() for name, scaling in sorted(potential.scaling.items())},
         "cutoff": potential.cutoff,
@@ -77,8 +107,9 @@ def model_config(potential: Potential) -> dict:
 
 
 def _output_entry(spec) -> dict:
-    return {"name": spec.name, "per_atom": spec.per_atom, "shape": list(spec.shape), "unit": spec.unit,
-            "aggregation": spec.aggregation}  # fmt: skip
+    entry = {"name": spec.name, "per_atom": spec.per_atom, "shape": list(spec.shape), "unit": spec.unit,
+             "aggregation": spec.aggregation}  # fmt: skip
+    return {**entry, "fidelities": list(spec.fidelities)} if spec.fidelities else entry
 
 
 def save_model(potential: Potential, path: str | os.PathLike) -> None:
@@ -185,19 +216,17 @@ def _parse_config(config_bytes: bytes, path: Path) -> dict:
 
 
 def _model_settings(config: dict, path: Path) -> tuple[AtomisticModel, tuple[int, ...], dict]:
-    """The model, its elements and its per-output scaling described by ``config`` (format 1 or 2)."""
+    """The model, its elements and its per-output scaling described by ``config`` (format 1, 2 or 3)."""
     try:
-        representation = _module_from_config(config["representation"])
         if config["format_version"] == 1:  # one energy head, offsets under "energy"
             head = _module_from_config({**config["head"], "output_key": "energy", "per_atom_output_key": "energies"})
             energy = config["energy"]
             scaling = {"energy": OutputScaling(energy.get("scale", 1.0), energy.get("shift_per_atom", 0.0),
                                                energy.get("atomrefs", {}))}  # fmt: skip
-            heads = (head,)
+            model = AtomisticModel(representation=_module_from_config(config["representation"]), heads=(head,))
         else:
-            heads = tuple(_module_from_config(head) for head in config["heads"])
+            model = _model_from_entry(config)
             scaling = {name: OutputScaling.from_dict(values) for name, values in config.get("scaling", {}).items()}
-        model = AtomisticModel(representation=representation, heads=heads)
         return model, normalise_elements(config["elements"]), scaling
     except KeyError as err:
         raise ModelFileError(f"{path}/{CONFIG_FILE} lacks the entry {err}") from err
@@ -222,7 +251,7 @@ def load_model(path: str | os.PathLike) -> Potential:
     config_bytes, params_bytes = _read_files(path)
     config = _parse_config(config_bytes, path)
     model, elements, scaling = _model_settings(config, path)
-    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), example_graph(model.representation.cutoff))
+    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), example_graph(model.cutoff))
     try:
         params = serialization.msgpack_restore(params_bytes)
     except Exception as err:  # msgpack raises several unrelated types on corrupt input

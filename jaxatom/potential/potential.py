@@ -44,7 +44,8 @@ class Potential:
     Each output is ``scale * model_output + offsets``, with a scale and offsets per output name (``scaling``), as
     SchNetPack's ``ScaleProperty``/``AddOffsets``: for the energy ``E = scale * model(graph) + sum_i (shift +
     atomrefs[Z_i])``, so the model learns what is left after the mean energy per atom and per-element reference
-    energies are removed. Offsets are added on the host in float64 by :meth:`predict`.
+    energies are removed. Offsets are added on the host in float64 by :meth:`predict`. A multi-fidelity model
+    (:attr:`fidelities`) has offsets per fidelity and predicts at a chosen one (:meth:`predict`, :meth:`at_fidelity`).
 
     Attributes:
         model: the :class:`~jaxatom.nn.AtomisticModel` (representation + output heads).
@@ -96,8 +97,46 @@ class Potential:
 
     @property
     def cutoff(self) -> float:
-        """Cutoff radius of the representation (Å)."""
-        return float(self.model.representation.cutoff)
+        """Cutoff radius of the representation (Å); a Δ-model's largest (base or own)."""
+        return self.model.cutoff
+
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        """Levels of theory of a multi-fidelity model, cheapest first; the last is the target, at which predictions,
+        calculators and MD evaluate by default. Empty for single-fidelity models."""
+        return self.model.fidelities
+
+    def fidelity_index(self, fidelity: str | int | None) -> int | None:
+        """The index of ``fidelity`` (a name of :attr:`fidelities` or an index; None: None, the target)."""
+        if fidelity is None:
+            return None
+        names = self.fidelities
+        if not names:
+            raise ConfigError(f"fidelity {fidelity!r} asked of a single-fidelity model; leave fidelity unset")
+        if isinstance(fidelity, str) and fidelity in names:
+            return names.index(fidelity)
+        if isinstance(fidelity, Integral) and not isinstance(fidelity, bool) and 0 <= fidelity < len(names):
+            return int(fidelity)
+        raise ConfigError(f"unknown fidelity {fidelity!r}; this model has {', '.join(names)} (or 0..{len(names) - 1})")
+
+    def at_fidelity(self, fidelity: str | int | None = None) -> Potential:
+        """The single-fidelity potential that predicts what this one predicts at ``fidelity`` (a name or index;
+        None: the target): each multi-fidelity head cut to that fidelity's columns, its offsets to that fidelity's.
+        A single-fidelity potential is returned as it is (``fidelity`` must then be None)."""
+        index = self.fidelity_index(fidelity)
+        if not self.fidelities:
+            return self
+        index = len(self.fidelities) - 1 if index is None else index
+        heads, inner = [], dict(self.params["params"])
+        for head in self.model.heads:
+            if getattr(head, "fidelities", ()):
+                head, inner[head.key] = head.single_fidelity(inner[head.key], index)
+            heads.append(head)
+        names = {spec.scaling for spec in self.model.outputs if spec.fidelities}
+        scaling = {name: s.at_fidelity(index) if name in names else s for name, s in self.scaling.items()}
+        model = self.model.clone(heads=tuple(heads))
+        metadata = {**self.metadata, "fidelity": self.fidelities[index]}
+        return self.replace(model=model, params={**self.params, "params": inner}, scaling=scaling, metadata=metadata)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -143,7 +182,7 @@ class Potential:
 
         def offsets(name: str, scaling: OutputScaling) -> np.ndarray:
             on_device = include_offsets and not (host_offsets and name == HOST_OFFSETS)
-            return scaling.table() if on_device else np.zeros(MAX_Z)
+            return scaling.tables() if on_device else np.zeros(MAX_Z)
 
         return {
             name: {"scale": jnp.asarray(scaling.scale, dtype), "offsets": jnp.asarray(offsets(name, scaling), dtype)}
@@ -172,7 +211,11 @@ class Potential:
         return evaluate_jit(self.model, self.params, graph, scaling, with_stress=stress, field=field)
 
     def predict(
-        self, structures: Atoms | Sequence[Atoms], batch_size: int = 32, field: Sequence[float] | None = None
+        self,
+        structures: Atoms | Sequence[Atoms],
+        batch_size: int = 32,
+        field: Sequence[float] | None = None,
+        fidelity: str | int | None = None,
     ) -> dict | list[dict]:
         """Every output of the model for ASE structures, in jaxatom units: e.g. ``energy`` (eV), ``energies [n]``
         (eV), ``forces [n, 3]`` (eV/Å), ``dipole_moment [3]`` (e·Å), ``charges [n]`` (e), ``polarizability
@@ -182,14 +225,19 @@ class Potential:
         batches of up to ``batch_size`` structures. The total charge of each structure is ``atoms.info["charge"]``
         (else the sum of its initial charges). ``field`` (V/Å, ``[3]``) puts every structure in that uniform
         electric field: ``energy`` and ``forces`` then include the field terms (:mod:`~jaxatom.potential.field`).
+        A multi-fidelity model predicts at ``fidelity`` (a name of :attr:`fidelities` or an index; None: the target).
         """
         field = field_array(field)
         if field is not None:
             check_field_model(self.model)
-        predict_batch = functools.partial(self._predict_batch, field=field)
+        predict_batch = functools.partial(self._predict_batch, field=field, fidelity=self.fidelity_index(fidelity))
         return predict_structures(structures, self.cutoff, self.check_elements, predict_batch, batch_size)
 
-    def _predict_batch(self, graphs: list[HostGraph], field: np.ndarray | None = None) -> list[dict]:
+    def _predict_batch(
+        self, graphs: list[HostGraph], field: np.ndarray | None = None, fidelity: int | None = None
+    ) -> list[dict]:
+        if fidelity is not None:
+            graphs = [dataclasses.replace(graph, fidelity=fidelity) for graph in graphs]
         batch = batch_graphs(graphs)
         with_stress = any(g.periodic for g in graphs)
         fields = None if field is None else batch_fields(field, batch)

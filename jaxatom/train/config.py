@@ -77,13 +77,18 @@ def _is_real(value: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    """The settings a compiled training step depends on (a static, hashable argument of the jitted step)."""
+    """The settings a compiled training step depends on (a static, hashable argument of the jitted step).
+
+    ``frozen`` names top-level parameters (``params["params"][name]``) that the step leaves exactly as they are
+    (no update, no weight decay, EMA equal to them): a Δ-model's ``base`` (:attr:`AtomisticModel.frozen`).
+    """
 
     terms: tuple[LossTerm, ...]
     weight_decay: float
     warmup_steps: int
     clip_norm: float | None
     ema_decay: float | None
+    frozen: tuple[str, ...] = ()
 
 
 def _positive(value):
@@ -248,7 +253,8 @@ class TrainConfig:
     @property
     def step(self) -> StepConfig:
         """The part of the configuration that the compiled step depends on."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(StepConfig) if f.name != "terms"}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(StepConfig)
+                  if f.name not in ("terms", "frozen")}  # fmt: skip
         return StepConfig(terms=self.terms, **fields)
 
     def to_dict(self) -> dict[str, Any]:

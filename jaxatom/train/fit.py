@@ -20,14 +20,14 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxatom.data.dataset import Dataset
-from jaxatom.data.loader import GraphLoader
+from jaxatom.data.loader import GraphLoader, fidelity_of
 from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
 from jaxatom.errors import JaxAtomError, OutputExistsError
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.io import ModelFileError, model_config
 from jaxatom.potential.outputs import OutputScaling
 from jaxatom.train.checkpoint import Checkpoints, run_lock
-from jaxatom.train.config import ConfigError, TrainConfig
+from jaxatom.train.config import ConfigError, StepConfig, TrainConfig
 from jaxatom.train.logs import RunLogs, epoch_row
 from jaxatom.train.schedule import PlateauState, plateau_update
 from jaxatom.train.step import TrainState, data_parallel_train_step, eval_step, init_state, train_step
@@ -41,6 +41,7 @@ __all__ = [
     "epoch_metrics",
     "with_energy_offsets",
     "check_loss_outputs",
+    "check_fidelities",
 ]
 
 #: The settings that end a run, by stop reason: raising one extends a finished run.
@@ -145,15 +146,46 @@ def check_loss_outputs(potential: Potential, dataset: Dataset, config: TrainConf
 
 def _check_data(potential: Potential, datasets: dict[str, Dataset], config: TrainConfig) -> None:
     check_training_data(datasets, config)
-    for dataset in datasets.values():
+    for name, dataset in datasets.items():
         check_loss_outputs(potential, dataset, config)
         potential.check_elements(dataset.numbers)
+        check_fidelities(potential.fidelities, dataset, name)
+
+
+def check_fidelities(fidelities: tuple[str, ...], dataset: Dataset, name: str = "training") -> None:
+    """Refuse data whose structures' ``fidelity`` does not fit the model: a multi-fidelity model needs every
+    structure's fidelity index (``0..len(fidelities)-1``); a single-fidelity model may not mix fidelities. Names in
+    the data set's ``metadata["fidelities"]`` must match the model's."""
+    indices = fidelity_of(dataset)
+    declared = dataset.metadata.get("fidelities")
+    if fidelities and indices is None:
+        raise ConfigError(
+            f"the model predicts fidelities {', '.join(fidelities)}, but the {name} set has no 'fidelity' property; "
+            "give each structure its fidelity index (0 = the cheapest) or use a single-fidelity energy head"
+        )
+    if indices is None:
+        return
+    if not fidelities and len(np.unique(indices)) > 1:
+        raise ConfigError(
+            f"the {name} set mixes fidelities {sorted(set(indices.tolist()))}, but the model has one energy; set "
+            "model.fidelities (e.g. [gfn1, gfn2]) or train on one fidelity"
+        )
+    if fidelities and indices.max() >= len(fidelities):
+        raise ConfigError(
+            f"the {name} set has fidelity {indices.max()}, but the model knows {len(fidelities)} "
+            f"({', '.join(fidelities)}); list every fidelity in model.fidelities"
+        )
+    if fidelities and declared is not None and list(declared) != list(fidelities):
+        raise ConfigError(
+            f"the {name} set names its fidelities {list(declared)}, the model {list(fidelities)}; use the data's "
+            "names in the same order (cheapest first)"
+        )
 
 
 def _evaluate(params, training: _Training) -> dict[str, float]:
     total = None
     for graph, labels in training.val_loader(epoch=0):
-        sums = eval_step(params, graph, labels, training.potential.model, training.scales, training.config.step)
+        sums = eval_step(params, graph, labels, training.potential.model, training.scales, training.step_config)
         total = _accumulate(total, sums)
     return epoch_metrics(jax.device_get(total))
 
@@ -213,6 +245,7 @@ class _Training:
     step_fn: Callable
     sharding: NamedSharding | None
     scales: dict
+    step_config: StepConfig
 
 
 def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConfig) -> _Training:
@@ -231,14 +264,15 @@ def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConf
     if n_shards > 1:
         mesh = Mesh(np.array(devices), ("data",))
         step_fn, sharding = data_parallel_train_step(mesh), NamedSharding(mesh, P("data"))
-    return _Training(potential, config, train_loader, val_loader, step_fn, sharding, _scales(potential))
+    step_config = dataclasses.replace(config.step, frozen=potential.model.frozen)
+    return _Training(potential, config, train_loader, val_loader, step_fn, sharding, _scales(potential), step_config)
 
 
 def _label_settings(potential: Potential, config: TrainConfig) -> dict[str, Any]:
     """The loaders' labels: the loss terms' properties, less each output's offsets (in float64)."""
     names = [term.name for term in config.terms]
     specs = {spec.name: spec for spec in potential.model.outputs}
-    offsets = {name: potential.atom_offsets(name) for name in names if name in potential.scaling}
+    offsets = {name: potential.scaling[name].tables() for name in names if name in potential.scaling}
     intensive = [name for name in offsets if specs[name].aggregation == "avg"]
     return {"properties": names, "offsets": offsets, "intensive": intensive}
 
@@ -275,12 +309,18 @@ def fit(
     if config.ensemble is not None:
         from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
 
+        if potential.model.frozen:
+            raise ConfigError(
+                "a Δ-model (model.delta_from) trains as a single model: ensemble members would be initialised "
+                "afresh, base included; remove training.ensemble and train several runs with other seeds"
+            )
         return fit_ensemble(potential, train, val, config, run_dir, resume, progress)
     _check_data(potential, {"training": train, "validation": val}, config)
     training = _setup(potential, train, val, config)
     run_dir = Path(run_dir)
     with run_lock(run_dir), Checkpoints(run_dir) as checkpoints:
-        state, meta, best_params = _restore(checkpoints, init_state(potential.params, config), resume)
+        state, meta, best_params = _restore(checkpoints, init_state(potential.params, config, potential.model.frozen),
+                                              resume)  # fmt: skip
         if meta is not None and stop_reason(meta, config) is not None:
             print(_finished_message(run_dir, meta, config), file=sys.stderr)
             with RunLogs(run_dir) as logs:
@@ -353,9 +393,9 @@ def _train_epoch(
 ) -> tuple[TrainState, dict[str, float]]:
     """One pass over the training data; the new state and the epoch's training metrics."""
     totals = None
-    potential, config = training.potential, training.config
+    potential = training.potential
     for graph, labels in training.train_loader(epoch, sharding=training.sharding):
-        state, sums = training.step_fn(state, graph, labels, potential.model, training.scales, config.step)
+        state, sums = training.step_fn(state, graph, labels, potential.model, training.scales, training.step_config)
         totals = _accumulate(totals, sums)
     if int(state.nan_step) >= 0:
         raise TrainingDiverged(

@@ -10,6 +10,10 @@ The configuration is :class:`RunConfig`, a strict pydantic schema (see :mod:`jax
       atomrefs: [energy_U0]
     training: {learning_rate: 5.0e-4, loss: {energy_U0: 1.0}}
 
+Multi-fidelity data (a per-structure ``fidelity`` index) trains a model with ``model.fidelities: [gfn1, gfn2]``
+(cheapest first; the energy head gets one output per fidelity, offsets are fitted per fidelity); ``model.delta_from:
+path/to/base_model`` trains a Δ-model on top of a frozen base (:func:`~jaxatom.potential.delta_potential`).
+
 The layout of earlier versions (``model: {type: painn, n_atom_basis: ...}``, ``data.atomrefs``,
 ``training.energy_weight``) is read and translated, so old run directories resume.
 """
@@ -22,6 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import flax.linen as nn
 import numpy as np
 import yaml
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -30,13 +35,14 @@ from jaxatom.config import StrictModel, apply_overrides, read_yaml
 from jaxatom.data.builtin import BUILTIN_DATASETS, load_builtin
 from jaxatom.data.dataset import Dataset, internal_unit
 from jaxatom.data.formats import read_dataset
+from jaxatom.data.loader import fidelity_of
 from jaxatom.data.splits import load_or_create_split
 from jaxatom.data.statistics import fit_standardisation
 from jaxatom.errors import ConfigError
 from jaxatom.nn.heads import Atomwise, OutputSpec
 from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check_model
 from jaxatom.nn.registry import HEADS, REPRESENTATIONS, module_config, module_from_config
-from jaxatom.potential import Potential, PotentialEnsemble, load_model
+from jaxatom.potential import Potential, PotentialEnsemble, delta_potential, load_model
 from jaxatom.potential.calibration import CALIBRATION_FILE
 from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.potential.outputs import OutputScaling
@@ -59,7 +65,7 @@ from jaxatom.train.evaluation import (
     predict_dataset_ensemble,
     write_predictions,
 )
-from jaxatom.train.fit import check_training_data, fit, run_stop_reason
+from jaxatom.train.fit import check_fidelities, check_training_data, fit, run_stop_reason
 from jaxatom.units import UnitError
 
 __all__ = [
@@ -255,6 +261,10 @@ def _energy_head() -> dict[str, Any]:
     return {"type": "atomwise", **{k: v for k, v in config.items() if k != "type" and v != defaults[k]}}
 
 
+def _energy(head: nn.Module) -> bool:
+    return isinstance(head, Atomwise) and head.output_key == "energy"
+
+
 def _scalable(spec: OutputSpec) -> bool:
     """Whether ``spec`` is a per-structure scalar of an ``atomwise`` head (may get a shift, scale and atomrefs)."""
     return spec.scaling == spec.name and not spec.per_atom and spec.shape == () and spec.aggregation is not None
@@ -265,6 +275,11 @@ class ModelConfig(StrictModel):
     (:mod:`jaxatom.nn.registry`; unknown fields are refused by name), and how the outputs are scaled.
 
     ``atomrefs: [energy_U0]`` is short for ``outputs: {energy_U0: {atomrefs: true}}``.
+
+    ``fidelities`` (level-of-theory names, cheapest first, the last the target) makes the ``energy`` head predict one
+    energy per fidelity from the shared representation; the data's ``fidelity`` property (an index into this list)
+    picks each structure's, and the energy's offsets are fitted per fidelity. ``delta_from`` (a model file) makes this
+    a Δ-model: the file's model is the frozen base, this model learns what the data's energies add to it.
     """
 
     representation: Annotated[dict[str, Any], AfterValidator(_representation)] = Field(
@@ -275,11 +290,21 @@ class ModelConfig(StrictModel):
     )
     atomrefs: list[str] = Field(default_factory=list)
     outputs: dict[str, OutputConfig] = Field(default_factory=dict)
+    fidelities: list[str] | None = None
+    delta_from: str | None = Field(None, description="the model file of a frozen base model (Δ-learning)")
+
+    def _heads(self) -> list[nn.Module]:
+        """The heads built through the registry, the energy head with :attr:`fidelities`."""
+        heads = [module_from_config(head, HEADS) for head in self.heads]
+        if self.fidelities is None:
+            return heads
+        return [head.clone(fidelities=tuple(self.fidelities)) if _energy(head) else head for head in heads]
 
     def build(self) -> AtomisticModel:
-        """The (unbound) flax model: the representation and heads built through the registry."""
+        """The (unbound) flax model: the representation and heads built through the registry (without the base of
+        a Δ-model, which :func:`train_run` loads)."""
         representation = module_from_config(self.representation, REPRESENTATIONS)
-        return AtomisticModel(representation, tuple(module_from_config(head, HEADS) for head in self.heads))
+        return AtomisticModel(representation, tuple(self._heads()))
 
     def output(self, name: str) -> OutputConfig:
         """The scaling settings of output ``name`` (``atomrefs`` list included)."""
@@ -291,8 +316,12 @@ class ModelConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
         representation = module_from_config(self.representation, REPRESENTATIONS)
-        heads = [module_from_config(head, HEADS) for head in self.heads]
+        if self.fidelities is not None and not any(_energy(module_from_config(h, HEADS)) for h in self.heads):
+            raise ValueError("fidelities apply to the energy head; add an atomwise head with output_key: energy")
+        if self.fidelities is not None and self.delta_from is not None:
+            raise ValueError("a Δ-model (delta_from) has one fidelity; train it on the target fidelity's data only")
         try:
+            heads = self._heads()
             check_model(representation, heads)
         except ConfigError as err:
             raise ValueError(str(err)) from None
@@ -422,21 +451,51 @@ def output_scaling(
 ) -> dict[str, OutputScaling]:
     """Scale, shift and atomrefs of every output among ``names`` that may have them (per-structure scalars of atomwise
     heads), from the training set ``train`` in float64 (:func:`~jaxatom.data.statistics.fit_standardisation`)."""
-    scaling, indices = {}, np.arange(len(train))
+    scaling = {}
     for spec in specs:
         if spec.name not in names or not _scalable(spec):
             continue
         settings = model.output(spec.name)
+        if spec.fidelities:
+            scaling[spec.name] = _fidelity_scaling(settings, spec, train)
+            continue
         refs = (_data_atomrefs(train, spec.name) or True) if settings.atomrefs else False
-        stats = fit_standardisation(train, indices, spec.name, extensive=spec.aggregation == "sum", atomrefs=refs)
-        scale = stats["scale"] if settings.scaled(spec.name) else 1.0
-        if not scale > 0:
-            raise ConfigError(
-                f"{spec.name} cannot be standardised: its spread over the {len(train)} training structures is "
-                f"{scale:g}; use more training data or set model.outputs.{spec.name}.scale: false"
-            )
+        stats = fit_standardisation(train, np.arange(len(train)), spec.name, spec.aggregation == "sum", refs)
+        scale = _checked_scale(stats["scale"] if settings.scaled(spec.name) else 1.0, spec.name, len(train))
         scaling[spec.name] = OutputScaling(scale, stats["shift"] if settings.shift else 0.0, stats["atomrefs"])
     return scaling
+
+
+def _checked_scale(scale: float, name: str, n_structures: int) -> float:
+    if not scale > 0:
+        raise ConfigError(
+            f"{name} cannot be standardised: its spread over the {n_structures} training structures is "
+            f"{scale:g}; use more training data or set model.outputs.{name}.scale: false"
+        )
+    return scale
+
+
+def _fidelity_scaling(settings: OutputConfig, spec: OutputSpec, train: Dataset) -> OutputScaling:
+    """Offsets fitted per fidelity (on that fidelity's training structures, float64) as ``fidelity_atomrefs``: each
+    fidelity's shift plus its least-squares references (``atomrefs``) per element; the scale is the spread pooled
+    over the fidelities (each about its own mean)."""
+    fidelity = fidelity_of(train)
+    refs_per_fidelity, variances, counts = [], [], []
+    for k, name in enumerate(spec.fidelities):
+        indices = np.flatnonzero(fidelity == k) if fidelity is not None else np.array([], np.int64)
+        if indices.size == 0:
+            raise ConfigError(
+                f"no training structure has fidelity {k} ({name}), so its {spec.name} offsets cannot be fitted; "
+                "put structures of every fidelity into the training split (data.train) or drop that fidelity"
+            )
+        stats = fit_standardisation(train, indices, spec.name, spec.aggregation == "sum", settings.atomrefs)
+        shift = stats["shift"] if settings.shift else 0.0
+        refs_per_fidelity.append({z: shift + stats["atomrefs"].get(z, 0.0) for z in train.elements})
+        variances.append(stats["scale"] ** 2)
+        counts.append(indices.size)
+    pooled = float(np.sqrt(np.average(variances, weights=counts)))
+    scale = _checked_scale(pooled if settings.scaled(spec.name) else 1.0, spec.name, len(train))
+    return OutputScaling(scale, 0.0, {}, tuple(refs_per_fidelity))
 
 
 def _with_data_units(model: AtomisticModel, dataset: Dataset) -> AtomisticModel:
@@ -459,6 +518,22 @@ def _scaled_outputs(training: TrainConfig, train: Dataset) -> set[str]:
     return names
 
 
+def _base_model(path: str) -> Potential:
+    """The frozen base of a Δ-model (``model.delta_from``), at its target fidelity."""
+    if not Path(path).exists():
+        raise ConfigError(f"model.delta_from: no model at {path}; train the base model first (its best_model)")
+    return load_model(path).at_fidelity()
+
+
+def _residual(train: Dataset, base: Potential) -> Dataset:
+    """``train`` with its energies less the base's predictions (float64 on the host): what a Δ-model's energy
+    offsets are fitted to."""
+    if "energy" not in train.properties:
+        return train
+    predicted = predict_dataset(base, train)["energy"]
+    return dataclasses.replace(train, properties={**train.properties, "energy": train.properties["energy"] - predicted})
+
+
 def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential | PotentialEnsemble:
     """Load the data, split it (reusing ``run_dir/split.npz``), check that it has every property the loss trains,
     fit the output scaling on the training split, build the model, write ``run_config.yaml`` and train with
@@ -473,9 +548,15 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
     indices = {"training": split["train_idx"], "validation": split["val_idx"]}
     check_training_data({"training": train, "validation": val}, training, indices)  # before neighbour lists, compiles
     model = _with_data_units(config.model.build(), dataset)
-    scaling = output_scaling(config.model, model.outputs, train, _scaled_outputs(training, train))
+    base = None if config.model.delta_from is None else _base_model(config.model.delta_from)
+    for name, part in (("training", train), ("validation", val)):
+        check_fidelities(model.fidelities, part, name)
+    targets = train if base is None else _residual(train, base)
+    scaling = output_scaling(config.model, model.outputs, targets, _scaled_outputs(training, train))
     potential = Potential.create(model.representation, elements=dataset.elements, seed=training.seed,
                                  heads=model.heads, scaling=scaling)  # fmt: skip
+    if base is not None:
+        potential = delta_potential(base, potential)
     with run_lock(run_dir):
         written = run_dir / "run_config.yaml"
         if run_stop_reason(run_dir, training) is None or not written.exists():  # a finished run keeps its own

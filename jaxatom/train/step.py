@@ -6,6 +6,7 @@ over batches; :func:`~jaxatom.train.fit.epoch_metrics` turns them into MAE and R
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -48,23 +49,38 @@ class TrainState:
     nan_step: jax.Array
 
 
-def make_optimizer(config: StepConfig | TrainConfig) -> optax.GradientTransformation:
-    """AdamW (optionally after global-norm clipping) with an injectable learning rate."""
+def make_optimizer(config: StepConfig) -> optax.GradientTransformation:
+    """AdamW (optionally after global-norm clipping) with an injectable learning rate; parameters named in
+    ``config.frozen`` get zero updates (optax ``multi_transform`` with ``set_to_zero``, clipping only the rest)."""
 
     def chain(learning_rate):
         clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
-        return optax.chain(*clip, optax.adamw(learning_rate, weight_decay=config.weight_decay))
+        adamw = optax.chain(*clip, optax.adamw(learning_rate, weight_decay=config.weight_decay))
+        if not config.frozen:
+            return adamw
+        return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()},
+                                     functools.partial(_labels, frozen=config.frozen))  # fmt: skip
 
     return optax.inject_hyperparams(chain)(learning_rate=0.0)  # the step sets the rate
 
 
-def init_state(params, config: TrainConfig) -> TrainState:
-    """The state before the first step (with its own copies of ``params``: the step donates the state's buffers)."""
+def _is_frozen(path, frozen: tuple[str, ...]) -> bool:
+    """Whether the parameter at ``path`` (``params/<name>/...``) lies under a frozen top-level name."""
+    return len(path) > 1 and getattr(path[1], "key", None) in frozen
+
+
+def _labels(params, frozen: tuple[str, ...]):
+    return jax.tree_util.tree_map_with_path(lambda path, _: "frozen" if _is_frozen(path, frozen) else "train", params)
+
+
+def init_state(params, config: TrainConfig, frozen: tuple[str, ...] = ()) -> TrainState:
+    """The state before the first step (with its own copies of ``params``: the step donates the state's buffers);
+    ``frozen`` as :attr:`StepConfig.frozen`."""
     params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=make_optimizer(config.step).init(params),
+        opt_state=make_optimizer(dataclasses.replace(config.step, frozen=frozen)).init(params),
         ema_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
         learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
         nan_step=jnp.full((), -1, jnp.int32),
@@ -123,6 +139,10 @@ def _apply(state: TrainState, grads, metrics: dict, config: StepConfig) -> Train
     else:  # torch_ema's default: the decay ramps up as (1 + n) / (10 + n)
         decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, new_params)
+        if config.frozen:  # exactly the (unchanged) parameters, not a rounded average of equal values
+            ema = jax.tree_util.tree_map_with_path(
+                lambda path, e, p: p if _is_frozen(path, config.frozen) else e, ema, new_params
+            )
     return TrainState(
         step=state.step + 1,
         params=keep(new_params, state.params),
