@@ -38,3 +38,18 @@ class Springs(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         self.results = {"energy": 0.5 * self.k * float((atoms.positions**2).sum()), "forces": -self.k * atoms.positions}
+
+
+class EMTWithSprings(EMT):
+    """EMT plus springs that pull every atom towards the centroid (``k/2 Σ |r − r̄|²``): an "expensive" level that
+    differs smoothly from EMT, for multi-fidelity tests."""
+
+    def __init__(self, k: float = 0.5):
+        super().__init__()
+        self.k = k
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        offsets = atoms.positions - atoms.positions.mean(axis=0)
+        self.results["energy"] += 0.5 * self.k * float((offsets**2).sum())
+        self.results["forces"] = self.results["forces"] - self.k * offsets

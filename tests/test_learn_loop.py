@@ -55,7 +55,7 @@ def _config(data_file, run_dir, **changes) -> dict:
         "generations": 2,
     }
     for key, value in changes.items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     return config
 
 
@@ -162,3 +162,36 @@ def test_bad_configurations_are_named(data_file, tmp_path):
 def test_the_cli_continues_a_finished_run(finished, capsys):
     assert main(["learn", str(finished / "learn_config.yaml"), "--quiet"]) == 0
     assert "report" in capsys.readouterr().out
+
+
+def _two_levels(ethanol) -> data.Dataset:
+    """20 frames labelled with EMT (fidelity 0) and 20 others with EMT plus springs (fidelity 1)."""
+    from tests.oracle_calculators import EMTWithSprings
+
+    structures = []
+    for k, i in enumerate(range(0, 3000, 75)):
+        atoms = ethanol.to_atoms(i)
+        atoms.calc = EMT() if k % 2 == 0 else EMTWithSprings()
+        atoms.get_forces()
+        atoms.info["fidelity"] = k % 2
+        structures.append(atoms)
+    return data.Dataset.from_atoms(structures, properties=("energy", "forces", "fidelity"),
+                                   metadata={"fidelities": ["emt", "springs"]})  # fmt: skip
+
+
+def test_a_multi_fidelity_loop_labels_cheaply_widely_and_expensively_sparingly(tmp_path):
+    path = tmp_path / "two_levels.h5"
+    write_hdf5(_two_levels(data.load_builtin("ethanol")), path)
+    config = _config(path, tmp_path / "run", generations=1, model={"fidelities": ["emt", "springs"]},
+                     data={"train": 24, "val": 6, "test": 10}, select={"budget": 2, "cheap_budget": 4},
+                     oracle={"method": "tests.oracle_calculators:EMTWithSprings"},
+                     cheap_oracle={"method": "emt", "workers": 0})  # fmt: skip
+    learn(config, progress=False)
+    labels = read_dataset(Layout(tmp_path / "run").labels)
+    new = np.flatnonzero(labels.info["generation"] == 0)
+    fidelity = labels.properties["fidelity"][new].astype(int)
+    assert sorted(fidelity.tolist()) == [0, 0, 0, 0, 1, 1]
+    assert set(labels.info["method"][new[fidelity == 1]]) == {"tests.oracle_calculators:EMTWithSprings"}
+    test = read_dataset(Layout(tmp_path / "run").test)
+    assert set(test.properties["fidelity"].astype(int).tolist()) == {1}  # scored at the expensive level
+    assert [int(r["labels"]) for r in _rows(tmp_path / "run")] == [30, 36]

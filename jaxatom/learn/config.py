@@ -65,7 +65,9 @@ class ExploreConfig(StrictModel):
 class SelectConfig(StrictModel):
     """How a generation's batch is chosen from the visited structures (see :mod:`jaxatom.learn.selection`).
 
-    ``budget`` structures per generation. ``method``: ``fps`` (farthest points in the models' feature space among the
+    ``budget`` structures per generation for the oracle; with a ``cheap_oracle`` (multi-fidelity), ``cheap_budget``
+    more for it: the first ``budget`` picks (the most uncertain and diverse) go to the expensive oracle, the rest to
+    the cheap one. ``method``: ``fps`` (farthest points in the models' feature space among the
     ``shortlist`` × ``budget`` most uncertain candidates, starting at the most uncertain), ``kmeans`` (the most
     uncertain of each of ``budget`` clusters of that shortlist), ``uncertainty`` (the most uncertain), ``random``
     (uniformly from every visited structure: the baseline of learning curves). ``threshold`` (eV/Å) drops
@@ -73,6 +75,7 @@ class SelectConfig(StrictModel):
     """
 
     budget: int = Field(20, ge=1)
+    cheap_budget: int = Field(0, ge=0)
     method: Literal["fps", "kmeans", "uncertainty", "random"] = "fps"
     shortlist: float = Field(4.0, ge=1.0)
     threshold: float | None = Field(None, gt=0)
@@ -82,7 +85,12 @@ class LearnConfig(StrictModel):
     """A ``jaxatom learn`` run (see the module docstring). ``data``: its ``train`` + ``val`` structures are the first
     labels, its ``test`` structures the fixed held-out set every generation is scored on. ``val_fraction`` of the
     labels validate (and calibrate) each generation's ensemble. ``seed`` seeds the draws of starting structures, MD
-    and random selection."""
+    and random selection.
+
+    Multi-fidelity: with ``cheap_oracle`` (e.g. GFN1-xTB beside a GFN2-xTB ``oracle``) the model must predict two
+    fidelities (``model.fidelities: [cheap, expensive]``) and the data carry each structure's ``fidelity``; every
+    generation labels ``select.cheap_budget`` structures cheaply and ``select.budget`` expensively, and the
+    held-out set is scored at the expensive level."""
 
     title = "active-learning configuration"
 
@@ -93,6 +101,7 @@ class LearnConfig(StrictModel):
     explore: ExploreConfig = Field(default_factory=ExploreConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     oracle: OracleConfig = Field(default_factory=OracleConfig)
+    cheap_oracle: OracleConfig | None = None
     generations: int = Field(3, ge=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
@@ -104,6 +113,16 @@ class LearnConfig(StrictModel):
             raise ValueError(
                 "active learning needs an ensemble's spread: set training.ensemble.size to 2 or more (4 is usual)"
             )
+        fidelities = self.model.fidelities
+        if self.cheap_oracle is not None and (fidelities is None or len(fidelities) != 2):
+            raise ValueError(
+                "a cheap_oracle labels a second fidelity: set model.fidelities to the two levels, cheapest first "
+                "(e.g. [gfn1, gfn2])"
+            )
+        if self.cheap_oracle is not None and self.select.cheap_budget == 0:
+            raise ValueError("a cheap_oracle needs labels to make: set select.cheap_budget (e.g. 5 × select.budget)")
+        if self.cheap_oracle is None and fidelities is not None and len(fidelities) > 1:
+            raise ValueError("a multi-fidelity model learns from two oracles: add cheap_oracle (the cheaper level)")
         if self.data.test == 0:
             raise ValueError("data.test must hold structures: every generation is scored on that held-out set")
         return self

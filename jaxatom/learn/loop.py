@@ -15,13 +15,14 @@ from pathlib import Path
 import yaml
 
 from jaxatom.data.formats import write_hdf5
+from jaxatom.data.loader import fidelity_of
 from jaxatom.errors import ConfigError
 from jaxatom.files import exclusive_lock
 from jaxatom.learn.config import LearnConfig
 from jaxatom.learn.layout import Layout, LoopState, write_atomically
 from jaxatom.learn.oracle import append_labels
 from jaxatom.learn.report import write_report
-from jaxatom.learn.stages import STAGE_FUNCTIONS
+from jaxatom.learn.stages import STAGE_FUNCTIONS, label_id, label_properties
 from jaxatom.train.run import _split, load_data
 
 __all__ = ["learn"]
@@ -45,22 +46,27 @@ def _check_same_run(config: LearnConfig, layout: Layout) -> None:
 
 
 def _first_labels(config: LearnConfig, layout: Layout) -> None:
-    """Write the first labels (the data's train + val split) and the held-out set, once."""
+    """Write the first labels (the data's train + val split) and the held-out set (at the expensive level), once."""
     if layout.labels.exists() and layout.test.exists():
         return
     dataset = load_data(config.data)
     split = _split(config, dataset)
     if not layout.test.exists():
+        test = split["test_idx"]
+        if config.cheap_oracle is not None:
+            test = test[fidelity_of(dataset)[test] == len(config.model.fidelities) - 1]
         partial = layout.test.with_name(".test.partial.h5")
         partial.parent.mkdir(parents=True, exist_ok=True)
-        write_hdf5(dataset.subset(split["test_idx"]), partial)
+        write_hdf5(dataset.subset(test), partial)
         partial.replace(layout.test)
     if not layout.labels.exists():
         first = [*split["train_idx"], *split["val_idx"]]
+        source = str(config.data.builtin or config.data.path or config.data.source)
         structures = [dataset.to_atoms(int(i)) for i in first]
-        source = config.data.builtin or config.data.path or config.data.source
-        append_labels(layout.labels, structures, {"generation": [-1] * len(first), "method": [str(source)] *
-                                                  len(first), "uncertainty": [float("nan")] * len(first)})  # fmt: skip
+        ids = [label_id(atoms) for atoms in structures]
+        provenance = {"generation": [-1] * len(first), "method": [source] * len(first),
+                      "uncertainty": [float("nan")] * len(first), "structure_id": ids}  # fmt: skip
+        append_labels(layout.labels, structures, provenance, properties=label_properties(config))
 
 
 def learn(config: LearnConfig | Mapping, progress: bool = True) -> Path:

@@ -18,7 +18,7 @@ from ase import Atoms
 from jaxatom.data.formats import read_dataset
 from jaxatom.learn.config import LearnConfig
 from jaxatom.learn.layout import Layout, write_atomically
-from jaxatom.learn.oracle import append_labels, label, labeled_ids, structure_id
+from jaxatom.learn.oracle import OracleConfig, append_labels, label, labeled_ids, structure_id
 from jaxatom.learn.pool import Pool, explored_pool
 from jaxatom.learn.selection import select, structure_features
 from jaxatom.md.driver import SimulationFailed, simulate
@@ -26,7 +26,15 @@ from jaxatom.potential import PotentialEnsemble
 from jaxatom.train.ensemble import ENSEMBLE_DIR
 from jaxatom.train.run import DataConfig, RunConfig, evaluate_run, train_run
 
-__all__ = ["train_stage", "explore_stage", "select_stage", "label_stage", "add_stage", "STAGE_FUNCTIONS"]
+__all__ = [
+    "label_properties",
+    "train_stage",
+    "explore_stage",
+    "select_stage",
+    "label_stage",
+    "add_stage",
+    "STAGE_FUNCTIONS",
+]
 
 
 def _snapshot(source: Path, target: Path) -> None:
@@ -102,17 +110,23 @@ def _pool(config: LearnConfig, layout: Layout, g: int) -> Pool:
 
 def select_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
     """Choose generation ``g``'s batch from the structures its MD visited and write it (with each pick's
-    uncertainty, temperature, replica and step) to ``select/selected.extxyz``."""
+    uncertainty, temperature, replica, step and, with a cheap oracle, the fidelity to label it at) to
+    ``select/selected.extxyz``."""
     target = layout.select_dir(g) / "selected.extxyz"
     if target.exists():
         return
     pool, choice = _pool(config, layout, g), config.select
+    budget = choice.budget + (choice.cheap_budget if config.cheap_oracle is not None else 0)
     ensemble = PotentialEnsemble.load(layout.train_dir(g) / ENSEMBLE_DIR)
-    shortlist = pool.most_uncertain(int(np.ceil(choice.shortlist * choice.budget)), choice.method)
+    shortlist = pool.most_uncertain(int(np.ceil(choice.shortlist * budget)), choice.method)
     features = structure_features(ensemble, [pool.structures[i] for i in shortlist])
-    picks = shortlist[select(features, pool.uncertainty[shortlist], choice.budget, choice.method,
+    picks = shortlist[select(features, pool.uncertainty[shortlist], budget, choice.method,
                              threshold=choice.threshold, seed=config.seed + g)]  # fmt: skip
-    _write_structures(target, [pool.structures[i] for i in picks])
+    chosen = [pool.structures[i] for i in picks]
+    if config.cheap_oracle is not None:
+        for rank, atoms in enumerate(chosen):
+            atoms.info["fidelity"] = len(config.model.fidelities) - 1 if rank < choice.budget else 0
+    _write_structures(target, chosen)
     layout.update_summary(g, select={**pool.statistics(), "selected": len(picks),
                                      "selected_uncertainty_mean": float(np.mean(pool.uncertainty[picks]))})  # fmt: skip
 
@@ -130,36 +144,59 @@ def _failed_ids(path: Path) -> set[str]:
     return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
 
 
+def label_id(atoms: Atoms) -> str:
+    """The id of a label: the structure's (:func:`~jaxatom.learn.oracle.structure_id`), and its fidelity where it
+    has one, so one structure may be labelled at two levels."""
+    fidelity = atoms.info.get("fidelity")
+    return structure_id(atoms) if fidelity is None else f"{structure_id(atoms)}-f{int(fidelity)}"
+
+
+def label_properties(config: LearnConfig) -> tuple[str, ...]:
+    """The properties every label holds: the oracle's, and with a cheap oracle each structure's ``fidelity``."""
+    return (*config.oracle.properties, *(("fidelity",) if config.cheap_oracle is not None else ()))
+
+
+def _oracles(config: LearnConfig) -> dict[int | None, OracleConfig]:
+    """The oracle of each fidelity index (None: a single-fidelity run)."""
+    if config.cheap_oracle is None:
+        return {None: config.oracle}
+    return {len(config.model.fidelities) - 1: config.oracle, 0: config.cheap_oracle}
+
+
 def label_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) -> None:
-    """Label generation ``g``'s picks with the oracle, each result kept as it arrives (a label in
-    ``label/labels.h5``, a failure in ``label/failures.jsonl``); picks already done are skipped."""
+    """Label generation ``g``'s picks with the oracle (of their fidelity), each result kept as it arrives (a label
+    in ``label/labels.h5``, a failure in ``label/failures.jsonl``); picks already done are skipped."""
     selected = ase.io.read(layout.select_dir(g) / "selected.extxyz", index=":")
     labels, failures = layout.label_dir(g) / "labels.h5", layout.label_dir(g) / "failures.jsonl"
     done = labeled_ids(labels) | _failed_ids(failures)
-    todo = [atoms for atoms in selected if structure_id(atoms) not in done]
+    for fidelity, oracle in _oracles(config).items():
+        todo = [a for a in selected if label_id(a) not in done and a.info.get("fidelity") == fidelity]
+        if todo:
+            label(todo, oracle, on_result=_keeper(config, g, todo, oracle, labels, failures))
+    layout.update_summary(g, label={"selected": len(selected), "labeled": len(labeled_ids(labels)),
+                                    "failed": len(_failed_ids(failures))})  # fmt: skip
+
+
+def _keeper(config: LearnConfig, g: int, todo: list[Atoms], oracle: OracleConfig, labels: Path, failures: Path):
+    """The oracle's ``on_result``: append each label (or failure) to disk as it arrives."""
 
     def keep(index: int, result) -> None:
-        atoms = todo[index]
-        done_id = structure_id(atoms)
-        if result.ok:
-            append_labels(labels, [result.atoms], {**_provenance(config, g, [atoms]), "structure_id": [done_id]})
-        else:
+        atoms, done_id = todo[index], label_id(todo[index])
+        if not result.ok:
             _append_line(failures, {"id": done_id, "error": result.error, **_where(atoms)})
+            return
+        if "fidelity" in atoms.info:
+            result.atoms.info["fidelity"] = int(atoms.info["fidelity"])
+        uncertainty = float(atoms.info.get("uncertainty", np.nan))
+        provenance = {"generation": [g], "method": [oracle.method], "uncertainty": [uncertainty],
+                      "structure_id": [done_id]}  # fmt: skip
+        append_labels(labels, [result.atoms], provenance, properties=label_properties(config))
 
-    if todo:
-        label(todo, config.oracle, on_result=keep)
-    failed = _failed_ids(failures)
-    layout.update_summary(g, label={"selected": len(selected), "labeled": len(labeled_ids(labels)),
-                                    "failed": len(failed)})  # fmt: skip
+    return keep
 
 
 def _where(atoms: Atoms) -> dict:
     return {key: atoms.info[key] for key in ("uncertainty", "temperature_K", "replica", "step") if key in atoms.info}
-
-
-def _provenance(config: LearnConfig, g: int, structures: Sequence[Atoms]) -> dict[str, list]:
-    return {"generation": [g] * len(structures), "method": [config.oracle.method] * len(structures),
-            "uncertainty": [float(a.info.get("uncertainty", np.nan)) for a in structures]}  # fmt: skip
 
 
 def _append_line(path: Path, record: dict) -> None:
