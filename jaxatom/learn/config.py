@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jaxatom.config import StrictModel, apply_overrides, read_yaml
 from jaxatom.learn.oracle import OracleConfig
+from jaxatom.learn.selection import Method
 from jaxatom.train.config import TrainConfig
 from jaxatom.train.run import DataConfig, ModelConfig
 
@@ -76,7 +77,7 @@ class SelectConfig(StrictModel):
 
     budget: int = Field(20, ge=1)
     cheap_budget: int = Field(0, ge=0)
-    method: Literal["fps", "kmeans", "uncertainty", "random"] = "fps"
+    method: Method = "fps"
     shortlist: float = Field(4.0, ge=1.0)
     threshold: float | None = Field(None, gt=0)
 
