@@ -15,7 +15,7 @@ the speed-up of training together. The first round (trace + compile) is reported
 
 Usage (from the repository root)::
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_ensemble_training.py --steps 20
+    OMP_NUM_THREADS=2 python benchmarks/bench_ensemble_training.py --steps 20 --spk
     python benchmarks/bench_ensemble_training.py --members 1 2 --models schnet --features 16 --interactions 1 \\
         --steps 2 --batch-size 4 --train 16   # smoke test
 """
@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, core_count, cpu_model, load_average  # noqa: E402
+from bench_properties import cpu_flags  # noqa: E402
 from bench_training import (  # noqa: E402
     Splits,
     StepTiming,
@@ -43,6 +44,7 @@ from bench_training import (  # noqa: E402
     epoch_order,
     load_splits,
     recipe,
+    spk_throughput,
     time_steps,
 )
 
@@ -138,23 +140,37 @@ def bench_model(name: str, args: argparse.Namespace, splits: Splits) -> list[dic
                          atom_offsets=potential.atom_offsets())  # fmt: skip
     rows = []
     ways: dict[str, Callable] = {"together": time_together, "one after the other": time_one_after_another}
+    spk = spk_single(name, args, splits, member_batches(loader, 1, args.seed, args.steps)) if args.spk else None
     for n_members in args.members:
         indices = member_batches(loader, n_members, args.seed, args.steps)
         for way, timer in ways.items():
             timing = timer(potential, loader, indices, args.seed, args.steps)
             rows.append({"model": name, "members": n_members, "way": way, **asdict(timing),
                          "structures_per_s_per_member": timing.structures_per_s})  # fmt: skip
+        if spk is not None:
+            rows.append({"model": name, "members": n_members, "way": "SchNetPack, one after the other",
+                         "first_s": spk.first_s, "median_s": n_members * spk.median_s,
+                         "structures_per_s_per_member": spk.structures_per_s / n_members})  # fmt: skip
     return rows
+
+
+def spk_single(name: str, args: argparse.Namespace, splits: Splits, indices: list) -> StepTiming:
+    """SchNetPack's training step of one model (its benchmark architecture) on member 0's batches; N models one
+    after the other take N of these per round."""
+    if args.features != N_ATOM_BASIS or args.interactions is not None:
+        raise SystemExit("--spk compares the benchmark architecture: leave --features and --interactions at defaults")
+    return spk_throughput(name, splits, [chunks[0] for chunks in indices], args.steps, args.batch_size, args.seed)
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: per model and N, round times, throughput per member and the speed-up of training together."""
-    lines = ["| model | members | way | first round (s) | round, median (ms) | structures/s per member | speed-up |",
+    lines = ["| model | members | way | first round (s) | round, median (ms) | structures/s per member | "
+             "together is faster by |",
              "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
     by_key = {(r["model"], r["members"], r["way"]): r for r in rows}
     for row in rows:
-        other = by_key[(row["model"], row["members"], "one after the other")]
-        speedup = f"{other['median_s'] / row['median_s']:.2f}x" if row["way"] == "together" else ""
+        together = by_key[(row["model"], row["members"], "together")]
+        speedup = f"{row['median_s'] / together['median_s']:.2f}x" if row["way"] != "together" else ""
         per_member = row["structures_per_s_per_member"]
         lines.append(f"| {row['model']} | {row['members']} | {row['way']} | {row['first_s']:.1f} | "
                      f"{1e3 * row['median_s']:.1f} | {per_member:.1f} | {speedup} |")  # fmt: skip
@@ -172,6 +188,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="structures per member and batch")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
     parser.add_argument("--train", type=int, default=1000, help="training structures")
+    parser.add_argument("--spk", action="store_true", help="also time SchNetPack (N models one after the other)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
     if min(*args.members, args.steps, args.batch_size, args.features) < 1 or args.train < args.batch_size:
@@ -185,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_start = load_average()
     splits = load_splits(args.train, 1, 1, args.seed)
     rows = [row for name in args.models for row in bench_model(name, args, splits)]
-    print(f"CPU: {cpu_model()} ({core_count()} cores); OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
+    print(f"CPU: {cpu_model()} ({core_count()} cores, {cpu_flags()}); "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
           f"1-min load average {load_start} before, {load_average()} after")  # fmt: skip
     print(f"command: {command_line()}")
     print(f"data: built-in aspirin, {args.train} training structures; batch {args.batch_size} per member; "
