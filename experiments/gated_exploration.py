@@ -38,13 +38,18 @@ def bonds(atoms: Atoms) -> set[tuple[int, int]]:
 
 
 def gfn2_force_error(ensemble: PotentialEnsemble, atoms: Atoms) -> float:
-    """Largest per-atom force error (eV/Å) of the ensemble mean against GFN2-xTB."""
+    """Largest per-atom force error (eV/Å) of the ensemble mean against GFN2-xTB; inf where GFN2-xTB's SCF does not
+    converge (a structure far from any molecule)."""
+    from ase.calculators.calculator import CalculationFailed
     from tblite.ase import TBLite
 
     reference = atoms.copy()
     reference.calc = TBLite(method="GFN2-xTB", verbosity=0)
     predicted = ensemble.predict(atoms)["forces"]
-    return float(np.max(np.linalg.norm(predicted - reference.get_forces(), axis=-1)))
+    try:
+        return float(np.max(np.linalg.norm(predicted - reference.get_forces(), axis=-1)))
+    except CalculationFailed:
+        return float("inf")
 
 
 def last_structures(path: Path, start: list[Atoms]) -> list[Atoms]:
