@@ -27,6 +27,7 @@ from jaxatom.train.ensemble import ENSEMBLE_DIR
 from jaxatom.train.run import DataConfig, RunConfig, evaluate_run, train_run
 
 __all__ = [
+    "label_id",
     "label_properties",
     "train_stage",
     "explore_stage",
@@ -116,6 +117,12 @@ def select_stage(config: LearnConfig, layout: Layout, g: int, progress: bool) ->
     if target.exists():
         return
     pool, choice = _pool(config, layout, g), config.select
+    if not pool.structures:
+        failure = layout.read_summary(g).get("explore", {}).get("failure")
+        raise SimulationFailed(
+            f"generation {g}'s MD visited no structure to choose from ({failure or 'no frame was written'}); lower "
+            "explore.temperatures_K or explore.timestep_fs, or add labels, then rerun (the loop continues here)"
+        )
     budget = choice.budget + (choice.cheap_budget if config.cheap_oracle is not None else 0)
     ensemble = PotentialEnsemble.load(layout.train_dir(g) / ENSEMBLE_DIR)
     shortlist = pool.most_uncertain(int(np.ceil(choice.shortlist * budget)), choice.method)
