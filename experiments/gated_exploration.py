@@ -52,10 +52,14 @@ def gfn2_force_error(ensemble: PotentialEnsemble, atoms: Atoms) -> float:
         return float("inf")
 
 
-def last_structures(path: Path, start: list[Atoms]) -> list[Atoms]:
-    """Each replica's last written structure."""
+def last_structures(path: Path, start: list[Atoms]) -> tuple[list[Atoms], np.ndarray]:
+    """Each replica's last written structure, and the steps it moved (``[R]``; a stopped replica's frames after its
+    stop have no uncertainty)."""
     frames = read_trajectory(path)
-    return [Atoms(s.numbers, frames["positions"][-1, r]) for r, s in enumerate(start)]
+    moved = np.isfinite(frames["uncertainty"])
+    steps = np.array([frames["step"][np.flatnonzero(moved[:, r])[-1]] if moved[:, r].any() else 0
+                      for r in range(len(start))])  # fmt: skip
+    return [Atoms(s.numbers, frames["positions"][-1, r]) for r, s in enumerate(start)], steps
 
 
 def run(ensemble, start, temperature: float, action: str, args, out: Path) -> dict:
@@ -68,11 +72,12 @@ def run(ensemble, start, temperature: float, action: str, args, out: Path) -> di
         failure = ""
     except SimulationFailed as err:
         stopped, failure = 0, str(err).split(";")[0]
-    finals = last_structures(output, start)
+    finals, steps = last_structures(output, start)
     broken = [bonds(a) != bonds(s) for a, s in zip(finals, start, strict=True)]
     errors = [gfn2_force_error(ensemble, a) for a in finals]
     return {"temperature_K": temperature, "run": "gated" if action == "stop_replica" else "ungated",
-            "replicas": len(start), "stopped": stopped, "broken": int(np.sum(broken)),
+            "replicas": len(start), "stopped": stopped, "median_steps_moved": float(np.median(steps)),
+            "broken": int(np.sum(broken)),
             "gfn2_max_force_error_median": float(np.median(errors)), "gfn2_max_force_error_max": float(np.max(errors)),
             "failure": failure}  # fmt: skip
 
