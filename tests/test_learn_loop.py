@@ -2,6 +2,7 @@
 interrupted at every stage that ends with exactly the labels of an uninterrupted one."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from jaxatom import data
 from jaxatom.cli import main
 from jaxatom.data.formats import read_dataset, write_hdf5
 from jaxatom.errors import ConfigError
-from jaxatom.learn import LearnConfig, learn
+from jaxatom.learn import LearnConfig, learn, loop
 from jaxatom.learn import stages as stage_module
 from jaxatom.learn.layout import STAGES, Layout
 from jaxatom.learn.oracle import labeled_ids
@@ -95,11 +96,11 @@ def test_the_labels_match_what_emt_says(finished):
 
 
 def test_a_run_interrupted_at_every_stage_loses_and_repeats_no_label(data_file, finished, tmp_path, monkeypatch):
-    """Each stage of generation 0 is stopped once after its work (before the loop records it) and labelling once
-    half-way; the resumed run ends with exactly the labels of the uninterrupted one."""
+    """Each stage of each generation is stopped once after its work (before the loop records it), and labelling
+    once more half-way (after its first label); the resumed run ends with exactly the labels of the uninterrupted
+    one."""
     run_dir = tmp_path / "run"
-    interrupted = set()
-    originals = dict(stage_module.STAGE_FUNCTIONS)
+    interrupted, originals = set(), dict(stage_module.STAGE_FUNCTIONS)
 
     def interrupting(stage):
         def run(config, layout, g, progress):
@@ -110,40 +111,28 @@ def test_a_run_interrupted_at_every_stage_loses_and_repeats_no_label(data_file, 
 
         return run
 
-    monkeypatch.setattr(stage_module, "STAGE_FUNCTIONS", {s: interrupting(s) for s in STAGES})
-    from jaxatom.learn import loop
+    append = stage_module.append_labels
+    kept_at_kill = []
 
+    def dying_append(path, labeled, provenance, **options):
+        append(path, labeled, provenance, **options)
+        if Path(path).parent.name == "label" and not kept_at_kill:
+            kept_at_kill.append(labeled_ids(path))
+            raise KeyboardInterrupt("killed while labelling")
+
+    monkeypatch.setattr(stage_module, "STAGE_FUNCTIONS", {s: interrupting(s) for s in STAGES})
     monkeypatch.setattr(loop, "STAGE_FUNCTIONS", stage_module.STAGE_FUNCTIONS)
-    for _ in range(2 * len(STAGES) + 2):
+    monkeypatch.setattr(stage_module, "append_labels", dying_append)
+    for _ in range(3 * len(STAGES) + 3):
         try:
             learn(_config(data_file, run_dir), progress=False)
             break
         except KeyboardInterrupt:
             continue
+    assert len(interrupted) == 2 * len(STAGES) + 1  # two generations and the last training
+    assert len(kept_at_kill[0]) == 1 and kept_at_kill[0] <= labeled_ids(Layout(run_dir).labels)
     assert labeled_ids(Layout(run_dir).labels) == labeled_ids(Layout(finished).labels)
     assert len(read_dataset(Layout(run_dir).labels)) == len(read_dataset(Layout(finished).labels))
-
-
-def test_a_killed_labelling_keeps_the_labels_it_made(data_file, tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    config = _config(data_file, run_dir, generations=1)
-    calls = []
-    original = stage_module.append_labels
-
-    def dying(path, labeled, provenance):
-        original(path, labeled, provenance)
-        calls.append(path)
-        if len(calls) == 1 and "label" in str(path):
-            raise KeyboardInterrupt("killed while labelling")
-
-    monkeypatch.setattr(stage_module, "append_labels", dying)
-    with pytest.raises(KeyboardInterrupt):
-        learn(config, progress=False)
-    kept = labeled_ids(Layout(run_dir).label_dir(0) / "labels.h5")
-    assert len(kept) == 1
-    learn(config, progress=False)
-    assert kept <= labeled_ids(Layout(run_dir).labels)
-    assert len(read_dataset(Layout(run_dir).labels)) == 10 + 3
 
 
 def test_continuing_under_other_settings_is_refused(data_file, finished):
