@@ -31,7 +31,7 @@ __all__ = ["ExploreConfig", "SelectConfig", "LearnConfig", "load_learn_config"]
 
 
 class ExploreConfig(StrictModel):
-    """Uncertainty-gated Langevin MD from structures drawn among the labels, one run per temperature.
+    """Uncertainty-gated Langevin MD from structures drawn among the labels, every temperature in one run.
 
     ``replicas`` start from as many labelled structures (drawn per generation and temperature) and run ``steps``
     steps of ``timestep_fs`` (fs) at each of ``temperatures_K``, writing a frame every ``stride`` steps. The gate

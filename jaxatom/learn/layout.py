@@ -8,7 +8,7 @@
       data/labels.h5            every label so far (first labels + each generation's), with provenance
       data/test.h5              the fixed held-out set
       gen_000/train/            the ensemble's training run (labels.h5: the labels it was trained on)
-      gen_000/explore/T300.h5   gated MD at 300 K (+ its checkpoint; T300.json once finished)
+      gen_000/explore/md.h5     gated MD of every temperature (+ its checkpoint; md.json once finished)
       gen_000/select/selected.extxyz, summary.json
       gen_000/label/labels.h5, failures.jsonl
       gen_000/summary.json      the generation's report row
