@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,16 @@ def triclinic_crystal(seed: int = 0) -> Atoms:
         distances = atoms.get_all_distances(mic=True)[np.triu_indices(6, 1)]
         if distances.min() > 0.9:
             return atoms
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """Drop every compiled function after each test module: the suite compiles thousands of executables, and a
+    single process that keeps them all grows until XLA's compiler fails late in the run (seen twice as a segfault in
+    ``backend_compile``). Modules reuse their own compilations through module-scoped fixtures."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
