@@ -67,7 +67,7 @@ def _print_calibration(run_dir: Path, report: dict) -> None:
     print(f"                {run_dir / 'evaluation' / 'calibration.png'}")
 
 
-def _print_evaluation(run_dir: Path, metrics: dict) -> None:
+def _print_evaluation(run_dir: Path, metrics: dict, after_training: bool = True) -> None:
     from jaxatom.units import kcal_mol
 
     units = metrics.get("units", {})
@@ -92,8 +92,9 @@ def _print_evaluation(run_dir: Path, metrics: dict) -> None:
     print(f"  metrics:      {run_dir / 'metrics.csv'}, {run_dir / 'evaluation' / 'metrics.json'}")
     print(f"  plots:        {run_dir / 'evaluation' / 'parity.png'}")
     print(f"  predictions:  {run_dir / 'evaluation' / 'predictions.npz'}")
-    print(f"  checkpoints:  {run_dir / 'checkpoints'}  (rerun the same command to resume)")
-    print(f"  tensorboard:  tensorboard --logdir {run_dir / 'tensorboard'}")
+    if after_training:
+        print(f"  checkpoints:  {run_dir / 'checkpoints'}  (the same command continues a stopped run)")
+        print(f'  tensorboard:  tensorboard --logdir {run_dir / "tensorboard"}  (pip install "jaxatom[tensorboard]")')
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -121,7 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (JaxAtomError, FileNotFoundError, KeyError) as err:
         print(f"jaxatom evaluate: {err}", file=sys.stderr)
         return 2
-    _print_evaluation(Path(args.run_dir), metrics)
+    _print_evaluation(Path(args.run_dir), metrics, after_training=False)
     return 0
 
 
@@ -445,13 +446,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
-    if args.command in ("quickstart", "train", "evaluate", "md", "learn"):
-        from jaxatom.runtime import tune_cpu_allocator
-
-        with warnings.catch_warnings():  # called in-process after JAX started (tests, notebooks) it just does nothing
-            warnings.simplefilter("ignore")
-            tune_cpu_allocator()  # the CLI is a launcher, so it may make this process-wide choice
+    args = _parse(argv)  # importing jaxatom tuned the CPU allocator (jaxatom.runtime)
     from jaxatom.errors import JaxAtomError
 
     try:
