@@ -67,7 +67,7 @@ def _print_calibration(run_dir: Path, report: dict) -> None:
     print(f"                {run_dir / 'evaluation' / 'calibration.png'}")
 
 
-def _print_evaluation(run_dir: Path, metrics: dict) -> None:
+def _print_evaluation(run_dir: Path, metrics: dict, after_training: bool = True) -> None:
     from jaxatom.units import kcal_mol
 
     units = metrics.get("units", {})
@@ -92,8 +92,9 @@ def _print_evaluation(run_dir: Path, metrics: dict) -> None:
     print(f"  metrics:      {run_dir / 'metrics.csv'}, {run_dir / 'evaluation' / 'metrics.json'}")
     print(f"  plots:        {run_dir / 'evaluation' / 'parity.png'}")
     print(f"  predictions:  {run_dir / 'evaluation' / 'predictions.npz'}")
-    print(f"  checkpoints:  {run_dir / 'checkpoints'}  (rerun the same command to resume)")
-    print(f"  tensorboard:  tensorboard --logdir {run_dir / 'tensorboard'}")
+    if after_training:
+        print(f"  checkpoints:  {run_dir / 'checkpoints'}  (the same command continues a stopped run)")
+        print(f'  tensorboard:  tensorboard --logdir {run_dir / "tensorboard"}  (pip install "jaxatom[tensorboard]")')
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -121,29 +122,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (JaxAtomError, FileNotFoundError, KeyError) as err:
         print(f"jaxatom evaluate: {err}", file=sys.stderr)
         return 2
-    _print_evaluation(Path(args.run_dir), metrics)
+    _print_evaluation(Path(args.run_dir), metrics, after_training=False)
     return 0
 
 
-def _print_md(run, summary: dict) -> None:
-    timing = run.timing
+def _md_speed(run) -> str:
+    timing = None if run is None else run.timing
+    if timing is None or timing["steps_per_s"] != timing["steps_per_s"]:  # NaN: no step ran in this call
+        return "done earlier (nothing to run)"
+    rate, per_day, compile_s = timing["steps_per_s"], timing["ns_per_day"], timing["compile_s"]
+    return f"{rate:.0f} steps/s ({per_day:.3g} ns/day; compile {compile_s:.1f} s)"
+
+
+def _print_md(run, summary: dict, output: Path | None = None) -> None:
+    """The MD report; ``run`` None for a run done earlier, whose trajectory is ``output``."""
+    output = run.output if output is None else output
     drift = ", ".join(f"{d:.2e}" for d in summary["energy_drift_eV_per_atom_per_ps"])
-    if timing["steps_per_s"] == timing["steps_per_s"]:  # not NaN: some steps ran in this call
-        rate, per_day, compile_s = timing["steps_per_s"], timing["ns_per_day"], timing["compile_s"]
-        speed = f"{rate:.0f} steps/s ({per_day:.3g} ns/day; compile {compile_s:.1f} s)"
-    else:
-        speed = "already complete (nothing to run)"
-    print(f"MD: {run.settings['ensemble']}, {summary['time_ps']:.3g} ps, {speed}")
+    ensemble = "" if run is None else f"{run.settings['ensemble']}, "
+    print(f"MD: {ensemble}{summary['time_ps']:.3g} ps, {_md_speed(run)}")
     print(f"  energy drift: {drift} eV/atom/ps (conserved quantity, per replica)")
     temperatures = ", ".join(f"{t:.0f}" for t in summary["mean_temperature_K"])
     print(f"  mean temperature: {temperatures} K")
-    print(f"  trajectory:   {run.output}  (jaxatom.md.read_trajectory, export_trajectory)")
-    print(f"  plots:        {run.output}.energies.png, {run.output}.temperature.png")
-    if run.settings.get("observables"):
+    print(f"  trajectory:   {output}  (jaxatom.md.read_trajectory, export_trajectory)")
+    print(f"  plots:        {output}.energies.png, {output}.temperature.png")
+    if run is not None and run.settings.get("observables"):
         print(f"  observables:  {', '.join(run.settings['observables'])}  (spectra: jaxatom spectrum {run.output})")
 
 
 def _md(args: argparse.Namespace) -> int:
+    from jaxatom.inputs import read_md_settings
+
+    read_md_settings(args.config, args.overrides)  # a missing model or structure file is named before MD is imported
     from jaxatom.md.run import load_md_config, md_run, report
 
     run = md_run(load_md_config(args.config, args.overrides), progress=not args.quiet)
@@ -237,53 +246,11 @@ def _vibrations(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The quickstart run: PaiNN on the shipped GFN2-xTB aspirin data, sized for about 10 minutes on 2 CPU cores.
-QUICKSTART = {
-    "data": {"builtin": "aspirin", "train": 1000, "val": 100, "test": None, "seed": 0},
-    "model": {"representation": {"type": "painn", "n_atom_basis": 64, "n_interactions": 3, "cutoff": 5.0,
-                                 "n_rbf": 20}},
-    "training": {"batch_size": 32, "learning_rate": 1e-3, "max_epochs": 10000, "plateau_patience": 10,
-                 "plateau_cooldown": 2, "early_stopping_patience": 40},
-}  # fmt: skip
-
-
 def _quickstart(args: argparse.Namespace) -> int:
-    import yaml
+    from jaxatom.quickstart import run_quickstart
 
-    from jaxatom.train.run import evaluate_run, load_run_config, train_run
-
-    run_dir = Path(args.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    settings = {**QUICKSTART, "run_dir": str(run_dir)}
-    settings["training"] = {**QUICKSTART["training"], "max_time_s": 60.0 * args.minutes}
-    config_path = run_dir / "quickstart.yaml"
-    config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
-    print(f"jaxatom quickstart: training PaiNN on 1000 GFN2-xTB aspirin frames for up to {args.minutes:g} min")
-    train_run(load_run_config(config_path), progress=not args.quiet)
-    _print_evaluation(run_dir, evaluate_run(run_dir))
-    if args.md_ps > 0:
-        _quickstart_md(run_dir, args)
+    run_quickstart(args.out, args.minutes, args.md_ps, not args.quiet, _print_evaluation, _print_md)
     return 0
-
-
-def _quickstart_md(run_dir: Path, args: argparse.Namespace) -> None:
-    from jaxatom.data.builtin import load_builtin
-    from jaxatom.md.driver import CheckpointMismatch
-    from jaxatom.md.run import md_run, report
-
-    timestep_fs = 0.5
-    steps = 20 * round(args.md_ps * 1000 / timestep_fs / 20)
-    config = {"model": str(run_dir / "best_model"), "structure": load_builtin("aspirin").to_atoms(0),
-              "ensemble": "nve", "timestep_fs": timestep_fs, "steps": max(steps, 20), "stride": 20,
-              "frames_per_chunk": 100, "temperature_K": 300.0, "output": str(run_dir / "md" / "nve.h5"),
-              "precision": "float32"}  # fmt: skip
-    print(f"jaxatom quickstart: {args.md_ps:g} ps of NVE MD (0.5 fs, 300 K) with the trained model")
-    try:  # a rerun continues (or finds complete) the trajectory of the same model
-        run = md_run(config, progress=not args.quiet)
-    except CheckpointMismatch:
-        print("jaxatom quickstart: the model changed since the last MD run; starting the MD afresh")
-        run = md_run({**config, "overwrite": True}, progress=not args.quiet)
-    _print_md(run, report(run.output))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,13 +412,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
-    if args.command in ("quickstart", "train", "evaluate", "md", "learn"):
-        from jaxatom.runtime import tune_cpu_allocator
-
-        with warnings.catch_warnings():  # called in-process after JAX started (tests, notebooks) it just does nothing
-            warnings.simplefilter("ignore")
-            tune_cpu_allocator()  # the CLI is a launcher, so it may make this process-wide choice
+    args = _parse(argv)  # importing jaxatom tuned the CPU allocator (jaxatom.runtime)
     from jaxatom.errors import JaxAtomError
 
     try:

@@ -18,8 +18,9 @@ Host-side, one structure is a :class:`HostGraph` of unpadded numpy arrays (edges
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import numpy as np
@@ -108,6 +109,15 @@ class Graph:
     def graph_mask(self) -> jax.Array:
         """``[G]`` True for real structures."""
         return self.n_node > 0
+
+    def unpad(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Host copies of ``outputs`` computed on this graph (e.g. :meth:`Potential.evaluate`'s) without the padding:
+        per-structure arrays ``[G, ...]`` cut to the real structures, per-atom ``[N, ...]`` to the real atoms (real
+        ones come first in both). For use outside ``jit``."""
+        n_node = np.asarray(self.n_node)
+        n_real = {self.n_graph: int(np.count_nonzero(n_node)), self.positions.shape[0]: int(n_node.sum())}
+        values = {name: np.asarray(value) for name, value in outputs.items()}
+        return {name: v[: n_real[len(v)]] if v.ndim and len(v) in n_real else v for name, v in values.items()}
 
     def edge_vectors(self, positions: jax.Array | None = None, first_half: bool = False) -> jax.Array:
         """``[E, 3]`` edge vectors ``r_ij = R[j] - R[i] + shift_ij`` (Å), optionally for other ``positions``;

@@ -1,12 +1,24 @@
-"""Opt-in process settings that make XLA on CPU faster."""
+"""Process settings that make XLA on CPU faster: applied by ``import jaxatom`` unless
+``JAXATOM_TUNE_CPU_ALLOCATOR=0`` (:func:`tune_cpu_allocator_on_import`)."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import warnings
 
-__all__ = ["tune_cpu_allocator", "CPU_ALLOCATOR_ENV"]
+__all__ = [
+    "tune_cpu_allocator",
+    "tune_cpu_allocator_on_import",
+    "cpu_allocator_tuned",
+    "CPU_ALLOCATOR_ENV",
+    "OPT_OUT_ENV",
+]
+
+#: ``JAXATOM_TUNE_CPU_ALLOCATOR=0`` keeps glibc's default allocator settings when jaxatom is imported.
+OPT_OUT_ENV = "JAXATOM_TUNE_CPU_ALLOCATOR"
+_applied = False
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
@@ -35,7 +47,8 @@ def tune_cpu_allocator() -> bool:
     molecules with PaiNN); allocated from an XLA worker thread, glibc serves it with a fresh ``mmap`` each time, and
     the page faults cost about half the run time. This keeps all threads on one heap, never ``mmap``s, and keeps freed
     memory (up to 2 GiB) for reuse — the resident size stays at its peak. Process-wide; it only helps when called
-    before JAX starts its backend (before the first array is created), so call it first thing in a script. The
+    before JAX starts its backend (before the first array is created). ``import jaxatom`` calls it
+    (:func:`tune_cpu_allocator_on_import`); call it yourself only where JAX started before jaxatom was imported. The
     environment variables in :data:`CPU_ALLOCATOR_ENV` do the same from a shell.
 
     Returns True when applied; False on non-glibc systems, or (with a warning) when JAX has already started.
@@ -49,8 +62,27 @@ def tune_cpu_allocator() -> bool:
             stacklevel=2,
         )
         return False
+    global _applied
     libc = ctypes.CDLL("libc.so.6")
-    return all(
+    _applied = all(
         libc.mallopt(option, value)
         for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     )
+    return _applied
+
+
+def tune_cpu_allocator_on_import() -> bool:
+    """What ``import jaxatom`` does, so that scripts, notebooks and the CLI are equally fast without knowing about
+    it: :func:`tune_cpu_allocator`, unless the environment sets ``JAXATOM_TUNE_CPU_ALLOCATOR=0`` or JAX has already
+    started (jax imported and used before jaxatom: then nothing, silently; call :func:`tune_cpu_allocator` before
+    the first JAX array, or set :data:`CPU_ALLOCATOR_ENV`, to get it there). Returns whether it was applied."""
+    if os.environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if _jax_backend_started():
+        return False
+    return tune_cpu_allocator()
+
+
+def cpu_allocator_tuned() -> bool:
+    """Whether this process runs with :func:`tune_cpu_allocator`'s settings (applied by jaxatom)."""
+    return _applied

@@ -90,7 +90,7 @@ def test_quickstart_runs_the_main_job_and_a_rerun_changes_nothing(tmp_path, caps
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "already finished (" in captured.err and "training.max_time_s" in captured.err
-    assert "already complete" in captured.out
+    assert "evaluated before" in captured.out and "MD of this model was run before" in captured.out
     assert kept == {name: (tmp_path / "qs" / name).read_bytes() for name in kept}
 
 

@@ -62,3 +62,14 @@ def test_batch_with_explicit_sizes_and_errors():
         batch_graphs(graphs, n_node=3)
     with pytest.raises(ValueError, match="at least one structure"):
         batch_graphs([])
+
+
+def test_unpad_keeps_the_real_structures_and_atoms(ethanol):
+    structures = [ethanol, molecule("H2O")]
+    graph = batch_graphs([graph_from_atoms(a, 4.0) for a in structures])
+    padded = {"energy": np.arange(graph.n_graph, dtype=float), "forces": np.ones((graph.positions.shape[0], 3)),
+              "stress": np.zeros((graph.n_graph, 3, 3)), "scalar": np.float64(1.0)}  # fmt: skip
+    out = graph.unpad(padded)
+    assert graph.n_graph > 2 and graph.positions.shape[0] > 12
+    assert out["energy"].tolist() == [0.0, 1.0] and out["forces"].shape == (12, 3) and out["stress"].shape == (2, 3, 3)
+    assert out["scalar"] == 1.0

@@ -39,7 +39,7 @@ def load_builtin(name: str) -> Dataset:
             f"no built-in data set {name!r}; available: {', '.join(BUILTIN_DATASETS)} (or give a data file)"
         )
     with resources.as_file(resources.files("jaxatom.data") / "builtin" / BUILTIN_DATASETS[name]) as path:
-        return read_hdf5(path)
+        return read_hdf5(path).with_origin({"builtin": name})
 
 
 def builtin_reference(name: str) -> dict[str, Any]:

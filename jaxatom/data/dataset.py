@@ -25,6 +25,7 @@ from jaxatom.units import UnitError, parse_unit, unit_factor
 
 __all__ = [
     "Dataset",
+    "DataOrigin",
     "PROPERTY_UNITS",
     "PROPERTY_SHAPES",
     "PER_ATOM_PROPERTIES",
@@ -105,6 +106,15 @@ def _declared_per_atom(names: Iterable[str], per_atom: Collection[str]) -> froze
     return frozenset(n for n in names if n in per_atom or is_per_atom(n))
 
 
+@dataclasses.dataclass(frozen=True)
+class DataOrigin:
+    """The file or shipped set a :class:`Dataset` was read from: ``data`` is a run configuration's ``data`` section
+    naming it (``{"builtin": "aspirin"}``, ``{"path": "/abs/file.h5", "units": {...}}``), ``size`` its structures."""
+
+    data: Mapping[str, Any]
+    size: int
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """Structures with properties, atoms of all structures concatenated. Units: eV, Å, e (see :attr:`units`).
@@ -126,6 +136,13 @@ class Dataset:
         info: per-structure annotations that are not labels, ``[S]`` arrays of strings, integers, floats or booleans
             (e.g. the provenance of actively learned structures: generation, method, structure id); no units, never
             trained on, NaN allowed. Kept by subsets, :func:`concatenate`, HDF5 and npz files.
+        origin: where the structures were read from, as a run configuration's ``data`` section (``{"builtin":
+            "aspirin"}``, ``{"path": "/abs/file.h5"}``), with ``size`` its number of structures; None for data built
+            in memory. Set by :func:`~jaxatom.data.load_builtin` and :func:`~jaxatom.data.read_dataset`, kept by
+            :meth:`subset`, dropped by :func:`concatenate`. With :attr:`rows` it lets a run trained from Python
+            record its split (``fit`` writes ``run_config.yaml`` and ``split.npz``), so that ``jaxatom evaluate`` finds
+            the test set.
+        rows: ``[S]`` the row of each structure in :attr:`origin` (None: all rows, in order).
     """
 
     numbers: np.ndarray
@@ -139,6 +156,8 @@ class Dataset:
     per_atom: frozenset[str] = frozenset()
     units: Mapping[str, str] = dataclasses.field(default_factory=dict)
     info: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    origin: DataOrigin | None = None
+    rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "per_atom", _declared_per_atom(self.properties, self.per_atom))
@@ -409,8 +428,16 @@ class Dataset:
         atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
+    def __repr__(self) -> str:
+        elements = sorted({chemical_symbols[z] for z in np.unique(self.numbers)})
+        properties = ", ".join(f"{name} [{unit}]" for name, unit in self.units.items())
+        where = "" if self.origin is None else f", from {_origin_name(self.origin)}"
+        info = f", info: {', '.join(self.info)}" if self.info else ""
+        return (f"Dataset({len(self)} structures, {int(np.sum(self.n_atoms))} atoms, elements {' '.join(elements)}; "
+                f"properties: {properties or 'none'}{info}{where})")  # fmt: skip
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
-        """The structures at ``indices``, in that order."""
+        """The structures at ``indices``, in that order (their :attr:`rows` in the origin follow)."""
         indices = np.asarray(indices, np.int64)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"indices must lie in 0..{len(self) - 1}")
@@ -429,7 +456,17 @@ class Dataset:
                 for name, values in self.properties.items()
             },
             info={name: values[indices] for name, values in self.info.items()},
+            rows=None if self.origin is None else self.origin_rows[indices],
         )
+
+    @property
+    def origin_rows(self) -> np.ndarray:
+        """``[S]`` the row of each structure in :attr:`origin` (``arange(S)`` where the whole origin is held)."""
+        return np.arange(len(self)) if self.rows is None else np.asarray(self.rows)
+
+    def with_origin(self, data: Mapping[str, Any]) -> Dataset:
+        """This data set (all rows of it) marked as read from ``data`` (a run configuration's ``data`` section)."""
+        return dataclasses.replace(self, origin=DataOrigin(dict(data), len(self)), rows=None)
 
 
 #: The value an :attr:`Dataset.info` entry takes, by dtype kind, for structures of a part that lacks it.
@@ -464,7 +501,14 @@ def concatenate(parts: Sequence[Dataset]) -> Dataset:
         pbc=np.concatenate([part.pbc for part in parts]),
         properties={name: np.concatenate([part.properties[name] for part in parts]) for name in first.properties},
         info=info,
+        origin=None,
+        rows=None,
     )
+
+
+def _origin_name(origin: DataOrigin) -> str:
+    data = origin.data
+    return f"built-in {data['builtin']!r}" if "builtin" in data else str(data.get("path") or data.get("source"))
 
 
 def _describe_properties(dataset: Dataset) -> str:

@@ -648,12 +648,10 @@ def read_dataset(path, **options) -> Dataset:
     suffix = path.suffix.lower()
     if path.is_dir():
         _check_file(path)  # refuses the directory by name, whatever its suffix
-    if suffix == ".db":
-        return read_ase_db(path, **options)
-    if suffix in (".xyz", ".extxyz"):
-        return read_extxyz(path, **options)
-    if suffix in (".h5", ".hdf5"):
-        return read_hdf5(path, **options)
-    if suffix == ".npz":
-        return read_npz(path, **options)
-    raise DataError(f"unknown data file type {suffix!r} for {path}; use {SUFFIXES} (or convert the file)")
+    readers = {".db": read_ase_db, ".xyz": read_extxyz, ".extxyz": read_extxyz, ".h5": read_hdf5,
+               ".hdf5": read_hdf5, ".npz": read_npz}  # fmt: skip
+    if suffix not in readers:
+        raise DataError(f"unknown data file type {suffix!r} for {path}; use {SUFFIXES} (or convert the file)")
+    dataset = readers[suffix](path, **options)
+    origin = {"path": str(path.resolve()), **({"units": dict(options["units"])} if options.get("units") else {})}
+    return dataset.with_origin(origin) if set(options) <= {"units"} else dataset

@@ -23,7 +23,7 @@ from jaxatom.learn.layout import Layout, LoopState, write_atomically
 from jaxatom.learn.oracle import append_labels
 from jaxatom.learn.report import write_report
 from jaxatom.learn.stages import STAGE_FUNCTIONS, label_id, label_properties
-from jaxatom.train.run import _split, load_data
+from jaxatom.train.run import load_data, run_split
 
 __all__ = ["learn"]
 
@@ -50,7 +50,7 @@ def _first_labels(config: LearnConfig, layout: Layout) -> None:
     if layout.labels.exists() and layout.test.exists():
         return
     dataset = load_data(config.data)
-    split = _split(config, dataset)
+    split = run_split(config, dataset)
     if not layout.test.exists():
         test = split["test_idx"]
         if config.cheap_oracle is not None:

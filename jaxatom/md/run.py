@@ -15,9 +15,10 @@ from ase import Atoms
 from ase.io import read
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from jaxatom.config import StrictModel, apply_overrides, read_yaml
+from jaxatom.config import StrictModel
 from jaxatom.errors import ConfigError, DataError
 from jaxatom.graph import enable_x64
+from jaxatom.inputs import read_md_settings
 from jaxatom.md import analysis
 from jaxatom.md.driver import simulate
 from jaxatom.md.ensembles import ENSEMBLES, Ensemble, ensemble_from_settings
@@ -168,22 +169,10 @@ DEFAULT_MD: dict[str, Any] = {name: field.default for name, field in MDConfig.mo
 
 def load_md_config(path: str | Path | None, overrides: Sequence[str] = ()) -> MDConfig:
     """Read a YAML MD configuration, apply ``key=value`` overrides (values parsed as YAML) and validate it: unknown
-    settings, missing model or structure, and wrong types or choices raise an :class:`MDConfigError`."""
-    config: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"MD configuration {path} not found")
-        try:
-            config = read_yaml(path)
-        except ConfigError as err:
-            raise MDConfigError(str(err)) from None
-        base = path.parent
-        for key in ("model", "structure", "output"):  # relative paths are relative to the configuration file
-            if isinstance(config.get(key), str) and not Path(config[key]).is_absolute():
-                config[key] = str(base / config[key])
+    settings, missing model or structure, and wrong types or choices raise an :class:`MDConfigError`; a model or
+    structure file that does not exist raises ``FileNotFoundError`` naming it and what to give instead."""
     try:
-        config = apply_overrides(config, overrides, example="key=value")
+        config = read_md_settings(path, overrides)
     except ConfigError as err:
         raise MDConfigError(str(err)) from None
     unknown = sorted(set(config) - set(MDConfig.model_fields))

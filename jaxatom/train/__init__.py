@@ -1,5 +1,6 @@
 """Training: configuration, jitted optax steps, the fit loop with orbax checkpoints, CSV and TensorBoard logs."""
 
+from jaxatom.train.assessment import Evaluation, evaluate
 from jaxatom.train.calibration import Calibration, calibrate
 from jaxatom.train.config import ConfigError, EnsembleConfig, TrainConfig
 from jaxatom.train.ensemble import fit_ensemble
@@ -11,6 +12,8 @@ __all__ = [
     "calibrate",
     "ConfigError",
     "EnsembleConfig",
+    "Evaluation",
+    "evaluate",
     "TrainConfig",
     "TrainState",
     "TrainingDiverged",

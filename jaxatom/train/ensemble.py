@@ -23,7 +23,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import Batch, GraphLoader, prefetched
@@ -43,9 +42,11 @@ from jaxatom.train.fit import (
     _restore,
     _scales,
     epoch_metrics,
+    report_stop,
     stop_reason,
 )
 from jaxatom.train.logs import RunLogs, epoch_row
+from jaxatom.train.progress import epoch_bar, update_total
 from jaxatom.train.step import TrainState, ensemble_eval_step, ensemble_train_step, init_state
 
 __all__ = ["fit_ensemble", "member_seeds", "member_indices", "member_order", "ENSEMBLE_DIR"]
@@ -245,10 +246,10 @@ def _epochs(
     config = training.config
     start = 0 if meta is None else meta["epoch"] + 1
     started = time.perf_counter() - (0.0 if meta is None else meta["elapsed_s"])
-    bar = tqdm(range(start, config.max_epochs), initial=start, total=config.max_epochs,
-               desc=f"training {config.ensemble.size} members", unit="epoch", disable=not progress)  # fmt: skip
+    bar = epoch_bar(start, config, f"training {config.ensemble.size} members", progress)
     with contextlib.closing(bar):
         for epoch in bar:
+            epoch_started = time.perf_counter()
             active = _active(meta, config.ensemble.size)
             state, train_metrics = _train_epoch(training, checkpoints, state, active, epoch)
             val_metrics = _evaluate(state.ema_params, training)
@@ -265,8 +266,10 @@ def _epochs(
             logs.log(row)
             bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
                             active=int(_active(meta, config.ensemble.size).sum()))  # fmt: skip
+            update_total(bar, config, meta, time.perf_counter() - epoch_started)
             if meta["stop_reason"] is not None:
                 break
+    report_stop(meta, config)
     return state, best
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from flax import serialization, traverse_util
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader, fidelity_of
@@ -29,6 +28,8 @@ from jaxatom.potential.outputs import OutputScaling
 from jaxatom.train.checkpoint import Checkpoints, run_lock
 from jaxatom.train.config import ConfigError, StepConfig, TrainConfig
 from jaxatom.train.logs import RunLogs, epoch_row
+from jaxatom.train.progress import epoch_bar, stopped_line, update_total
+from jaxatom.train.record import record_python_run
 from jaxatom.train.schedule import PlateauState, plateau_update
 from jaxatom.train.step import TrainState, data_parallel_train_step, eval_step, init_state, train_step
 
@@ -297,15 +298,19 @@ def fit(
     The potential's energy offsets are used as they are (see :func:`with_energy_offsets`). With several visible
     devices (and ``config.data_parallel``) each batch is split evenly across them and gradients are averaged.
     ``run_dir`` receives ``checkpoints/latest`` and ``checkpoints/best`` (orbax), ``metrics.csv``, TensorBoard event
-    files in ``tensorboard`` and ``config.json``; while training, ``run_dir/train.lock`` keeps other processes out
-    (:class:`~jaxatom.errors.RunInUseError`). With ``resume`` a run continues from ``checkpoints/latest`` and ends
-    exactly where an uninterrupted run would, also after a ``kill -9``; a run that is already finished under
-    ``config`` (see :func:`stop_reason`) is reported on stderr and returned without training. A NaN or infinite loss
+    files in ``tensorboard`` and ``config.json``, and, for data read from a file or a shipped set, the
+    ``run_config.yaml`` and ``split.npz`` that ``jaxatom evaluate RUN_DIR`` reads (rows of that origin neither
+    trained nor validated on are the test set; :func:`~jaxatom.train.record.record_python_run`). While training,
+    ``run_dir/train.lock`` keeps other processes out (:class:`~jaxatom.errors.RunInUseError`). With ``resume`` a
+    run continues from ``checkpoints/latest`` and ends exactly where an uninterrupted run would, also after a
+    ``kill -9``; a run that is already finished under ``config`` (see :func:`stop_reason`) is reported on stderr
+    and returned without training. A NaN or infinite loss
     raises :class:`TrainingDiverged` naming the step and the last good checkpoint.
 
     With ``config.ensemble`` set, trains that many members as one and returns a
     :class:`~jaxatom.potential.PotentialEnsemble` (see :func:`~jaxatom.train.ensemble.fit_ensemble`).
     """
+    record_python_run(Path(run_dir), potential, train, val, config)
     if config.ensemble is not None:
         from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
 
@@ -364,10 +369,10 @@ def _epochs(
     config = training.config
     start = 0 if meta is None else meta["epoch"] + 1
     started = time.perf_counter() - (0.0 if meta is None else meta["elapsed_s"])
-    bar = tqdm(range(start, config.max_epochs), initial=start, total=config.max_epochs,
-               desc="training", unit="epoch", disable=not progress)  # fmt: skip
+    bar = epoch_bar(start, config, "training", progress)
     with contextlib.closing(bar):
         for epoch in bar:
+            epoch_started = time.perf_counter()
             state, train_metrics = _train_epoch(training, checkpoints, state, epoch)
             # one copy on the default device (the state may be replicated over several), reused for every batch
             val_params = jax.device_put(jax.device_get(state.ema_params))
@@ -383,9 +388,18 @@ def _epochs(
             maes = {f"{term.name}_mae": f"{row[f'val_{term.name}_mae']:.3g}" for term in config.terms}
             bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
                             lr=f"{row['learning_rate']:.2g}", **maes)  # fmt: skip
+            update_total(bar, config, meta, time.perf_counter() - epoch_started)
             if meta["stop_reason"] is not None:
                 break
+    report_stop(meta, config)
     return state, best_params
+
+
+def report_stop(meta: Mapping[str, Any] | None, config: TrainConfig) -> None:
+    """Say on stderr why training ended after the epoch of ``meta`` (nothing if no epoch ran)."""
+    reason = None if meta is None else meta["stop_reason"]
+    if reason is not None:
+        print(stopped_line(reason, _describe_stop(reason, meta, config)), file=sys.stderr)
 
 
 def _train_epoch(

@@ -21,7 +21,6 @@ The layout of earlier versions (``model: {type: painn, n_atom_basis: ...}``, ``d
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,11 +43,10 @@ from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check
 from jaxatom.nn.registry import HEADS, REPRESENTATIONS, module_config, module_from_config
 from jaxatom.potential import Potential, PotentialEnsemble, delta_potential, load_model
 from jaxatom.potential.calibration import CALIBRATION_FILE
-from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.potential.outputs import OutputScaling
 from jaxatom.properties import property_unit
+from jaxatom.train.assessment import evaluate_run
 from jaxatom.train.calibration import (
-    calibration_report,
     ensemble_residuals,
     fit_calibration,
     plot_calibration,
@@ -59,11 +57,7 @@ from jaxatom.train.checkpoint import run_lock
 from jaxatom.train.config import TrainConfig, translate_legacy
 from jaxatom.train.ensemble import ENSEMBLE_DIR
 from jaxatom.train.evaluation import (
-    error_metrics,
-    plot_parity,
     predict_dataset,
-    predict_dataset_ensemble,
-    write_predictions,
 )
 from jaxatom.train.fit import check_fidelities, check_training_data, fit, run_stop_reason
 from jaxatom.units import UnitError
@@ -199,12 +193,16 @@ def load_data(data: DataConfig) -> Dataset:
     from jaxatom.data import sources
 
     data_dir = None if data.data_dir is None else Path(data.data_dir).expanduser()
+    origin = data.model_dump(include={"source", "molecule", "fold", "data_dir", "remove_uncharacterized"},
+                             exclude_none=True)  # fmt: skip
     if data.source == "qm9":
-        return sources.load_qm9(data_dir, remove_uncharacterized=data.remove_uncharacterized)
-    if data.source == "iso17":
-        return sources.load_iso17(data.fold, data_dir)
-    loader = {"md17": sources.load_md17, "rmd17": sources.load_rmd17, "md22": sources.load_md22}[data.source]
-    return loader(data.molecule, data_dir)
+        dataset = sources.load_qm9(data_dir, remove_uncharacterized=data.remove_uncharacterized)
+    elif data.source == "iso17":
+        dataset = sources.load_iso17(data.fold, data_dir)
+    else:
+        loader = {"md17": sources.load_md17, "rmd17": sources.load_rmd17, "md22": sources.load_md22}[data.source]
+        dataset = loader(data.molecule, data_dir)
+    return dataset.with_origin(origin)
 
 
 # -- model -----------------------------------------------------------------------------------------------------------
@@ -429,7 +427,8 @@ def _as_run_config(config: RunConfig | Mapping) -> RunConfig:
     return config if isinstance(config, RunConfig) else RunConfig.load(config)
 
 
-def _split(config: RunConfig, dataset: Dataset) -> dict:
+def run_split(config: RunConfig, dataset: Dataset) -> dict:
+    """The run's split of ``dataset`` (``train_idx``, ``val_idx``, ``test_idx``), kept in ``run_dir/split.npz``."""
     data = config.data
     path = Path(config.run_dir) / "split.npz"
     try:
@@ -543,7 +542,7 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
     config = _as_run_config(config)
     run_dir, training = Path(config.run_dir), config.training
     dataset = load_data(config.data)
-    split = _split(config, dataset)
+    split = run_split(config, dataset)
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
     indices = {"training": split["train_idx"], "validation": split["val_idx"]}
     check_training_data({"training": train, "validation": val}, training, indices)  # before neighbour lists, compiles
@@ -578,63 +577,3 @@ def calibrate_run(ensemble: PotentialEnsemble, val: Dataset, training: TrainConf
     write_reliability_csv(rows, run_dir / "calibration.csv")
     plot_calibration(rows, run_dir / "calibration.png", calibration)
     return ensemble.with_calibration(calibration)
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    data_path: str | Path | None = None,
-    batch_size: int = 32,
-    units: Mapping[str, str] | None = None,
-) -> dict:
-    """Evaluate ``run_dir/best_model`` (of an ensemble run: the members' mean of ``best_ensemble``) on the run's test
-    split (or on all of ``data_path``, whose properties are stored in ``units`` where the file does not record them,
-    e.g. ``{"stress": "GPa"}``); writes
-    ``evaluation/metrics.json``, ``parity.png`` and ``predictions.npz`` and returns the metrics: MAE and RMSE of every
-    predicted property the data has (``X_mae``, ``X_rmse``), ``structures``, and ``units`` (the unit of each X).
-    A calibrated ensemble also gets ``calibration`` (:func:`~jaxatom.train.calibration.calibration_report` on these
-    structures) and ``evaluation/calibration.png``/``calibration.csv``."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "run_config.yaml"
-    ensemble = bool(ensemble_members(run_dir / ENSEMBLE_DIR)) and not (run_dir / "best_model").exists()
-    if not (ensemble or (run_dir / "best_model").exists()):
-        raise ConfigError(f"{run_dir} holds no trained model (best_model or {ENSEMBLE_DIR}); train first")
-    if data_path is not None:
-        dataset = read_dataset(data_path, **({"units": units} if units else {}))
-    else:
-        if not config_path.is_file():
-            raise ConfigError(
-                f"{config_path} is missing, so the run's test split is unknown; rerun `jaxatom train` for this run "
-                "or evaluate on a data file with --data"
-            )
-        config = load_run_config(config_path)
-        full = load_data(config.data)
-        dataset = full.subset(_split(config, full)["test_idx"])
-    out = run_dir / "evaluation"
-    out.mkdir(exist_ok=True)
-    calibration = None
-    if ensemble:
-        members = PotentialEnsemble.load(run_dir / ENSEMBLE_DIR)
-        predictions = predict_dataset_ensemble(members, dataset, batch_size)
-        calibration = _test_calibration(members, dataset, batch_size, out)
-    else:
-        predictions = predict_dataset(load_model(run_dir / "best_model"), dataset, batch_size)
-    metrics = {"structures": len(dataset), **error_metrics(predictions, dataset)}
-    metrics["units"] = {name: dataset.units[name] for name in sorted(set(predictions) & set(dataset.properties))}
-    if calibration is not None:
-        metrics["calibration"] = calibration
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_parity(predictions, dataset, out / "parity.png")
-    write_predictions(predictions, dataset, out / "predictions.npz")
-    return metrics
-
-
-def _test_calibration(ensemble: PotentialEnsemble, dataset: Dataset, batch_size: int, out: Path) -> dict | None:
-    """How the ensemble's stored calibration holds on ``dataset`` (:func:`calibration_report`), with its
-    reliability diagram ``calibration.png`` and bins ``calibration.csv`` in ``out``; None if it is uncalibrated."""
-    if ensemble.calibration is None:
-        return None
-    residuals = ensemble_residuals(ensemble, dataset, batch_size)
-    rows = reliability_table(residuals, ensemble.calibration)
-    write_reliability_csv(rows, out / "calibration.csv")
-    plot_calibration(rows, out / "calibration.png", ensemble.calibration)
-    return calibration_report(residuals, ensemble.calibration)
