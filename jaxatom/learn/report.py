@@ -74,12 +74,10 @@ def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_report(rows: list[dict], path) -> None:
     """Test force error vs labels, and the uncertainty of visited and chosen structures per generation."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (errors, uncertainty) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    errors, uncertainty = fig.subplots(1, 2)
     for column, label in (("test_forces_mae_eV_per_A", "force MAE"), ("test_forces_rmse_eV_per_A", "force RMSE")):
         x, y = _series(rows, column)
         errors.plot(x, y, "o-", label=label)
@@ -93,4 +91,3 @@ def plot_report(rows: list[dict], path) -> None:
     uncertainty.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -197,13 +197,11 @@ def plot_calibration(rows: list[dict], path: str | Path, calibration: Calibratio
     """A PNG reliability diagram per output of :func:`reliability_table` rows: observed RMS error against the
     predicted (calibrated) RMS uncertainty per bin, log-log, with the ideal line ``y = x`` (and the force threshold
     on the per-structure panel when ``calibration`` has one)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays
 
     outputs = list(dict.fromkeys(row["output"] for row in rows))
-    figure, axes = plt.subplots(1, len(outputs), figsize=(4.5 * len(outputs), 4.2), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(outputs), 4.2))
+    axes = figure.subplots(1, len(outputs), squeeze=False)
     for axis, output in zip(axes[0], outputs, strict=True):
         predicted = np.array([r["predicted_rms"] for r in rows if r["output"] == output])
         observed = np.array([r["observed_rms"] for r in rows if r["output"] == output])
@@ -220,7 +218,6 @@ def plot_calibration(rows: list[dict], path: str | Path, calibration: Calibratio
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 

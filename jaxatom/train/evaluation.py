@@ -79,14 +79,12 @@ def error_metrics(predictions: dict[str, np.ndarray], dataset: Dataset) -> dict[
 def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path) -> Path:
     """A PNG with a parity plot (every component) of each predicted property the data set has, in its unit (stress
     in GPa), and a histogram of the force errors when forces are among them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays
 
     names = sorted(set(predictions) & set(dataset.properties), key=lambda n: (n not in ("energy", "forces"), n))
     histogram = "forces" in names
-    figure, axes = plt.subplots(1, len(names) + histogram, figsize=(5 * (len(names) + histogram), 4.5), squeeze=False)
+    figure = Figure(figsize=(5 * (len(names) + histogram), 4.5))
+    axes = figure.subplots(1, len(names) + histogram, squeeze=False)
     for axis, name in zip(axes[0], names, strict=False):
         predicted, reference = np.ravel(predictions[name]), np.ravel(dataset.properties[name])
         label = f"{name} ({dataset.units.get(name, '')})"
@@ -106,7 +104,6 @@ def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str 
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
