@@ -131,7 +131,9 @@ def test_ensemble_training_calibrates_and_evaluation_reports_it(tmp_path, capsys
     assert (run / "calibration.png").is_file()
     with (run / "calibration.csv").open() as handle:
         assert {row["output"] for row in csv.DictReader(handle)} == {"energy", "forces", "forces_max"}
-    assert "calibration:" in capsys.readouterr().out
+    output = capsys.readouterr().out  # the CLI trains an ensemble (test_ensemble_training has the Python path)
+    assert "calibration:" in output and "test set (8 structures)" in output and "best_ensemble" in output
+    assert PotentialEnsemble.load(run / "best_ensemble").size == 2
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert metrics["calibration"]["structures"] == 8 and metrics["calibration"]["forces_scale_ratio"] > 0
     assert (run / "evaluation" / "calibration.png").is_file()

@@ -167,6 +167,8 @@ def test_splits_reproduce_and_split_files_are_reused_and_validated(tmp_path):
         data.random_split(10, 8, 3)
     with pytest.raises(ValueError, match="fraction must lie"):
         data.random_split(10, 1.5, 0)
+    rounded = data.random_split(55, 0.9, 0.1, 0)  # 49.5 and 5.5 both round up: the validation share gives way
+    assert [len(rounded[k]) for k in ("train_idx", "val_idx", "test_idx")] == [50, 5, 0]
 
 
 def test_statistics_match_a_direct_computation(dataset):

@@ -155,18 +155,3 @@ def test_bad_ensemble_settings_are_refused_with_a_clear_error(tmp_path, potentia
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data": {"builtin": "ethanol"}, "training": {"ensemble": {"size": -1}}}))
     assert main(["train", str(config), "--quiet"]) == 2
-
-
-def test_train_an_ensemble_from_the_command_line(tmp_path, capsys):
-    config = {
-        "run_dir": str(tmp_path / "run"),
-        "data": {"builtin": "ethanol", "train": 16, "val": 8, "test": 8},
-        "model": {"type": "painn", "n_atom_basis": 8, "n_interactions": 1, "cutoff": 4.0, "n_rbf": 6},
-        "training": {"batch_size": 8, "max_epochs": 1, "seed": 3, "ensemble": {"size": 2}},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert main(["train", str(path), "--quiet"]) == 0
-    output = capsys.readouterr().out
-    assert "test set (8 structures)" in output and ENSEMBLE_DIR in output
-    assert jaxatom.PotentialEnsemble.load(tmp_path / "run" / ENSEMBLE_DIR).size == 2

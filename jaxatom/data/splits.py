@@ -29,6 +29,22 @@ def _count(size: int | float, n: int, name: str) -> int:
     return int(size)
 
 
+def _fit_rounding(sizes: tuple, counts: list[int], n: int) -> list[int]:
+    """``counts`` with rounding up of fractions undone where fractions adding up to at most 1 would otherwise ask for
+    more than ``n`` structures (0.9 and 0.1 of 55 round to 50 + 6): the test, then validation, then training count
+    of a fraction gives way."""
+    fractions = [isinstance(size, float) for size in sizes]
+    if sum(size for size, f in zip(sizes, fractions, strict=True) if f) > 1.0 + 1e-9:
+        return counts
+    excess = sum(counts) - n
+    for index in (2, 1, 0):
+        if excess > 0 and fractions[index]:
+            cut = min(excess, counts[index])
+            counts[index] -= cut
+            excess -= cut
+    return counts
+
+
 def random_split(
     n: int, train: int | float, val: int | float, test: int | float | None = None, seed: int = 0
 ) -> dict[str, np.ndarray]:
@@ -37,7 +53,9 @@ def random_split(
     Sizes are absolute counts (int) or fractions of ``n`` (float ≤ 1); ``test=None`` takes the rest.
     """
     n_train, n_val = _count(train, n, "train"), _count(val, n, "validation")
-    n_test = n - n_train - n_val if test is None else _count(test, n, "test")
+    n_test = 0 if test is None else _count(test, n, "test")
+    n_train, n_val, n_test = _fit_rounding((train, val, test), [n_train, n_val, n_test], n)
+    n_test = n - n_train - n_val if test is None else n_test
     if n_train + n_val + n_test > n or n_test < 0:
         raise ConfigError(
             f"the split asks for {n_train} + {n_val} + {max(n_test, 0)} structures but the data set has only {n}; "
