@@ -70,6 +70,14 @@ def test_evaluating_on_the_run_test_split_uses_the_rows_not_trained_on(trained, 
     assert len(seen["data"]) == 2970 and seen["data"].rows.min() == 30
 
 
+def test_a_given_test_set_is_the_run_test_split(trained, ethanol_data):
+    run_dir, potential = trained
+    train, val, test = (ethanol_data.subset(rows) for rows in (range(20), range(20, 30), [40, 41]))
+    fit(potential, train, val, TrainConfig(max_epochs=2, batch_size=10), run_dir, progress=False, test=test)
+    np.testing.assert_array_equal(np.load(run_dir / "split.npz")["test_idx"], [40, 41])
+    assert jaxatom.evaluate(run_dir).metrics["structures"] == 2
+
+
 def test_a_run_on_data_built_in_memory_names_what_to_do(ethanol_data, tmp_path):
     in_memory = dataclasses.replace(ethanol_data.subset(range(20)), origin=None, rows=None)
     potential = with_energy_offsets(jaxatom.Potential.create(tiny_schnet(), elements=[1, 6, 8]), in_memory)

@@ -888,6 +888,6 @@ def _host_frames(frames: dict, state: MDState, force_field: ForceField, plan: _P
 def _progress_bar(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets in notebooks
 
     return tqdm(total=total, initial=initial, unit="step", desc="md", dynamic_ncols=True)

@@ -291,6 +291,7 @@ def fit(
     run_dir: str | Path,
     resume: bool = True,
     progress: bool = True,
+    test: Dataset | None = None,
 ) -> Potential | PotentialEnsemble:
     """Train ``potential`` on ``train``, validating on ``val`` after every epoch; return it with the EMA parameters
     of the best validation epoch (written to ``run_dir/best_model`` too).
@@ -300,7 +301,8 @@ def fit(
     ``run_dir`` receives ``checkpoints/latest`` and ``checkpoints/best`` (orbax), ``metrics.csv``, TensorBoard event
     files in ``tensorboard`` and ``config.json``, and, for data read from a file or a shipped set, the
     ``run_config.yaml`` and ``split.npz`` that ``jaxatom evaluate RUN_DIR`` reads (rows of that origin neither
-    trained nor validated on are the test set; :func:`~jaxatom.train.record.record_python_run`). While training,
+    trained nor validated on are the test set, or those of ``test`` if given; never trained on:
+    :func:`~jaxatom.train.record.record_python_run`). While training,
     ``run_dir/train.lock`` keeps other processes out (:class:`~jaxatom.errors.RunInUseError`). With ``resume`` a
     run continues from ``checkpoints/latest`` and ends exactly where an uninterrupted run would, also after a
     ``kill -9``; a run that is already finished under ``config`` (see :func:`stop_reason`) is reported on stderr
@@ -310,7 +312,7 @@ def fit(
     With ``config.ensemble`` set, trains that many members as one and returns a
     :class:`~jaxatom.potential.PotentialEnsemble` (see :func:`~jaxatom.train.ensemble.fit_ensemble`).
     """
-    record_python_run(Path(run_dir), potential, train, val, config)
+    record_python_run(Path(run_dir), potential, train, val, config, test)
     if config.ensemble is not None:
         from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
 

@@ -33,13 +33,17 @@ def _recorded_by_fit(path: Path) -> bool:
         return file.readline().rstrip("\n") == RECORD_MARK
 
 
-def _same_origin(train: Dataset, val: Dataset) -> bool:
-    return train.origin is not None and train.origin == val.origin
+def _same_origin(*parts: Dataset | None) -> bool:
+    given = [part for part in parts if part is not None]
+    return given[0].origin is not None and all(part.origin == given[0].origin for part in given)
 
 
-def _split(train: Dataset, val: Dataset) -> dict[str, np.ndarray]:
+def _split(train: Dataset, val: Dataset, test: Dataset | None) -> dict[str, np.ndarray]:
     train_idx, val_idx = train.origin_rows, val.origin_rows
-    test_idx = np.setdiff1d(np.arange(train.origin.size), np.concatenate([train_idx, val_idx]))
+    if test is not None:
+        test_idx = test.origin_rows
+    else:
+        test_idx = np.setdiff1d(np.arange(train.origin.size), np.concatenate([train_idx, val_idx]))
     return {"train_idx": train_idx, "val_idx": val_idx, "test_idx": test_idx}
 
 
@@ -56,16 +60,19 @@ def _write_atomically(path: Path, write) -> None:
     os.replace(partial, path)
 
 
-def record_python_run(run_dir: Path, potential: Potential, train: Dataset, val: Dataset, config: TrainConfig) -> bool:
+def record_python_run(
+    run_dir: Path, potential: Potential, train: Dataset, val: Dataset, config: TrainConfig, test: Dataset | None = None
+) -> bool:
     """Write ``run_config.yaml`` and ``split.npz`` into ``run_dir`` for a run started from Python, unless a
-    ``jaxatom train`` configuration is there already or the data has no file behind it (built in memory, or
-    training and validation from different files). Returns whether it wrote them."""
+    ``jaxatom train`` configuration is there already or the data has no file behind it (built in memory, or the
+    parts from different files). The test split is ``test``'s rows, else every row neither trained nor validated
+    on. Returns whether it wrote them."""
     config_path = run_dir / "run_config.yaml"
-    if (config_path.exists() and not _recorded_by_fit(config_path)) or not _same_origin(train, val):
+    if (config_path.exists() and not _recorded_by_fit(config_path)) or not _same_origin(train, val, test):
         return False
     from jaxatom.train.run import RunConfig  # run builds on fit, which calls this
 
-    split = _split(train, val)
+    split = _split(train, val, test)
     data = {**train.origin.data, "train": len(train), "val": len(val), "test": len(split["test_idx"])}
     try:
         settings = {"run_dir": str(run_dir), "data": data, "model": _model_section(potential),
