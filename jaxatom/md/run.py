@@ -63,8 +63,8 @@ class MDConfig(StrictModel):
     barostat_tau_fs: float = 1000.0
     compressibility_per_GPa: float = 0.01
     cell_flexibility: str = "isotropic"
-    stride: int = 10
-    frames_per_chunk: int = 100
+    stride: int | None = None
+    frames_per_chunk: int | None = None
     overwrite: bool = False
     seed: int = 0
     velocities: str = "maxwell_boltzmann"
