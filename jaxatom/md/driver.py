@@ -70,9 +70,9 @@ class MDRun:
         frames: per-frame arrays ``{name: [F, R, ...]}`` when no output file is written (the starting state as frame 0,
             then every ``stride`` steps: ``F = steps / stride + 1``), else ``None``.
         output: the HDF5 trajectory path, or ``None``.
-        timing: ``compile_s`` (XLA compile of the chunk functions, and the starting frame), ``steps_per_s`` (MD steps of the whole system
-            per second after compilation, writing frames and checkpoints included), ``ns_per_day``, ``wall_s``,
-            ``reruns`` (chunks rerun after a neighbour-list overflow).
+        timing: ``compile_s`` (XLA compile of the chunk functions, and the starting frame), ``steps_per_s`` (MD
+            steps of the whole system per second after compilation, writing frames and checkpoints included),
+            ``ns_per_day``, ``wall_s``, ``reruns`` (chunks rerun after a neighbour-list overflow).
         settings: the run settings.
         stopped: ``[R]`` bool, the replicas whose uncertainty crossed the threshold under ``uncertainty_action``
             ``"stop"`` or ``"stop_replica"`` (the run ended early if any, or all, did), else ``None``.

@@ -4,12 +4,12 @@ truncation to a checkpoint, and export to ASE trajectories or extended XYZ.
 Layout (frames first, then replicas). Frame 0 is the starting state (``time`` 0 and ``step`` 0 for a new run, with its
 energies, temperature, observables and uncertainty), then one frame every ``stride`` steps: a run of ``steps`` steps
 holds ``steps / stride + 1`` frames and its last frame is at ``steps × timestep_fs``. Files of format ``version`` 1
-(before jaxatom wrote the starting frame) begin one stride in; they stay readable, resumable and analysable, and
-every analysis takes the times from ``time`` rather than counting frames. ``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
-``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K), ``time`` ``[F]``
-(fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å), ``pbc [3]``;
-ensembles that change the cell write ``cell [F, R, 3, 3]``, ``volume [F, R]`` (Å³), ``pressure [F, R]`` (GPa) and
-``stress [F, R, 3, 3]`` (eV/Å³) per frame instead.
+(before jaxatom wrote the starting frame) begin one stride in; they stay readable, resumable and analysable, and every
+analysis takes the times from ``time`` rather than counting frames.
+``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å), ``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K),
+``time`` ``[F]`` (fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å),
+``pbc [3]``; ensembles that change the cell write ``cell [F, R, 3, 3]``, ``volume [F, R]`` (Å³), ``pressure [F, R]``
+(GPa) and ``stress [F, R, 3, 3]`` (eV/Å³) per frame instead.
 Observables a run records (e.g. ``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³,
 ``charges [F, R, N]`` e) follow with their units; ring-polymer runs write bead averages, and with ``write_beads``
 every bead's values as ``<name>_beads [F, R, P, ...]``. Run settings are root attributes. For ring-polymer runs

@@ -61,16 +61,16 @@ def spectra_from_trajectory(
 ) -> dict[str, Spectrum]:
     """IR, Raman and power spectra of the trajectory at ``path`` (read with ``jaxatom.md.read_trajectory``).
 
-    ``ir``, ``raman``, ``power``: True computes that spectrum and raises :class:`DataError` naming what to add when
-    the file lacks its series (``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³,
-    ``velocities [F, R, N, 3]`` Å/fs); False skips it; None (default) computes it when the file holds the series.
-    Replicas are averaged. The frame spacing is ``time[1] − time[0]``; frames before the time ``skip_fs`` (fs, the
-    file's ``time``, 0 at the start of the run) are dropped as equilibration. ``temperature_K`` defaults to the run's ``temperature_K`` attribute (thermostat target; for RPMD the
-    physical temperature), or for NVE runs to the mean of the stored ``temperature``. Ring-polymer runs store
-    centroid velocities and bead-averaged dipoles/polarizabilities, so their spectra are the centroid (TRPMD)
-    estimates. The power spectrum is mass weighted, in modes per cm⁻¹. Other arguments are as in
-    :func:`jaxatom.spectra.ir_spectrum`. Returns ``{"ir": Spectrum, "raman": RamanSpectrum, "power": Spectrum}``
-    with the computed ones, in that order.
+    ``ir``, ``raman``, ``power``: True computes that spectrum and raises :class:`DataError` naming what to add when the
+    file lacks its series (``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³, ``velocities [F, R, N,
+    3]`` Å/fs); False skips it; None (default) computes it when the file holds the series. Replicas are averaged. The
+    frame spacing is ``time[1] − time[0]``; frames before the time ``skip_fs`` (fs, the file's ``time``, 0 at the start
+    of the run) are dropped as equilibration. ``temperature_K`` defaults to the run's ``temperature_K`` attribute
+    (thermostat target; for RPMD the physical temperature), or for NVE runs to the mean of the stored ``temperature``.
+    Ring-polymer runs store centroid velocities and bead-averaged dipoles/polarizabilities, so their spectra are the
+    centroid (TRPMD) estimates. The power spectrum is mass weighted, in modes per cm⁻¹. Other arguments are as in
+    :func:`jaxatom.spectra.ir_spectrum`. Returns ``{"ir": Spectrum, "raman": RamanSpectrum, "power": Spectrum}`` with
+    the computed ones, in that order.
     """
     from jaxatom.md.trajectory import read_trajectory, require_equal_atoms
 
