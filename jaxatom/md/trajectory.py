@@ -6,7 +6,8 @@ energies, temperature, observables and uncertainty), then one frame every ``stri
 holds ``steps / stride + 1`` frames and its last frame is at ``steps × timestep_fs``. Files of format ``version`` 1
 (before jaxatom wrote the starting frame) begin one stride in; they stay readable, resumable and analysable, and every
 analysis takes the times from ``time`` rather than counting frames.
-``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å), ``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K),
+``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
+``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K),
 ``time`` ``[F]`` (fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å),
 ``pbc [3]``; ensembles that change the cell write ``cell [F, R, 3, 3]``, ``volume [F, R]`` (Å³), ``pressure [F, R]``
 (GPa) and ``stress [F, R, 3, 3]`` (eV/Å³) per frame instead.
