@@ -355,7 +355,7 @@ def energies_figure(time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike
     bottom.plot(t, change, color="C2", lw=1)
     drift = np.polyfit(t, change, 1)[0] if len(t) > 1 else float("nan")
     top.set(ylabel="E − E(t₀) (eV)", title=f"energies relative to the first frame (t₀ = {1000 * t[0]:g} fs)")
-    legend(top)
+    legend(top, outside=True)  # time series fill their axes: any legend inside would cover data
     bottom.set(xlabel="time (ps)", ylabel="ΔE conserved (meV)", title=f"conserved energy: drift {drift:.3g} meV/ps")
     return finish(figure, title)
 
@@ -379,7 +379,7 @@ def temperature_figure(time_fs: ArrayLike, temperature_k: ArrayLike, target_K: f
     if target_K is not None:
         axes.axhline(float(target_K), color="C3", ls=":", lw=1.5, label=f"target {float(target_K):g} K")
     axes.set(xlabel="time (ps)", ylabel="temperature (K)", title="kinetic temperature")
-    legend(axes)
+    legend(axes, outside=True)
     return finish(figure, title)
 
 
