@@ -30,7 +30,22 @@ def finish(figure, title: str | None = None):
             formatter = axis.get_major_formatter()
             if isinstance(formatter, ScalarFormatter):
                 formatter.set_useOffset(False)
+            elif axis.get_scale() == "log":
+                _plain_log_ticks(axis)
     return figure
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-axis ticks at 1, 2 and 5 per decade written as plain numbers (``0.02``), not overlapping ``3×10⁻²``."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    axis.set_minor_formatter(plain)
+    low, high = sorted(abs(v) for v in axis.get_view_interval())
+    if low > 0 and high / low > 1e3:  # many decades: label the decades only
+        axis.set_minor_formatter(NullFormatter())
 
 
 def save(figure, path: str | Path, title: str | None = None) -> Path:
