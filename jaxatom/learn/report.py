@@ -55,8 +55,9 @@ def report_rows(layout: Layout, generations: int) -> list[dict]:
     return rows
 
 
-def write_report(layout: Layout, generations: int) -> None:
-    """Rewrite ``report.csv`` and ``report.png`` from the generations' summaries."""
+def write_report(layout: Layout, generations: int, title: str | None = None) -> None:
+    """Rewrite ``report.csv`` and ``report.png`` (titled ``title``, e.g. the system and oracle) from the generations'
+    summaries."""
     rows = report_rows(layout, generations)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=[column for column, _ in COLUMNS], lineterminator="\n")
@@ -64,7 +65,7 @@ def write_report(layout: Layout, generations: int) -> None:
     writer.writerows(rows)
     write_atomically(layout.report, text.getvalue())
     if rows:
-        plot_report(rows, layout.run_dir / "report.png")
+        plot_report(rows, layout.run_dir / "report.png", title)
 
 
 def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
