@@ -341,11 +341,17 @@ def _save(figure, path: str | Path, title: str | None = None) -> Path:
     return save(figure, path, title)
 
 
+def _time_axis(time_fs: ArrayLike, name: str = "time_fs") -> tuple[np.ndarray, str]:
+    """Times for a plot's x axis with their unit: ps, or fs for runs shorter than 1 ps (readable tick labels)."""
+    t = _array(time_fs, name, "[T]", 1)
+    return (t, "fs") if t.size and np.abs(t).max() < 1000.0 else (t / 1000.0, "ps")
+
+
 def energies_figure(time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike, conserved: ArrayLike,
                     title: str | None = None):  # fmt: skip
     """The figure of :func:`plot_energies`: potential, kinetic and conserved energy relative to their values at the
     first frame (the start, t = 0), and the conserved energy alone in meV with its drift (meV/ps)."""
-    t = _array(time_fs, "time_fs", "[T]", 1) / 1000.0
+    t, unit = _time_axis(time_fs)
     energies = {name: _array(e, name, "[T]", 1) for name, e in [("potential", potential), ("kinetic", kinetic)]}
     energies["conserved"] = _array(conserved, "conserved", "[T]", 1)
     figure, (top, bottom) = _figure(2)
@@ -353,10 +359,13 @@ def energies_figure(time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike
         top.plot(t, e - e[0], label=name, lw=1)
     change = 1000.0 * (energies["conserved"] - energies["conserved"][0])
     bottom.plot(t, change, color="C2", lw=1)
-    drift = np.polyfit(t, change, 1)[0] if len(t) > 1 else float("nan")
-    top.set(ylabel="E − E(t₀) (eV)", title=f"energies relative to the first frame (t₀ = {1000 * t[0]:g} fs)")
+    drift = np.polyfit(t / (1.0 if unit == "ps" else 1000.0), change, 1)[0] if len(t) > 1 else float("nan")
+    t0 = t[0] * (1000.0 if unit == "ps" else 1.0)
+    top.set(ylabel="E − E(t₀) (eV)", title=f"energies relative to the first frame (t₀ = {t0:g} fs)")
     legend(top, outside=True)  # time series fill their axes: any legend inside would cover data
-    bottom.set(xlabel="time (ps)", ylabel="ΔE conserved (meV)", title=f"conserved energy: drift {drift:.3g} meV/ps")
+    bottom.set(
+        xlabel=f"time ({unit})", ylabel="ΔE conserved (meV)", title=f"conserved energy: drift {drift:.3g} meV/ps"
+    )
     return finish(figure, title)
 
 
@@ -371,14 +380,14 @@ def plot_energies(time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike, 
 def temperature_figure(time_fs: ArrayLike, temperature_k: ArrayLike, target_K: float | None = None,
                        title: str | None = None):  # fmt: skip
     """The figure of :func:`plot_temperature`."""
-    t = _array(time_fs, "time_fs", "[T]", 1) / 1000.0
+    t, unit = _time_axis(time_fs)
     values = _array(temperature_k, "temperature_k", "[T]", 1)
     figure, (axes,) = _figure()
     axes.plot(t, values, lw=1, label="instantaneous")
     axes.axhline(values.mean(), color="k", ls="--", lw=1, label=f"mean {values.mean():.1f} K")
     if target_K is not None:
         axes.axhline(float(target_K), color="C3", ls=":", lw=1.5, label=f"target {float(target_K):g} K")
-    axes.set(xlabel="time (ps)", ylabel="temperature (K)", title="kinetic temperature")
+    axes.set(xlabel=f"time ({unit})", ylabel="temperature (K)", title="kinetic temperature")
     legend(axes, outside=True)
     return finish(figure, title)
 
