@@ -38,14 +38,15 @@ def test_md_command_runs_reports_and_resumes(md_files, capsys):
     output = capsys.readouterr().out
     assert "energy drift:" in output and "steps/s" in output
     path = md_files / "out" / "md.h5"
-    assert len(read_trajectory(path)["time"]) == 2
+    assert len(read_trajectory(path)["time"]) == 3  # the start, then steps 10 and 20
     report = json.loads((md_files / "out" / "md.h5.report.json").read_text())
+    assert report["time_ps"] == 0.01
     assert len(report["mean_temperature_K"]) == 2
     assert (md_files / "out" / "md.h5.energies.png").stat().st_size > 0
     # the same command with more steps continues the trajectory from its checkpoint
     assert main(["md", str(config), "--quiet"]) == 0
     data = read_trajectory(path)
-    np.testing.assert_array_equal(data["step"], [10, 20, 30, 40])
+    np.testing.assert_array_equal(data["step"], [0, 10, 20, 30, 40])
 
 
 def test_md_command_errors_name_the_problem(md_files, capsys):

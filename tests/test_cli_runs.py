@@ -85,7 +85,7 @@ def test_quickstart_runs_the_main_job_and_a_rerun_changes_nothing(tmp_path, caps
     assert jaxatom.load_model(tmp_path / "qs" / "best_model").model.representation.n_atom_basis == 64
     assert "energy drift:" in output and "eV/atom/ps" in output
     report = json.loads((tmp_path / "qs" / "md" / "nve.h5.report.json").read_text())
-    assert report["frames"] == 2 and report["time_ps"] == pytest.approx(0.01)
+    assert report["frames"] == 3 and report["time_ps"] == pytest.approx(0.02)  # t = 0, 10, 20 fs: the whole run
     kept = {name: (tmp_path / "qs" / name).read_bytes() for name in ("best_model/params.msgpack", "md/nve.h5")}
     assert main(args) == 0
     captured = capsys.readouterr()

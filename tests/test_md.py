@@ -283,7 +283,7 @@ def _with_capacity(force_field: ForceField, capacity: int) -> ForceField:
 def test_ensemble_md_reports_the_spread(ethanol):
     members = [jaxatom.Potential.create(tiny_schnet(), ELEMENTS, seed=s) for s in (1, 2)]
     run = simulate(members, ethanol, steps=20, stride=10, frames_per_chunk=2, progress=False)
-    assert run.frames["energy_std"].shape == (2, 1)
+    assert run.frames["energy_std"].shape == (3, 1)  # the start, then every stride
     assert np.all(run.frames["energy_std"] > 0) and np.all(run.frames["forces_std_max"] > 0)
     # the dynamics follow the mean force of the members
     predictions = [m.predict(ethanol) for m in members]
@@ -318,7 +318,7 @@ def test_restart_after_a_crash_continues_bit_identically(x64, tmp_path):
                 dataset.resize(dataset.shape[0] + 3, axis=0)
     simulate(force_field, atoms, steps=80, output=interrupted, **options)
     straight, resumed = read_trajectory(tmp_path / "straight.h5"), read_trajectory(interrupted)
-    assert len(resumed["time"]) == 16
+    assert len(resumed["time"]) == 17 and resumed["time"][0] == 0.0  # the start, then 16 strides
     for name in ("positions", "velocities", "forces", "conserved_energy", "time", "step"):
         np.testing.assert_array_equal(straight[name], resumed[name])
     assert straight["attrs"]["ensemble"] == "langevin"
@@ -338,7 +338,8 @@ def test_trajectory_units_export_and_reading_while_open(tmp_path, ethanol):
         assert file["potential_energy"].attrs["units"] == "eV"
         assert file["time"][-1] == 10.0
     frames = trajectory_atoms(path)
-    assert len(frames) == 2
+    assert len(frames) == 3 and frames[0].info["time_fs"] == 0.0
+    np.testing.assert_allclose(frames[0].positions, ethanol.positions, atol=1e-5)  # frame 0 is the start
     np.testing.assert_allclose(
         frames[-1].get_velocities() * units.fs, read_trajectory(path, 0)["velocities"][-1], rtol=1e-5
     )
@@ -348,7 +349,7 @@ def test_trajectory_units_export_and_reading_while_open(tmp_path, ethanol):
         out = jaxatom.md.export_trajectory(path, tmp_path / f"out{suffix}")
         from ase.io import read
 
-        assert len(read(out, ":")) == 2
+        assert len(read(out, ":")) == 3
 
 
 # ---- errors --------------------------------------------------------------------------------------------------------

@@ -68,4 +68,4 @@ def test_slab_md_conserves_energy(potential):
                        progress=False)  # fmt: skip
     conserved = run.frames["conserved_energy"][:, 0]
     assert np.ptp(conserved) < 1e-4 * len(slab)
-    assert run.frames["positions"].shape == (10, 1, len(slab), 3)
+    assert run.frames["positions"].shape == (11, 1, len(slab), 3)  # the start and 10 strides

@@ -75,16 +75,20 @@ def every_step(force_field):
 def test_gate_flags_where_the_members_disagree_and_keeps_the_dynamics(force_field, every_step):
     run = simulate(force_field, replicas(), steps=STEPS, stride=STRIDE, uncertainty_threshold=THRESHOLD,
                    uncertainty_action="flag", **OPTIONS)  # fmt: skip
-    frames = run.frames
-    spread = every_step["forces_std_max"].reshape(-1, STRIDE, 2)  # [F, stride, R]
+    start = {name: values[0] for name, values in run.frames.items()}  # frame 0: the starting state
+    np.testing.assert_allclose(start["uncertainty"], every_step["forces_std_max"][0], rtol=1e-6)
+    assert not start["flagged"].any() and np.all(start["candidate_step"] == -1)  # the gate judges steps taken
+    frames = {name: values[1:] for name, values in run.frames.items()}  # one per stride interval
+    after = {name: values[1:] for name, values in every_step.items()}  # every step after the start
+    spread = after["forces_std_max"].reshape(-1, STRIDE, 2)  # [F, stride, R]
     np.testing.assert_allclose(frames["uncertainty"], spread.max(axis=1), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(frames["flagged"], spread.max(axis=1) > THRESHOLD)
     assert frames["flagged"][:, 0].any() and not frames["flagged"][:, 1].any()
-    np.testing.assert_allclose(frames["positions"], every_step["positions"][STRIDE - 1 :: STRIDE], atol=1e-6)
+    np.testing.assert_allclose(run.frames["positions"], every_step["positions"][::STRIDE], atol=1e-6)
     for f, r in zip(*np.nonzero(frames["flagged"]), strict=True):  # the candidate is the most uncertain step
         k = int(np.argmax(spread[f, :, r]))
-        assert frames["candidate_step"][f, r] == every_step["step"][f * STRIDE + k]
-        np.testing.assert_allclose(frames["candidate_positions"][f, r], every_step["positions"][f * STRIDE + k, r],
+        assert frames["candidate_step"][f, r] == after["step"][f * STRIDE + k]
+        np.testing.assert_allclose(frames["candidate_positions"][f, r], after["positions"][f * STRIDE + k, r],
                                    atol=1e-6)  # fmt: skip
         displacement = frames["candidate_positions"][f, r] - replicas()[0].positions
         assert displacement[:, 0].max() > A + THRESHOLD
@@ -93,19 +97,19 @@ def test_gate_flags_where_the_members_disagree_and_keeps_the_dynamics(force_fiel
 def test_stop_replica_freezes_exactly_the_crossing_replica(force_field, every_step):
     run = simulate(force_field, replicas(), steps=STEPS, stride=STRIDE, uncertainty_threshold=THRESHOLD,
                    uncertainty_action="stop_replica", **OPTIONS)  # fmt: skip
-    crossing = int(np.argmax(every_step["forces_std_max"][:, 0] > THRESHOLD))  # index of the first crossing step
+    crossing = int(np.argmax(every_step["forces_std_max"][:, 0] > THRESHOLD))  # the first crossing step (frame 0: 0)
     np.testing.assert_array_equal(run.stopped, [True, False])
     final = np.asarray(run.state.positions)
     np.testing.assert_allclose(final[0], every_step["positions"][crossing, 0], atol=1e-6)
     np.testing.assert_allclose(final[1], every_step["positions"][-1, 1], atol=1e-6)
     frames = run.frames
-    assert len(frames["time"]) == STEPS // STRIDE
-    crossed_frame = crossing // STRIDE
+    assert len(frames["time"]) == STEPS // STRIDE + 1
+    crossed_frame = (crossing - 1) // STRIDE + 1  # frame f > 0 holds steps (f - 1) * STRIDE + 1 ... f * STRIDE
     assert frames["flagged"][crossed_frame, 0] and frames["flagged"][:, 0].sum() == 1
     assert frames["candidate_step"][crossed_frame, 0] == every_step["step"][crossing]
     assert np.all(np.isnan(frames["uncertainty"][crossed_frame + 1 :, 0]))
     np.testing.assert_array_equal(frames["positions"][crossed_frame + 1 :, 0], final[None, 0].repeat(
-        STEPS // STRIDE - crossed_frame - 1, axis=0))  # fmt: skip
+        STEPS // STRIDE - crossed_frame, axis=0))  # fmt: skip
 
 
 def test_stop_ends_the_run_after_the_chunk_that_crossed(force_field, every_step, tmp_path):
@@ -114,7 +118,7 @@ def test_stop_ends_the_run_after_the_chunk_that_crossed(force_field, every_step,
                    uncertainty_action="stop", output=path, **OPTIONS)  # fmt: skip
     crossing = int(np.argmax(every_step["forces_std_max"][:, 0] > THRESHOLD))
     chunk_steps = OPTIONS["frames_per_chunk"] * STRIDE
-    last_step = (crossing // chunk_steps + 1) * chunk_steps
+    last_step = ((crossing - 1) // chunk_steps + 1) * chunk_steps
     assert last_step < STEPS and int(run.state.step) == last_step
     np.testing.assert_array_equal(run.stopped, [True, False])
     assert read_trajectory(path)["step"][-1] == last_step
@@ -137,7 +141,7 @@ def test_restart_with_the_gate_is_bit_identical_and_flagged_structures_are_read(
     assert a.keys() == b.keys() and {"uncertainty", "flagged", "candidate_positions", "candidate_step"} <= set(a)
     for name in a.keys() - {"attrs"}:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    n_frames = STEPS // STRIDE
+    n_frames = STEPS // STRIDE + 1
     assert a["uncertainty"].shape == (n_frames, 2) and a["candidate_positions"].shape == (n_frames, 2, 4, 3)
     flagged = flagged_structures(interrupted)
     assert len(flagged) == 1
@@ -189,7 +193,7 @@ def test_a_potential_ensemble_gates_with_its_calibrated_threshold(ensemble, etha
                    uncertainty_action="stop_replica", frames_per_chunk=1, progress=False)  # fmt: skip
     assert run.settings["uncertainty_threshold"] == 1e-9 and run.settings["uncertainty_scale"] == 3.0
     np.testing.assert_array_equal(run.stopped, [True, True])  # any spread exceeds 1e-9 eV/Å: stopped at step 1
-    assert len(run.frames["time"]) == 1 and np.all(run.frames["candidate_step"] == 1)
+    np.testing.assert_array_equal(run.frames["candidate_step"], [[-1, -1], [1, 1]])  # the start, then step 1
     np.testing.assert_allclose(run.frames["uncertainty"][0], 3.0 * run.frames["forces_std_max"][0], rtol=1e-6)
 
 
@@ -225,7 +229,7 @@ def test_replicas_of_different_molecules_keep_their_own_atoms_in_the_candidates(
     simulate(ensemble, [ethanol, water], steps=4, stride=2, uncertainty_threshold=1e-9, uncertainty_action="flag",
              output=path, progress=False)  # fmt: skip
     flagged = flagged_structures(path)
-    assert [(a.info["frame"], a.info["replica"]) for a in flagged] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [(a.info["frame"], a.info["replica"]) for a in flagged] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert [len(a) for a in flagged] == [9, 3, 9, 3]
     assert flagged[1].get_chemical_formula() == water.get_chemical_formula()
     with h5py.File(path) as file:
@@ -237,10 +241,10 @@ def test_constant_pressure_candidates_keep_their_cell(ensemble, crystal, tmp_pat
     simulate(ensemble, crystal, steps=4, stride=2, ensemble="npt_scr", uncertainty_threshold=1e-9,
              uncertainty_action="flag", output=path, progress=False)  # fmt: skip
     data, flagged = read_trajectory(path), flagged_structures(path)
-    assert data["candidate_cell"].shape == (2, 1, 3, 3) and len(flagged) == 2
+    assert data["candidate_cell"].shape == (3, 1, 3, 3) and len(flagged) == 2  # frame 0 is never flagged
     for atoms in flagged:
         np.testing.assert_array_equal(atoms.cell.array, data["candidate_cell"][atoms.info["frame"], 0])
-        assert atoms.pbc.all() and atoms.info["step"] in (2 * atoms.info["frame"] + 1, 2 * atoms.info["frame"] + 2)
+        assert atoms.pbc.all() and atoms.info["step"] in (2 * atoms.info["frame"] - 1, 2 * atoms.info["frame"])
 
 
 def test_ring_polymers_are_gated_on_their_most_uncertain_bead(force_field):

@@ -56,7 +56,7 @@ def assert_replica_matches(batch: dict, alone: dict, replica: int, alone_replica
 
 def test_nve_batch_of_molecules_equals_each_molecule_alone(potential, molecules):
     batch = simulate(potential, molecules, velocities="atoms", **OPTIONS)
-    assert batch.frames["positions"].shape == (2, 3, 9, 3)
+    assert batch.frames["positions"].shape == (3, 3, 9, 3)  # the start and 2 strides
     for r, atoms in enumerate(molecules):
         alone = simulate(potential, atoms, velocities="atoms", **OPTIONS)
         assert_replica_matches(batch.frames, alone.frames, r, 0, len(atoms))
@@ -139,7 +139,7 @@ def test_restart_and_reading_each_replica_as_its_own_atoms(potential, molecules,
     np.testing.assert_array_equal(straight["n_atoms"], [3, 9, 5])
     for r, atoms in enumerate(molecules):
         one = read_trajectory(interrupted, replica=r)
-        assert one["positions"].shape == (4, len(atoms), 3) and one["forces"].shape == (4, len(atoms), 3)
+        assert one["positions"].shape == (5, len(atoms), 3) and one["forces"].shape == (5, len(atoms), 3)
         np.testing.assert_array_equal(one["species"], atoms.numbers)
         frames = trajectory_atoms(interrupted, replica=r)
         assert frames[0].get_chemical_formula() == atoms.get_chemical_formula()

@@ -49,10 +49,10 @@ def test_observables_are_written_with_units_and_equal_the_prediction(potential, 
     with h5py.File(output) as file:
         units = {name: file[name].attrs["units"] for name in OBSERVABLES}
     assert units == {"dipole_moment": "e*Ang", "polarizability": "Ang^3", "charges": "e"}
-    assert data["dipole_moment"].shape == (3, 1, 3) and data["polarizability"].shape == (3, 1, 3, 3)
-    assert data["charges"].shape == (3, 1, len(ethanol))
+    assert data["dipole_moment"].shape == (4, 1, 3) and data["polarizability"].shape == (4, 1, 3, 3)  # t = 0 too
+    assert data["charges"].shape == (4, 1, len(ethanol))
     assert data["attrs"]["observables"] == OBSERVABLES
-    for frame in range(3):
+    for frame in range(4):
         expected = potential.predict(_frame_atoms(ethanol, data["positions"][frame, 0]))
         for name in OBSERVABLES:
             np.testing.assert_allclose(data[name][frame, 0], expected[name], **TOL)
@@ -64,7 +64,7 @@ def test_replicas_and_thermostats_record_each_replica(potential, ethanol):
         progress=False,
     )  # fmt: skip
     dipoles = run.frames["dipole_moment"]
-    assert dipoles.shape == (2, 3, 3)
+    assert dipoles.shape == (3, 3, 3)
     expected = potential.predict(_frame_atoms(ethanol, run.frames["positions"][-1, 2]))
     np.testing.assert_allclose(dipoles[-1, 2], expected["dipole_moment"], **TOL)
     assert not np.allclose(dipoles[-1, 0], dipoles[-1, 1])
@@ -76,7 +76,7 @@ def test_ring_polymers_write_bead_averages_and_optionally_every_bead(potential, 
         observables=["dipole_moment", "polarizability"], write_beads=True, progress=False,
     )  # fmt: skip
     beads = run.frames["dipole_moment_beads"]
-    assert beads.shape == (2, 1, 4, 3)
+    assert beads.shape == (3, 1, 4, 3)
     np.testing.assert_allclose(run.frames["dipole_moment"], beads.mean(axis=2), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         run.frames["polarizability"], run.frames["polarizability_beads"].mean(axis=2), rtol=1e-5, atol=1e-6

@@ -112,7 +112,8 @@ def test_a_disk_that_fills_during_md_stops_with_a_clear_message_and_the_run_cont
     case, tmp_path
 ):
     """A real full file system: a small tmpfs in a private mount namespace, filled by another writer mid-run, just
-    before an append that needs new HDF5 chunks (frame 1024)."""
+    before an append that needs new HDF5 chunks (frame 1024): after the 4th checkpoint with frames (frame 0's, then
+    chunks 1 to 3)."""
     mount = tmp_path / "disk"
     mount.mkdir()
     long_run = {"steps": 2080, "frames_per_chunk": 260}
@@ -121,7 +122,7 @@ def test_a_disk_that_fills_during_md_stops_with_a_clear_message_and_the_run_cont
     child = f"{sys.executable} {CHILD}"
     script = (
         f"mount -t tmpfs -o size=4m tmpfs {mount} || exit 99; {child} none 0 {reference} || exit 98; "
-        f"{child} fill_disk 3 {config} > {tmp_path}/full.out 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc; "
+        f"{child} fill_disk 4 {config} > {tmp_path}/full.out 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc; "
         f"ls {mount} > {tmp_path}/kept.txt; rm {mount}/filler; "
         f"{child} none 0 {config} > /dev/null 2> {tmp_path}/resume.err; echo $? > {tmp_path}/resume.rc; "
         f"cp {mount}/traj.h5 {tmp_path}/traj.h5"
@@ -157,14 +158,14 @@ def test_injected_enospc_while_reserving_frames_keeps_everything_and_resumes(cas
 
     def fallocate(fd, offset, length):
         calls["n"] += 1
-        return _enospc() if calls["n"] == 2 else allocate(fd, offset, length)  # chunk 2, before it runs
+        return _enospc() if calls["n"] == 3 else allocate(fd, offset, length)  # frame 0, chunk 1, chunk 2 fails
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
     assert main(["md", str(config), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1
     assert "disk holding" in error and "is full" in error and "keep the run up to step 8" in error
-    assert read_trajectory(tmp_path / "traj.h5")["time"].shape == (4,)
+    assert read_trajectory(tmp_path / "traj.h5")["time"].shape == (5,)  # the start and chunk 1
     monkeypatch.undo()
     assert main(["md", str(config), "--quiet"]) == 0
     _assert_same_trajectory(case, tmp_path / "traj.h5")
@@ -177,7 +178,7 @@ def test_injected_enospc_while_writing_the_checkpoint_keeps_the_previous_one(cas
 
     def failing_savez(handle, **arrays):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 4:  # the checkpoints at creation, after frame 0, after chunk 1, then chunk 2's fails
             handle.write(b"half a checkpoint")
             _enospc()
         savez(handle, **arrays)
@@ -187,7 +188,7 @@ def test_injected_enospc_while_writing_the_checkpoint_keeps_the_previous_one(cas
         main_raising(config)
     assert not list(tmp_path.glob("*.tmp"))
     with np.load(tmp_path / "traj.h5.ckpt.npz") as checkpoint:  # the previous one, intact
-        assert '"n_frames": 4' in bytes(checkpoint["meta"]).decode()
+        assert '"n_frames": 5' in bytes(checkpoint["meta"]).decode()
     monkeypatch.undo()
     assert main(["md", str(config), "--quiet"]) == 0
     _assert_same_trajectory(case, tmp_path / "traj.h5")
@@ -206,7 +207,7 @@ def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_it_computes(case, t
     monkeypatch.setattr("jaxatom.md.driver._run_chunk", lambda *args: pytest.fail("a chunk ran"))
     assert main(["md", str(config), "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "not enough disk space for the 24 frames still to write" in error and "10 kB are free" in error
+    assert "not enough disk space for the 25 frames still to write" in error and "10 kB are free" in error
     assert "raise stride" in error
 
 

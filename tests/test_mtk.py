@@ -173,7 +173,7 @@ def test_run_restarts_bit_identically_and_is_recorded(sheared_argon, tmp_path):
         np.testing.assert_array_equal(data[name], whole[name])
     assert not np.allclose(whole["cell"][-1, 0], sheared_argon.cell[:])
     assert data["attrs"]["ensemble"] == "npt_mtk" and data["attrs"]["cell_flexibility"] == "full"
-    assert data["pressure_tensor"].shape == (4, 1, 3, 3) and data["attrs"]["degrees_of_freedom"] == 21
+    assert data["pressure_tensor"].shape == (5, 1, 3, 3) and data["attrs"]["degrees_of_freedom"] == 21  # t = 0 too
 
 
 def test_settings_and_structures_are_checked(sheared_argon):

@@ -98,7 +98,7 @@ def test_model_npt_changes_the_cell_and_restarts_bit_identically(potential, copp
     np.testing.assert_array_equal(data["cell"], whole["cell"])
     np.testing.assert_array_equal(data["positions"], whole["positions"])
     assert not np.allclose(whole["volume"], copper.get_volume())
-    assert data["stress"].shape == (4, 1, 3, 3) and data["attrs"]["ensemble"] == "npt_scr"
+    assert data["stress"].shape == (5, 1, 3, 3) and data["attrs"]["ensemble"] == "npt_scr"  # the start too
 
 
 def test_npt_settings_and_structures_are_checked(potential, copper):

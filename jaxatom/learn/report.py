@@ -11,8 +11,9 @@ import io
 import numpy as np
 
 from jaxatom.learn.layout import Layout, write_atomically
+from jaxatom.plotting import finish, legend, new_figure, save
 
-__all__ = ["COLUMNS", "report_rows", "write_report", "plot_report"]
+__all__ = ["COLUMNS", "report_rows", "write_report", "report_figure", "plot_report"]
 
 #: The report's columns: (column, path into a generation's summary.json).
 COLUMNS = (
@@ -54,8 +55,9 @@ def report_rows(layout: Layout, generations: int) -> list[dict]:
     return rows
 
 
-def write_report(layout: Layout, generations: int) -> None:
-    """Rewrite ``report.csv`` and ``report.png`` from the generations' summaries."""
+def write_report(layout: Layout, generations: int, title: str | None = None) -> None:
+    """Rewrite ``report.csv`` and ``report.png`` (titled ``title``, e.g. the system and oracle) from the generations'
+    summaries."""
     rows = report_rows(layout, generations)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=[column for column, _ in COLUMNS], lineterminator="\n")
@@ -63,7 +65,7 @@ def write_report(layout: Layout, generations: int) -> None:
     writer.writerows(rows)
     write_atomically(layout.report, text.getvalue())
     if rows:
-        plot_report(rows, layout.run_dir / "report.png")
+        plot_report(rows, layout.run_dir / "report.png", title)
 
 
 def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,22 +74,33 @@ def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
         np.array([]), np.array([]))  # fmt: skip
 
 
-def plot_report(rows: list[dict], path) -> None:
-    """Test force error vs labels, and the uncertainty of visited and chosen structures per generation."""
-    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays
-
-    fig = Figure(figsize=(9, 3.6))
-    errors, uncertainty = fig.subplots(1, 2)
+def report_figure(rows: list[dict], title: str | None = None):
+    """The figure of :func:`plot_report`."""
+    figure, axes = new_figure(1, 2, width=9.6, row_height=3.2)
+    errors, uncertainty = axes[0]
     for column, label in (("test_forces_mae_eV_per_A", "force MAE"), ("test_forces_rmse_eV_per_A", "force RMSE")):
-        x, y = _series(rows, column)
-        errors.plot(x, y, "o-", label=label)
-    errors.set(xlabel="labels", ylabel="held-out error (eV/Å)", title="test error")
-    errors.legend()
+        errors.plot(*_series(rows, column), "o-", label=label)
+    errors.set(xlabel="labelled structures", ylabel="held-out force error (eV/Å)")
+    errors.set_title("test error against labels", fontsize="medium")
     for column, label in (("visited_uncertainty_mean", "visited (mean)"), ("visited_uncertainty_max", "visited (max)"),
                           ("selected_uncertainty_mean", "selected (mean)")):  # fmt: skip
-        x, y = _series(rows, column)
-        uncertainty.plot(x, y, "o-", label=label)
-    uncertainty.set(xlabel="labels", ylabel="force uncertainty (eV/Å)", title="calibrated uncertainty")
-    uncertainty.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        uncertainty.plot(*_series(rows, column), "o-", label=label)
+    uncertainty.set(xlabel="labelled structures", ylabel="calibrated force uncertainty (eV/Å)")
+    uncertainty.set_title("uncertainty of the explored structures", fontsize="medium")
+    for axis in (errors, uncertainty):
+        _log_if_positive(axis)
+        legend(axis)
+    return finish(figure, title)
+
+
+def _log_if_positive(axis) -> None:
+    """A log y scale when every plotted value is positive (errors and uncertainties span decades)."""
+    values = np.concatenate([line.get_ydata() for line in axis.get_lines()] or [np.array([])])
+    if values.size and np.all(values > 0):
+        axis.set_yscale("log")
+
+
+def plot_report(rows: list[dict], path, title: str | None = None) -> None:
+    """Test force error vs labels, and the uncertainty of visited and chosen structures per generation; ``title``
+    names the run (system, oracle)."""
+    save(report_figure(rows, title), path)

@@ -17,6 +17,7 @@ from ase import units as ase_units
 from numpy.typing import ArrayLike
 
 from jaxatom.errors import DataError
+from jaxatom.plotting import finish, legend, new_figure, save
 from jaxatom.spectra import CM1_PER_THZ, Spectrum, ir_spectrum, plot_spectrum, vibrational_spectrum
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "mean_square_displacement",
     "diffusion_coefficient",
     "radial_distribution_function",
+    "energies_figure",
+    "temperature_figure",
     "plot_energies",
     "plot_temperature",
     "plot_spectrum",
@@ -329,51 +332,75 @@ def radial_distribution_function(
 
 
 def _figure(n_rows: int = 1):
-    """A new matplotlib figure with ``n_rows`` stacked axes, not registered with pyplot (no GUI, nothing to close)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 2.4 + 2.0 * n_rows), layout="constrained")
-    return figure, figure.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
+    """A new figure with ``n_rows`` stacked axes sharing the x axis (:func:`jaxatom.plotting.new_figure`)."""
+    figure, axes = new_figure(n_rows, sharex=True)
+    return figure, axes[:, 0]
 
 
-def _save(figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+def _save(figure, path: str | Path, title: str | None = None) -> Path:
+    return save(figure, path, title)
 
 
-def plot_energies(
-    time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike, conserved: ArrayLike, path: str | Path
-) -> Path:
-    """Plot potential, kinetic and conserved energy ``[T]`` (eV) relative to their first value against time (ps),
-    and the conserved energy alone in meV in a second panel to show its drift; writes a PNG to ``path``."""
-    t = _array(time_fs, "time_fs", "[T]", 1) / 1000.0
+def _time_axis(time_fs: ArrayLike, name: str = "time_fs") -> tuple[np.ndarray, str]:
+    """Times for a plot's x axis with their unit: ps, or fs for runs shorter than 1 ps (readable tick labels)."""
+    t = _array(time_fs, name, "[T]", 1)
+    return (t, "fs") if t.size and np.abs(t).max() < 1000.0 else (t / 1000.0, "ps")
+
+
+def energies_figure(time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike, conserved: ArrayLike,
+                    title: str | None = None):  # fmt: skip
+    """The figure of :func:`plot_energies`: potential, kinetic and conserved energy relative to their values at the
+    first frame (the start, t = 0), and the conserved energy alone in meV with its drift (meV/ps)."""
+    t, unit = _time_axis(time_fs)
     energies = {name: _array(e, name, "[T]", 1) for name, e in [("potential", potential), ("kinetic", kinetic)]}
     energies["conserved"] = _array(conserved, "conserved", "[T]", 1)
     figure, (top, bottom) = _figure(2)
     for name, e in energies.items():
         top.plot(t, e - e[0], label=name, lw=1)
-    bottom.plot(t, 1000.0 * (energies["conserved"] - energies["conserved"][0]), color="C2", lw=1)
-    top.set_ylabel("E − E(0) (eV)")
-    top.legend()
-    bottom.set(xlabel="time (ps)", ylabel="conserved − E(0) (meV)")
-    return _save(figure, path)
+    change = 1000.0 * (energies["conserved"] - energies["conserved"][0])
+    bottom.plot(t, change, color="C2", lw=1)
+    drift = np.polyfit(t / (1.0 if unit == "ps" else 1000.0), change, 1)[0] if len(t) > 1 else float("nan")
+    t0 = t[0] * (1000.0 if unit == "ps" else 1.0)
+    top.set(ylabel="E − E(t₀) (eV)", title=f"energies relative to the first frame (t₀ = {t0:g} fs)")
+    legend(top, outside=True)  # time series fill their axes: any legend inside would cover data
+    bottom.set(
+        xlabel=f"time ({unit})", ylabel="ΔE conserved (meV)", title=f"conserved energy: drift {drift:.3g} meV/ps"
+    )
+    return finish(figure, title)
 
 
-def plot_temperature(time_fs: ArrayLike, temperature_k: ArrayLike, path: str | Path) -> Path:
-    """Plot the temperature ``[T]`` (K) against time (ps) with its mean as a dashed line; writes a PNG to ``path``."""
-    t = _array(time_fs, "time_fs", "[T]", 1) / 1000.0
+def plot_energies(time_fs: ArrayLike, potential: ArrayLike, kinetic: ArrayLike, conserved: ArrayLike,
+                  path: str | Path, title: str | None = None) -> Path:  # fmt: skip
+    """Plot potential, kinetic and conserved energy ``[T]`` (eV) relative to their first value against time (ps),
+    and the conserved energy alone in meV in a second panel to show its drift; writes a PNG to ``path``. ``title``
+    names what ran (e.g. ``"PaiNN on aspirin, NVE 300 K"``)."""
+    return _save(energies_figure(time_fs, potential, kinetic, conserved, title), path)
+
+
+def temperature_figure(time_fs: ArrayLike, temperature_k: ArrayLike, target_K: float | None = None,
+                       title: str | None = None):  # fmt: skip
+    """The figure of :func:`plot_temperature`."""
+    t, unit = _time_axis(time_fs)
     values = _array(temperature_k, "temperature_k", "[T]", 1)
     figure, (axes,) = _figure()
-    axes.plot(t, values, lw=1)
+    axes.plot(t, values, lw=1, label="instantaneous")
     axes.axhline(values.mean(), color="k", ls="--", lw=1, label=f"mean {values.mean():.1f} K")
-    axes.set(xlabel="time (ps)", ylabel="temperature (K)")
-    axes.legend()
-    return _save(figure, path)
+    if target_K is not None:
+        axes.axhline(float(target_K), color="C3", ls=":", lw=1.5, label=f"target {float(target_K):g} K")
+    axes.set(xlabel=f"time ({unit})", ylabel="temperature (K)", title="kinetic temperature")
+    legend(axes, outside=True)
+    return finish(figure, title)
 
 
-def plot_msd(lag_fs: ArrayLike, msd: ArrayLike, result: DiffusionResult | None, path: str | Path) -> Path:
+def plot_temperature(time_fs: ArrayLike, temperature_k: ArrayLike, path: str | Path, target_K: float | None = None,
+                     title: str | None = None) -> Path:  # fmt: skip
+    """Plot the temperature ``[T]`` (K) against time (ps) with its mean as a dashed line and, for a thermostat, its
+    target ``target_K`` (K) as a dotted line; writes a PNG to ``path``."""
+    return _save(temperature_figure(time_fs, temperature_k, target_K, title), path)
+
+
+def plot_msd(lag_fs: ArrayLike, msd: ArrayLike, result: DiffusionResult | None, path: str | Path,
+             title: str | None = None) -> Path:  # fmt: skip
     """Plot the MSD ``[L]`` (Å²) against lag (ps) and, when given, the diffusion fit over its range; writes a PNG."""
     lag = _array(lag_fs, "lag_fs", "[L]", 1) / 1000.0
     figure, (axes,) = _figure()
@@ -382,15 +409,15 @@ def plot_msd(lag_fs: ArrayLike, msd: ArrayLike, result: DiffusionResult | None, 
         fit = np.array(result.fit_range_fs) / 1000.0
         label = f"fit: D = {result.d_ang2_ps:.4g} Å²/ps = {result.d_cm2_s:.3g} cm²/s"
         axes.plot(fit, result.slope * fit + result.intercept, "k--", lw=1.5, label=label)
-    axes.set(xlabel="lag (ps)", ylabel="MSD (Å²)")
-    axes.legend()
-    return _save(figure, path)
+    axes.set(xlabel="lag (ps)", ylabel="MSD (Å²)", title="mean square displacement")
+    legend(axes)
+    return _save(figure, path, title)
 
 
-def plot_rdf(r: ArrayLike, g: ArrayLike, path: str | Path) -> Path:
+def plot_rdf(r: ArrayLike, g: ArrayLike, path: str | Path, title: str | None = None) -> Path:
     """Plot g(r) ``[B]`` against r ``[B]`` (Å) with the ideal-gas level g = 1; writes a PNG to ``path``."""
     figure, (axes,) = _figure()
     axes.plot(_array(r, "r", "[B]", 1), _array(g, "g", "[B]", 1), lw=1)
     axes.axhline(1.0, color="k", ls=":", lw=1)
-    axes.set(xlabel="r (Å)", ylabel="g(r)")
-    return _save(figure, path)
+    axes.set(xlabel="r (Å)", ylabel="g(r)", title="radial distribution function")
+    return _save(figure, path, title)

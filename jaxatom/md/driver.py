@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.potential.field import field_array
 
-__all__ = ["MDRun", "simulate", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
+__all__ = ["MDRun", "simulate", "default_stride", "CheckpointMismatch", "SimulationFailed", "SimulationBlewUp"]
 
 #: Reruns of one chunk with growing neighbour-list capacity before the run is stopped.
 MAX_RERUNS = 8
@@ -66,11 +67,12 @@ class MDRun:
 
     Attributes:
         state: the final :class:`MDState` (on the device).
-        frames: per-frame arrays ``{name: [F, R, ...]}`` of this call when no output file is written, else ``None``.
+        frames: per-frame arrays ``{name: [F, R, ...]}`` when no output file is written (the starting state as frame 0,
+            then every ``stride`` steps: ``F = steps / stride + 1``), else ``None``.
         output: the HDF5 trajectory path, or ``None``.
-        timing: ``compile_s`` (XLA compile of the chunk functions), ``steps_per_s`` (MD steps of the whole system
-            per second after compilation, writing frames and checkpoints included), ``ns_per_day``, ``wall_s``,
-            ``reruns`` (chunks rerun after a neighbour-list overflow).
+        timing: ``compile_s`` (XLA compile of the chunk functions, and the starting frame), ``steps_per_s`` (MD
+            steps of the whole system per second after compilation, writing frames and checkpoints included),
+            ``ns_per_day``, ``wall_s``, ``reruns`` (chunks rerun after a neighbour-list overflow).
         settings: the run settings.
         stopped: ``[R]`` bool, the replicas whose uncertainty crossed the threshold under ``uncertainty_action``
             ``"stop"`` or ``"stop_replica"`` (the run ended early if any, or all, did), else ``None``.
@@ -388,17 +390,60 @@ def _comparable_settings(settings: dict) -> dict:
     return {**ensemble.settings(), **{k: v for k, v in settings.items() if k in plan_keys}}
 
 
-def _check_arguments(velocities: str, counts: dict[str, int], timestep_fs: float) -> None:
-    """Refuse settings that cannot work, naming the setting, before anything is loaded or compiled."""
+def _check_arguments(velocities: str, counts: dict[str, int | None], timestep_fs: float) -> None:
+    """Refuse settings that cannot work, naming the setting, before anything is loaded or compiled (``None``: a
+    default still to be chosen)."""
     for name, value in counts.items():
-        if isinstance(value, bool) or int(value) != value or value < 1:
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ConfigError(f"{name} must be a positive integer, got {value}")
-    if counts["steps"] % counts["stride"]:
+    if counts["stride"] is not None and counts["steps"] % counts["stride"]:
         raise ConfigError(f"steps ({counts['steps']}) must be a multiple of stride ({counts['stride']})")
     if not timestep_fs > 0 or not math.isfinite(timestep_fs):
         raise ConfigError(f"timestep_fs must be positive, got {timestep_fs}")
     if velocities not in ("maxwell_boltzmann", "atoms"):
         raise ConfigError(f"velocities must be 'maxwell_boltzmann' or 'atoms', got {velocities!r}")
+
+
+#: Largest time between frames (fs) of the default stride: its Nyquist limit, 16678 cm⁻¹, keeps every vibration.
+DEFAULT_FRAME_INTERVAL_FS = 1.0
+#: MD steps per compiled chunk that the default ``frames_per_chunk`` aims at (the host writes and checkpoints between).
+DEFAULT_CHUNK_STEPS = 1000
+#: Wavenumber (cm⁻¹) that runs recording observables for spectra should resolve (O–H stretches reach ~3700 cm⁻¹).
+SPECTRUM_CM1 = 4000.0
+#: Observables whose time series are spectra (IR, Raman).
+SPECTRAL_OBSERVABLES = ("dipole_moment", "polarizability")
+
+
+def default_stride(steps: int, timestep_fs: float) -> int:
+    """The default stride: the largest that divides ``steps`` and keeps frames at most
+    :data:`DEFAULT_FRAME_INTERVAL_FS` apart (2 at 0.5 fs; 1 for time steps of 1 fs and more)."""
+    limit = max(1, math.floor(DEFAULT_FRAME_INTERVAL_FS / timestep_fs + 1e-9))
+    return max(s for s in range(1, limit + 1) if steps % s == 0)
+
+
+def default_frames_per_chunk(stride: int) -> int:
+    """The default frames per chunk: :data:`DEFAULT_CHUNK_STEPS` steps per chunk (at least one frame)."""
+    return max(1, DEFAULT_CHUNK_STEPS // stride)
+
+
+def _warn_spectral_stride(observables: Sequence[str], stride: int, timestep_fs: float) -> None:
+    """Warn when observables recorded for spectra are stored too far apart to resolve X–H stretches."""
+    from jaxatom.spectra.core import C_CM_PER_FS, SpectrumWarning
+
+    spectral = [name for name in observables if name in SPECTRAL_OBSERVABLES]
+    interval = stride * timestep_fs
+    nyquist = 1.0 / (2.0 * interval * C_CM_PER_FS)
+    if spectral and nyquist < SPECTRUM_CM1:
+        largest = max(1, math.floor(1.0 / (2.0 * SPECTRUM_CM1 * C_CM_PER_FS) / timestep_fs))
+        warnings.warn(
+            f"frames {interval:g} fs apart (stride {stride} × {timestep_fs:g} fs) resolve wavenumbers only up to "
+            f"{nyquist:.0f} cm⁻¹: spectra of the recorded {' and '.join(spectral)} lose the O–H, N–H and C–H "
+            f"stretches (2800–3700 cm⁻¹) or alias them to lower wavenumbers. Use stride ≤ {largest} (Nyquist "
+            f"≥ {SPECTRUM_CM1:.0f} cm⁻¹), or leave stride at its default (frames ≤ {DEFAULT_FRAME_INTERVAL_FS:g} fs "
+            "apart)",
+            SpectrumWarning,
+            stacklevel=3,
+        )
 
 
 #: Linear compression of the cell (relative to the start) that the edges of constant-pressure runs are built for.
@@ -445,8 +490,8 @@ def simulate(
     ensemble: Ensemble | str = "nve",
     *,
     n_replicas: int | None = None,
-    stride: int = 10,
-    frames_per_chunk: int = 100,
+    stride: int | None = None,
+    frames_per_chunk: int | None = None,
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     seed: int = 0,
@@ -473,7 +518,8 @@ def simulate(
             ``langevin``, ``nose_hoover``, ``npt_scr``; all-pairs or lattice-image edges; not with a ForceField), each
             with its own degrees of freedom, thermostat and random stream; their trajectory holds ``n_atoms [R]``
             and per-replica ``species``, ``masses`` and ``cell`` (see :func:`~jaxatom.md.read_trajectory`).
-        steps: number of MD steps (a multiple of ``stride``).
+        steps: number of MD steps (a multiple of ``stride``). The trajectory holds the starting state (time 0) and a
+            frame every ``stride`` steps after it: ``steps / stride + 1`` frames.
         timestep_fs: time step (fs).
         ensemble: an :class:`~jaxatom.md.ensembles.Ensemble` — ``NVE(temperature_K, remove_rotation)``,
             ``Langevin(temperature_K, friction_per_fs)``, ``NoseHoover(temperature_K, tau_fs)``,
@@ -483,8 +529,12 @@ def simulate(
             setting the ensemble does not have is refused). ``langevin`` also takes ``temperature_K`` as a list of one
             temperature per replica (a temperature ladder).
         n_replicas: independent copies run at once (own velocities and random streams); default: one per structure.
-        stride: steps between written frames.
-        frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks).
+        stride: steps between written frames; default: the largest that divides ``steps`` with frames at most 1 fs
+            apart (2 at 0.5 fs), so spectra resolve every vibration (Nyquist ≥ 16678 cm⁻¹). A stride whose frames
+            are too far apart for the O–H stretch (Nyquist below 4000 cm⁻¹, more than 4.2 fs) warns
+            (:class:`~jaxatom.spectra.SpectrumWarning`) when ``observables`` records a dipole or polarizability.
+        frames_per_chunk: frames per compiled chunk (the host checks, writes and checkpoints between chunks);
+            default: 1000 steps per chunk.
         output: HDF5 trajectory path; a checkpoint ``<output>.ckpt.npz`` is kept beside it. If both exist, the run
             continues from the checkpoint, also after ``kill -9`` (``overwrite=True`` starts afresh); a checkpoint
             of other settings or another model raises :class:`CheckpointMismatch`, an output that is not this run's
@@ -528,9 +578,12 @@ def simulate(
     structures = structures * n_replicas if len(structures) == 1 else structures
     counts = dict(steps=steps, stride=stride, frames_per_chunk=frames_per_chunk, n_replicas=n_replicas)
     _check_arguments(velocities, counts, timestep_fs)
+    stride = default_stride(int(steps), timestep_fs) if stride is None else int(stride)
+    frames_per_chunk = default_frames_per_chunk(stride) if frames_per_chunk is None else int(frames_per_chunk)
     ensemble = _ensemble(ensemble, ensemble_settings)
     _check_temperatures(ensemble, n_replicas)
     observables = tuple(dict.fromkeys(observables))
+    _warn_spectral_stride(observables, stride, timestep_fs)
     field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
     _check_ensemble_fits(ensemble, structures[0])
     model = model if isinstance(model, ForceField) else _potential(model)
@@ -625,12 +678,16 @@ class _Setup:
 
 
 def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: bool, progress: bool) -> MDRun:
-    """Run chunks until ``total_frames`` frames exist, writing and checkpointing each (or collecting it in memory)."""
+    """Write the starting frame, then run chunks until ``total_frames`` strided frames exist, writing and
+    checkpointing each (or collecting them in memory). A trajectory of format version 1 (no starting frame) is
+    continued in its own layout."""
     plan = setup.plan
     if output is not None:
-        state, writer, done_frames = _open_output(setup, output, overwrite)
+        state, writer, written = _open_output(setup, output, overwrite)
+        initial = int(writer.initial_frame)
     else:
-        state, writer, done_frames = setup.initial_state(), None, 0
+        state, writer, written, initial = setup.initial_state(), None, 0, 1
+    done_frames = max(written - initial, 0)  # strided frames, those after the starting frame
     compiled: dict[int, Any] = {}
     timing = {"compile_s": 0.0, "run_s": 0.0, "reruns": 0}
     collected: list[dict] = []
@@ -638,8 +695,11 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
     bar = _progress_bar(plan.stride * total_frames, done_frames * plan.stride, progress)
     start = time.perf_counter()
     try:
+        needs_start = initial and written == 0
         if writer is not None:
-            _require_space(writer, output, total_frames - done_frames, int(state.step))
+            _require_space(writer, output, total_frames - done_frames + needs_start, int(state.step))
+        if needs_start:
+            _start_frame(setup, state, timing, writer, output, collected)
         while done_frames < total_frames and not (plan.gate is not None and plan.gate.halted(state)):
             n_frames = min(plan.frames_per_chunk - done_frames % plan.frames_per_chunk, total_frames - done_frames)
             tic, compile_before = time.perf_counter(), timing["compile_s"]
@@ -650,7 +710,8 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
             _check_finite(frames, done_frames * plan.stride, output)
             _check_cell(state, setup, done_frames * plan.stride, output)
             if writer is not None:
-                _write(writer, output, frames, state, done_frames + n_frames, setup)
+                kept = int(frames["step"][0]) - plan.stride
+                _write(writer, output, frames, state, initial + done_frames + n_frames, setup, kept)
             else:
                 collected.append(frames)
             done_frames += n_frames
@@ -671,6 +732,33 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
     stopped = None if state.gate is None else np.asarray(state.gate["stopped"])
     return MDRun(state=state, frames=frames, output=output, timing=timing, settings=_settings_dict(plan),
                  stopped=stopped)  # fmt: skip
+
+
+def _start_frame(setup: _Setup, state: MDState, timing: dict, writer, output: Path | None, collected: list) -> None:
+    """Record the starting state as frame 0 (written and checkpointed, or collected); its one-off compilation and
+    evaluation count as ``compile_s``, not as MD speed."""
+    tic = time.perf_counter()
+    frame = _initial_frame(setup, state)
+    timing["compile_s"] += time.perf_counter() - tic
+    if writer is None:
+        collected.append(frame)
+    else:
+        _write(writer, output, frame, state, 1, setup, int(state.step))
+
+
+def _initial_frame(setup: _Setup, state: MDState) -> dict:
+    """Frame 0 ``{name: [1, R, ...]}``: the starting state observed as every later frame is, with the uncertainty
+    gate's record of it (:meth:`~jaxatom.md.gate.UncertaintyGate.initial_frame`)."""
+    plan = setup.plan
+
+    def observe(s: MDState) -> dict:
+        frame = setup.observe(s)
+        if plan.gate is not None:
+            frame.update(plan.gate.initial_frame(s))
+        return jax.tree.map(lambda x: x[None], frame)
+
+    frame = jax.device_get(jax.jit(observe)(state))
+    return _host_frames(frame, state, setup.force_field, plan, 1)
 
 
 def _advance(bar, steps: int, timing: dict, timestep_fs: float) -> None:
@@ -782,14 +870,15 @@ def _reserve(writer: TrajectoryWriter, output: Path, frames: int, step: int) -> 
         raise DiskFullError(f"{err}; {_kept_until(output, step)}") from None
 
 
-def _write(writer: TrajectoryWriter, output: Path, frames: dict, state: MDState, n_frames: int, setup) -> None:
-    """Append a chunk, then checkpoint the state after it (a kill in between is undone by the next resume)."""
-    first_step = int(frames["step"][0]) - setup.plan.stride
+def _write(writer: TrajectoryWriter, output: Path, frames: dict, state: MDState, n_frames: int, setup,
+           kept_step: int) -> None:  # fmt: skip
+    """Append frames, then checkpoint the state after them with the trajectory's frame count ``n_frames`` (a kill in
+    between is undone by the next resume); ``kept_step`` is the step the file keeps if the disk is full."""
     try:
         writer.append(frames)
         checkpoint.save_checkpoint(_checkpoint_path(output), state, n_frames, setup)
     except DiskFullError as err:
-        raise DiskFullError(f"{err}; {_kept_until(output, first_step)}") from None
+        raise DiskFullError(f"{err}; {_kept_until(output, kept_step)}") from None
 
 
 def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_frames: int):

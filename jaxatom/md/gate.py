@@ -7,7 +7,8 @@ threshold (its state no longer changes, the others go on); ``"stop"`` ends the w
 any replica crossed. Each frame records per replica the largest uncertainty of the steps taken in its stride
 interval (``uncertainty``, NaN for a frozen replica), whether any exceeded the threshold (``flagged``), and the
 structure at the most uncertain step (``candidate_positions``, ``candidate_step``, ``candidate_cell``), so no
-flagged structure between frames is lost.
+flagged structure between frames is lost. Frame 0, the starting state, records its uncertainty only (not flagged,
+no candidate).
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ class UncertaintyGate:
         if state.cell is not None:
             track["candidate_cell"] = state.cell
         return track
+
+    def initial_frame(self, state: MDState) -> dict:
+        """The record of the starting state (frame 0 of a trajectory): its uncertainty, not flagged and no candidate
+        (``candidate_step`` −1), as the gate judges the steps taken, not the structure it was given."""
+        track = self.start(state)
+        return {**track, "uncertainty": self.uncertainty(state).astype(track["uncertainty"].dtype)}
 
     def step(self, old: MDState, new: MDState, track: dict) -> tuple[MDState, dict]:
         """Apply the gate to the step ``old → new``: freeze stopped replicas, mark crossings, track the interval."""

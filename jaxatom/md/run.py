@@ -64,8 +64,8 @@ class MDConfig(StrictModel):
     barostat_tau_fs: float = 1000.0
     compressibility_per_GPa: float = 0.01
     cell_flexibility: str = "isotropic"
-    stride: int = 10
-    frames_per_chunk: int = 100
+    stride: int | None = None
+    frames_per_chunk: int | None = None
     overwrite: bool = False
     seed: int = 0
     velocities: str = "maxwell_boltzmann"
@@ -214,9 +214,11 @@ def md_run(config: MDConfig | Mapping, progress: bool = True):
             enable_x64(False)
 
 
-def report(output: str | Path) -> dict:
-    """Summarise a trajectory: energy drift (eV/atom/ps) of the conserved quantity, its fluctuation, mean
-    temperature, per replica; writes ``<output>.energies.png`` and ``<output>.temperature.png``."""
+def report(output: str | Path, title: str | None = None) -> dict:
+    """Summarise a trajectory: simulated time (``time_ps``, from the file's times: the run starts at t = 0), energy
+    drift (eV/atom/ps) of the conserved quantity, its fluctuation, mean temperature, per replica; writes
+    ``<output>.energies.png`` and ``<output>.temperature.png`` (replica 0), titled with ``title`` (e.g. the model and
+    the structure: ``"PaiNN on aspirin"``) and the run's ensemble, atoms and time step."""
     output = Path(output)
     data = read_trajectory(output)
     require_equal_atoms(data, "the MD report (energy drift per atom)")
@@ -227,14 +229,32 @@ def report(output: str | Path) -> dict:
     conserved = data["conserved_energy"]
     summary = {
         "frames": len(time_fs),
-        "time_ps": float(time_fs[-1] - time_fs[0]) / 1000.0,
+        "time_ps": float(time_fs[-1]) / 1000.0,
         "energy_drift_eV_per_atom_per_ps": np.atleast_1d(analysis.energy_drift(time_fs, conserved, n_atoms)).tolist(),
         "conserved_fluctuation_eV_per_atom": np.atleast_1d(analysis.energy_fluctuation(conserved, n_atoms)).tolist(),
         "max_conserved_change_eV_per_atom": (np.abs(conserved - conserved[0]).max(axis=0) / n_atoms).tolist(),
         "mean_temperature_K": data["temperature"].mean(axis=0).tolist(),
     }
+    heading = _report_title(data["attrs"], n_atoms, title)
     analysis.plot_energies(time_fs, data["potential_energy"][:, 0], data["kinetic_energy"][:, 0], conserved[:, 0],
-                           output.with_name(output.name + ".energies.png"))  # fmt: skip
-    analysis.plot_temperature(time_fs, data["temperature"][:, 0], output.with_name(output.name + ".temperature.png"))
+                           output.with_name(output.name + ".energies.png"), heading)  # fmt: skip
+    analysis.plot_temperature(time_fs, data["temperature"][:, 0], output.with_name(output.name + ".temperature.png"),
+                              _target_temperature(data["attrs"]), heading)  # fmt: skip
     output.with_name(output.name + ".report.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _report_title(attrs: dict, n_atoms: int, title: str | None) -> str:
+    """``title`` (if any) and the run: ensemble, atoms, time step, and the replica shown."""
+    replicas = int(attrs.get("n_replicas", 1))
+    run = f"{str(attrs.get('ensemble', 'MD')).upper()}, {n_atoms} atoms, {attrs.get('timestep_fs', '?')} fs steps"
+    run += f", replica 0 of {replicas}" if replicas > 1 else ""
+    return f"{title} — {run}" if title else run
+
+
+def _target_temperature(attrs: dict) -> float | None:
+    """The thermostat's target temperature of replica 0 (K), or None for NVE (its temperature only starts it)."""
+    target = attrs.get("temperature_K")
+    if attrs.get("ensemble") == "nve" or target is None:
+        return None
+    return float(target[0] if np.ndim(target) else target)

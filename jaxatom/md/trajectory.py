@@ -1,11 +1,16 @@
 """HDF5 MD trajectories: resizable chunked datasets, units in attributes, readable while the run goes on (SWMR),
 truncation to a checkpoint, and export to ASE trajectories or extended XYZ.
 
-Layout (frames first, then replicas): ``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
-``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K), ``time`` ``[F]``
-(fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å), ``pbc [3]``;
-ensembles that change the cell write ``cell [F, R, 3, 3]``, ``volume [F, R]`` (Å³), ``pressure [F, R]`` (GPa) and
-``stress [F, R, 3, 3]`` (eV/Å³) per frame instead.
+Layout (frames first, then replicas). Frame 0 is the starting state (``time`` 0 and ``step`` 0 for a new run, with its
+energies, temperature, observables and uncertainty), then one frame every ``stride`` steps: a run of ``steps`` steps
+holds ``steps / stride + 1`` frames and its last frame is at ``steps × timestep_fs``. Files of format ``version`` 1
+(before jaxatom wrote the starting frame) begin one stride in; they stay readable, resumable and analysable, and every
+analysis takes the times from ``time`` rather than counting frames.
+``positions``/``velocities``/``forces`` ``[F, R, N, 3]`` (Å, Å/fs, eV/Å),
+``potential_energy``/``kinetic_energy``/``temperature``/``conserved_energy`` ``[F, R]`` (eV, K),
+``time`` ``[F]`` (fs), ``step`` ``[F]``, and the constant ``species [N]``, ``masses [N]`` (amu), ``cell [3, 3]`` (Å),
+``pbc [3]``; ensembles that change the cell write ``cell [F, R, 3, 3]``, ``volume [F, R]`` (Å³), ``pressure [F, R]``
+(GPa) and ``stress [F, R, 3, 3]`` (eV/Å³) per frame instead.
 Observables a run records (e.g. ``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³,
 ``charges [F, R, N]`` e) follow with their units; ring-polymer runs write bead averages, and with ``write_beads``
 every bead's values as ``<name>_beads [F, R, P, ...]``. Run settings are root attributes. For ring-polymer runs
@@ -45,6 +50,7 @@ __all__ = [
     "FORMAT",
     "UNITS",
     "TrajectoryWriter",
+    "has_initial_frame",
     "read_trajectory",
     "trajectory_atoms",
     "export_trajectory",
@@ -53,7 +59,8 @@ __all__ = [
 ]
 
 FORMAT = "jaxatom-md-trajectory"
-VERSION = 1
+#: 2: frame 0 is the starting state; 1: the first frame is one stride in (jaxatom before the starting frame).
+VERSION = 2
 #: Bytes reserved beyond the frames' chunks for HDF5's own bookkeeping when frames are appended.
 METADATA_MARGIN = 256 * 1024
 
@@ -154,6 +161,11 @@ class TrajectoryWriter:
     def n_frames(self) -> int:
         return int(self.file["time"].shape[0])
 
+    @property
+    def initial_frame(self) -> bool:
+        """Whether this trajectory holds the starting state as frame 0 (see :func:`has_initial_frame`)."""
+        return has_initial_frame(self.file)
+
     def append_bytes(self, count: int) -> int:
         """Upper bound of the bytes that appending ``count`` frames adds to the file (whole chunks are allocated)."""
         first = self.n_frames
@@ -206,6 +218,11 @@ class TrajectoryWriter:
             h5py.File(self.path, "a", libver="latest").close()
         except OSError:  # a reader holds it open: the unused tail stays, which is harmless
             pass
+
+
+def has_initial_frame(file: h5py.File) -> bool:
+    """Whether the trajectory open in ``file`` starts with the starting state (format version 2 and later)."""
+    return int(file.attrs.get("version", 1)) >= 2
 
 
 def _per_frame(file: h5py.File) -> list[h5py.Dataset]:

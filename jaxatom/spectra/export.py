@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from jaxatom.errors import DataError
+from jaxatom.plotting import finish, legend, new_figure, save
 from jaxatom.spectra.core import RamanSpectrum, Spectrum
 
-__all__ = ["describe", "write_spectrum_csv", "plot_spectrum", "plot_spectra"]
+__all__ = ["describe", "write_spectrum_csv", "spectra_figure", "plot_spectrum", "plot_spectra"]
 
 _TITLES = {"ir": "IR absorption", "raman": "Raman activity", "power": "power spectrum (VDOS)"}
 _XLABEL = "wavenumber (cm⁻¹)"
@@ -55,7 +56,7 @@ def _draw(axes, spectrum: Spectrum, x: np.ndarray) -> None:
         axes.plot(x, spectrum.intensity, lw=2.5, color="0.7", label="total (45 a² + 7 γ²)")
         axes.plot(x, 45.0 * spectrum.isotropic, lw=1, label="isotropic (45 a²)")
         axes.plot(x, 7.0 * spectrum.anisotropic, lw=1, label="anisotropic (7 γ²)")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        legend(axes, outside=True)
     else:
         axes.plot(x, spectrum.intensity, lw=1)
     axes.set_title(_TITLES.get(spectrum.kind, spectrum.kind), fontsize="medium", loc="left")
@@ -64,31 +65,35 @@ def _draw(axes, spectrum: Spectrum, x: np.ndarray) -> None:
     axes.set_ylim(bottom=min(0.0, float(np.min(spectrum.intensity))))
 
 
-def plot_spectra(spectra: Sequence[Spectrum] | Mapping[str, Spectrum], path: str | Path) -> Path:
-    """Plot one panel per spectrum (IR, Raman with its isotropic, anisotropic and total parts, power), stacked with a
-    shared wavenumber axis in cm⁻¹ and each y axis in its absolute unit; legends sit outside the axes. Writes a PNG."""
-    from jaxatom.md.analysis import _figure, _save  # the analysis module's figure style (imported when plotting)
-
+def spectra_figure(spectra: Sequence[Spectrum] | Mapping[str, Spectrum], title: str | None = None):
+    """The figure of :func:`plot_spectra`."""
     items = list(spectra.values() if isinstance(spectra, Mapping) else spectra)
     if not items:
         raise DataError("no spectra to plot")
-    figure, axes = _figure(len(items))
-    for panel, spectrum in zip(axes, items, strict=True):
+    figure, axes = new_figure(len(items), sharex=True)
+    for panel, spectrum in zip(axes[:, 0], items, strict=True):
         _draw(panel, spectrum, spectrum.frequency_cm1)
-    axes[-1].set_xlabel(_XLABEL)
-    return _save(figure, path)
+    axes[-1, 0].set_xlabel(_XLABEL)
+    return finish(figure, title)
 
 
-def plot_spectrum(spectrum: Spectrum, path: str | Path, unit: str = "cm-1", max_frequency: float | None = None) -> Path:
+def plot_spectra(spectra: Sequence[Spectrum] | Mapping[str, Spectrum], path: str | Path,
+                 title: str | None = None) -> Path:  # fmt: skip
+    """Plot one panel per spectrum (IR, Raman with its isotropic, anisotropic and total parts, power), stacked with a
+    shared wavenumber axis in cm⁻¹ and each y axis in its absolute unit; legends sit outside the axes. ``title``
+    names the model and system (e.g. ``"PaiNN, ethanol, 300 K TRPMD"``). Writes a PNG."""
+    return save(spectra_figure(spectra, title), path)
+
+
+def plot_spectrum(spectrum: Spectrum, path: str | Path, unit: str = "cm-1", max_frequency: float | None = None,
+                  title: str | None = None) -> Path:  # fmt: skip
     """Plot one spectrum against wavenumber (``unit="cm-1"``) or frequency (``unit="THz"``), up to ``max_frequency``
     in that unit (default: the whole grid), with the intensity in its unit; writes a PNG to ``path``."""
-    from jaxatom.md.analysis import _figure, _save
-
     axes_by_unit = {"cm-1": (spectrum.frequency_cm1, _XLABEL), "THz": (spectrum.frequency_thz, "frequency (THz)")}
     if unit not in axes_by_unit:
         raise DataError(f"unit must be 'cm-1' or 'THz', got {unit!r}")
     frequency, label = axes_by_unit[unit]
-    figure, (axes,) = _figure()
-    _draw(axes, spectrum, frequency)
-    axes.set(xlabel=label, xlim=(0, max_frequency or frequency[-1]))
-    return _save(figure, path)
+    figure, axes = new_figure()
+    _draw(axes[0, 0], spectrum, frequency)
+    axes[0, 0].set(xlabel=label, xlim=(0, max_frequency or frequency[-1]))
+    return save(figure, path, title)

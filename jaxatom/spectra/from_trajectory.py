@@ -61,16 +61,16 @@ def spectra_from_trajectory(
 ) -> dict[str, Spectrum]:
     """IR, Raman and power spectra of the trajectory at ``path`` (read with ``jaxatom.md.read_trajectory``).
 
-    ``ir``, ``raman``, ``power``: True computes that spectrum and raises :class:`DataError` naming what to add when
-    the file lacks its series (``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³,
-    ``velocities [F, R, N, 3]`` Å/fs); False skips it; None (default) computes it when the file holds the series.
-    Replicas are averaged. The frame spacing is ``time[1] − time[0]``; frames before ``skip_fs`` (equilibration)
-    are dropped. ``temperature_K`` defaults to the run's ``temperature_K`` attribute (thermostat target; for RPMD the
-    physical temperature), or for NVE runs to the mean of the stored ``temperature``. Ring-polymer runs store
-    centroid velocities and bead-averaged dipoles/polarizabilities, so their spectra are the centroid (TRPMD)
-    estimates. The power spectrum is mass weighted, in modes per cm⁻¹. Other arguments are as in
-    :func:`jaxatom.spectra.ir_spectrum`. Returns ``{"ir": Spectrum, "raman": RamanSpectrum, "power": Spectrum}``
-    with the computed ones, in that order.
+    ``ir``, ``raman``, ``power``: True computes that spectrum and raises :class:`DataError` naming what to add when the
+    file lacks its series (``dipole_moment [F, R, 3]`` e·Å, ``polarizability [F, R, 3, 3]`` Å³, ``velocities [F, R, N,
+    3]`` Å/fs); False skips it; None (default) computes it when the file holds the series. Replicas are averaged. The
+    frame spacing is ``time[1] − time[0]``; frames before the time ``skip_fs`` (fs, the file's ``time``, 0 at the start
+    of the run) are dropped as equilibration. ``temperature_K`` defaults to the run's ``temperature_K`` attribute
+    (thermostat target; for RPMD the physical temperature), or for NVE runs to the mean of the stored ``temperature``.
+    Ring-polymer runs store centroid velocities and bead-averaged dipoles/polarizabilities, so their spectra are the
+    centroid (TRPMD) estimates. The power spectrum is mass weighted, in modes per cm⁻¹. Other arguments are as in
+    :func:`jaxatom.spectra.ir_spectrum`. Returns ``{"ir": Spectrum, "raman": RamanSpectrum, "power": Spectrum}`` with
+    the computed ones, in that order.
     """
     from jaxatom.md.trajectory import read_trajectory, require_equal_atoms
 
@@ -93,7 +93,7 @@ def spectra_from_trajectory(
                         "rerun simulate with observables=['dipole_moment', 'polarizability']")  # fmt: skip
     time = np.asarray(data["time"], dtype=np.float64)
     dt = _frame_spacing(time, path)
-    keep = time >= time[0] + skip_fs - 1e-9
+    keep = time >= skip_fs - 1e-9  # the file's own times: frame 0 is t = 0 (version 1 files start one stride in)
     temperature = _run_temperature(data, path) if temperature_K is None else temperature_K
     options = dict(window=window, max_frequency_cm1=max_frequency_cm1, resolution_cm1=resolution_cm1,
                    max_lag_fs=max_lag_fs)  # fmt: skip

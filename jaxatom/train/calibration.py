@@ -18,6 +18,7 @@ import numpy as np
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
 from jaxatom.errors import ConfigError
+from jaxatom.plotting import finish, legend, new_figure, save
 from jaxatom.potential.calibration import Calibration
 from jaxatom.potential.ensemble import PotentialEnsemble
 
@@ -31,6 +32,7 @@ __all__ = [
     "per_structure_max",
     "reliability_table",
     "write_reliability_csv",
+    "calibration_figure",
     "plot_calibration",
     "calibration_report",
 ]
@@ -193,32 +195,42 @@ def write_reliability_csv(rows: list[dict], path: str | Path) -> Path:
 _UNITS = {"energy": "eV", "forces": "eV/Å", "forces_max": "eV/Å"}
 
 
-def plot_calibration(rows: list[dict], path: str | Path, calibration: Calibration | None = None) -> Path:
+def calibration_figure(rows: list[dict], calibration: Calibration | None = None, title: str | None = None):
+    """The figure of :func:`plot_calibration`."""
+    outputs = list(dict.fromkeys(row["output"] for row in rows))
+    figure, axes = new_figure(1, len(outputs), width=4.3 * len(outputs), row_height=3.4)
+    for axis, output in zip(axes[0], outputs, strict=True):
+        _reliability_panel(axis, output, [r for r in rows if r["output"] == output], calibration)
+    return finish(figure, title)
+
+
+def plot_calibration(rows: list[dict], path: str | Path, calibration: Calibration | None = None,
+                     title: str | None = None) -> Path:  # fmt: skip
     """A PNG reliability diagram per output of :func:`reliability_table` rows: observed RMS error against the
     predicted (calibrated) RMS uncertainty per bin, log-log, with the ideal line ``y = x`` (and the force threshold
-    on the per-structure panel when ``calibration`` has one)."""
-    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays
+    on the per-structure panel when ``calibration`` has one); ``title`` names the ensemble and the data."""
+    return save(calibration_figure(rows, calibration, title), path)
 
-    outputs = list(dict.fromkeys(row["output"] for row in rows))
-    figure = Figure(figsize=(4.5 * len(outputs), 4.2))
-    axes = figure.subplots(1, len(outputs), squeeze=False)
-    for axis, output in zip(axes[0], outputs, strict=True):
-        predicted = np.array([r["predicted_rms"] for r in rows if r["output"] == output])
-        observed = np.array([r["observed_rms"] for r in rows if r["output"] == output])
-        positive = np.concatenate([predicted, observed])
-        positive = positive[positive > 0]
-        low, high = (positive.min(), positive.max()) if positive.size else (1e-3, 1.0)
-        axis.plot([low, high], [low, high], "k--", lw=0.8, label="ideal")
-        axis.plot(predicted, observed, "o-", label="binned")
-        if output == "forces_max" and calibration is not None and calibration.forces_threshold is not None:
-            axis.axvline(calibration.forces_threshold, color="r", lw=0.8, label="threshold")
-        axis.set(xscale="log", yscale="log", title=output, xlabel=f"predicted uncertainty ({_UNITS[output]})",
-                 ylabel=f"observed RMS error ({_UNITS[output]})")  # fmt: skip
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    return path
+
+_TITLES = {"energy": "energy per structure", "forces": "force components", "forces_max": "largest force per structure"}
+
+
+def _reliability_panel(axis, output: str, rows: list[dict], calibration: Calibration | None) -> None:
+    predicted = np.array([r["predicted_rms"] for r in rows])
+    observed = np.array([r["observed_rms"] for r in rows])
+    positive = np.concatenate([predicted, observed])
+    positive = positive[positive > 0]
+    low, high = (positive.min(), positive.max()) if positive.size else (1e-3, 1.0)
+    axis.plot([low, high], [low, high], "k--", lw=0.8, label="ideal (y = x)")
+    axis.plot(predicted, observed, "o-", label=f"{len(rows)} bins of {sum(r['count'] for r in rows)} points")
+    if output == "forces_max" and calibration is not None and calibration.forces_threshold is not None:
+        axis.axvline(calibration.forces_threshold, color="C3", lw=0.8,
+                     label=f"threshold {calibration.forces_threshold:.3g} eV/Å")  # fmt: skip
+    unit = _UNITS.get(output, "")
+    axis.set(xscale="log", yscale="log", xlabel=f"predicted uncertainty ({unit})",
+             ylabel=f"observed RMS error ({unit})")  # fmt: skip
+    axis.set_title(_TITLES.get(output, output), fontsize="medium")
+    legend(axis)
 
 
 def calibration_report(residuals: Residuals, calibration: Calibration) -> dict:

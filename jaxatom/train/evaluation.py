@@ -11,11 +11,19 @@ import numpy as np
 
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader
+from jaxatom.plotting import finish, new_figure, save, scaled, with_unit
 from jaxatom.potential import Potential, PotentialEnsemble
 from jaxatom.potential.outputs import split_outputs
 from jaxatom.units import GPa, kcal_mol
 
-__all__ = ["predict_dataset", "predict_dataset_ensemble", "error_metrics", "plot_parity", "write_predictions"]
+__all__ = [
+    "predict_dataset",
+    "predict_dataset_ensemble",
+    "error_metrics",
+    "parity_figure",
+    "plot_parity",
+    "write_predictions",
+]
 
 
 def predict_dataset(potential: Potential, dataset: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -76,35 +84,73 @@ def error_metrics(predictions: dict[str, np.ndarray], dataset: Dataset) -> dict[
     return {**metrics, **named}
 
 
-def plot_parity(predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path) -> Path:
-    """A PNG with a parity plot (every component) of each predicted property the data set has, in its unit (stress
-    in GPa), and a histogram of the force errors when forces are among them."""
-    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays
-
+def parity_figure(predictions: dict[str, np.ndarray], dataset: Dataset, title: str | None = None):
+    """The figure of :func:`plot_parity` (a matplotlib ``Figure``)."""
     names = sorted(set(predictions) & set(dataset.properties), key=lambda n: (n not in ("energy", "forces"), n))
     histogram = "forces" in names
-    figure = Figure(figsize=(5 * (len(names) + histogram), 4.5))
-    axes = figure.subplots(1, len(names) + histogram, squeeze=False)
+    n_panels = len(names) + histogram
+    figure, axes = new_figure(1, n_panels, width=4.3 * n_panels, row_height=3.6)
     for axis, name in zip(axes[0], names, strict=False):
-        predicted, reference = np.ravel(predictions[name]), np.ravel(dataset.properties[name])
-        label = f"{name} ({dataset.units.get(name, '')})"
-        if name == "energy":
-            mean = reference.mean()
-            predicted, reference, label = predicted - mean, reference - mean, f"energy − {mean:.2f} (eV)"
-        elif name == "stress" and dataset.units.get(name) == "eV/Ang^3":
-            predicted, reference, label = predicted / GPa, reference / GPa, "stress (GPa)"
-        axis.scatter(reference, predicted, s=2, alpha=0.4)
-        low, high = min(reference.min(), predicted.min()), max(reference.max(), predicted.max())
-        axis.plot([low, high], [low, high], "k--", lw=0.8)
-        mae = np.mean(np.abs(predicted - reference))
-        axis.set(xlabel=f"reference {label}", ylabel=f"predicted {label}", title=f"MAE {mae:.4g}")
+        _parity_panel(axis, name, *_parity_values(name, predictions, dataset))
     if histogram:
-        axes[0][-1].hist(np.ravel(predictions["forces"] - dataset.properties["forces"]), bins=100)
-        axes[0][-1].set(xlabel="force error (eV/Å)", ylabel="count", title="force error histogram")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    return path
+        errors = np.ravel(predictions["forces"] - dataset.properties["forces"])
+        _error_histogram(axes[0, -1], errors, _display_unit(dataset.units.get("forces", "eV/Ang")))
+    return finish(figure, title)
+
+
+def plot_parity(
+    predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path, title: str | None = None
+) -> Path:
+    """A PNG with a parity plot (every component) of each predicted property the data set has, in its unit (stress
+    in GPa; energies relative to the lowest reference, per atom when the structures differ in size), each titled
+    with its RMSE and MAE, and a log-scale histogram of the force errors when forces are among them. ``title`` names
+    the model and the data, e.g. ``"PaiNN on aspirin (GFN2-xTB), test set"``."""
+    return save(parity_figure(predictions, dataset, title), path)
+
+
+def _display_unit(unit: str) -> str:
+    return unit.replace("Ang", "Å")
+
+
+def _parity_values(name: str, predictions: dict, dataset: Dataset) -> tuple:
+    """``(reference, predicted, label, unit, note)`` of a parity panel: energies relative to the lowest reference
+    (stated in ``note``), per atom when the structures differ in size; stress in GPa."""
+    predicted, reference = np.ravel(predictions[name]), np.ravel(dataset.properties[name])
+    unit = _display_unit(dataset.units.get(name, ""))
+    if name == "energy":
+        label = "E"
+        if len(np.unique(dataset.n_atoms)) > 1:
+            predicted, reference = predicted / dataset.n_atoms, reference / dataset.n_atoms
+            label, unit = "E/N", f"{unit}/atom"
+        zero = reference.min()
+        return reference - zero, predicted - zero, f"{label} − E₀", unit, f"E₀ = {zero:.6g} {unit} (lowest reference)"
+    if name == "stress" and dataset.units.get(name) == "eV/Ang^3":
+        return reference / GPa, predicted / GPa, name, "GPa", None
+    return reference, predicted, name, unit, None
+
+
+def _parity_panel(axis, name: str, reference, predicted, label: str, unit: str, note: str | None) -> None:
+    """Predicted against reference with the diagonal, titled with RMSE and MAE in the unit (meV for small eV)."""
+    error = predicted - reference
+    rmse, mae = float(np.sqrt(np.mean(error**2))), float(np.mean(np.abs(error)))
+    axis.scatter(reference, predicted, s=3, alpha=0.4, linewidths=0)
+    low, high = min(reference.min(), predicted.min()), max(reference.max(), predicted.max())
+    axis.plot([low, high], [low, high], "k--", lw=0.8)
+    axis.set(xlabel=f"reference {label} ({unit})", ylabel=f"predicted {label} ({unit})", aspect="equal",
+             title=f"{name}: RMSE {with_unit(rmse, unit)}, MAE {with_unit(mae, unit)}")  # fmt: skip
+    axis.set_title(axis.get_title(), fontsize="medium")
+    lines = [f"{reference.size} values"] + ([note] if note else [])
+    axis.text(0.03, 0.97, "\n".join(lines), transform=axis.transAxes, va="top", fontsize="small")
+
+
+def _error_histogram(axis, errors: np.ndarray, unit: str) -> None:
+    """Histogram of the errors on a log count scale, so the tails (the worst predictions) show."""
+    rmse = float(np.sqrt(np.mean(errors**2)))
+    shown, values = scaled(unit, errors)
+    axis.hist(values, bins=100, color="C0")
+    axis.set(yscale="log", xlabel=f"force component error ({shown})", ylabel="count (log scale)")
+    axis.set_title(f"force errors: RMSE {with_unit(rmse, unit)}, max {with_unit(float(np.abs(errors).max()), unit)}",
+                   fontsize="medium")  # fmt: skip
 
 
 def write_predictions(predictions: dict[str, np.ndarray], dataset: Dataset, path: str | Path) -> Path:

@@ -130,15 +130,16 @@ class HarmonicAnalysis:
             raise ConfigError(f"a {kind} spectrum needs {needs} output, which this model has not")
         return sticks[kind]
 
-    def plot(self, path, width_cm1: float = 10.0, shape: str = "lorentzian") -> Path:
-        """Stick and broadened spectra (IR and/or Raman; frequencies alone for energy-only models) as a PNG."""
+    def plot(self, path, width_cm1: float = 10.0, shape: str = "lorentzian", title: str | None = None) -> Path:
+        """Stick and broadened spectra (IR and/or Raman; frequencies alone for energy-only models) as a PNG, titled
+        ``title`` (e.g. ``"PaiNN, ethanol"``)."""
         panels = [(f"{kind.upper() if kind == 'ir' else 'Raman'} ({INTENSITY_UNITS[kind]})", self._sticks(kind),
                    self.spectrum(width_cm1, kind, shape)) for kind in ("ir", "raman")
                   if (self.ir_intensities_km_mol if kind == "ir" else self.raman_activities) is not None]  # fmt: skip
         if not panels:
             grid, curve = broaden(self.frequencies_cm1, np.ones_like(self.frequencies_cm1), width_cm1, shape)
             panels = [("modes", np.ones_like(self.frequencies_cm1), BroadenedSpectrum(grid, curve, "modes", "modes"))]
-        return plot_sticks(self.frequencies_cm1, panels, path)
+        return plot_sticks(self.frequencies_cm1, panels, path, title)
 
     def to_csv(self, path) -> Path:
         """Write ``mode, frequency_cm1, ir_intensity_km_mol, raman_activity_A4_amu`` (those present) to ``path``."""

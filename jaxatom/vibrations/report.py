@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from jaxatom.errors import ConfigError
+from jaxatom.plotting import finish, new_figure, save
 
-__all__ = ["BroadenedSpectrum", "broaden", "mode_table", "write_csv", "plot_sticks"]
+__all__ = ["BroadenedSpectrum", "broaden", "mode_table", "write_csv", "sticks_figure", "plot_sticks"]
 
 SHAPES = ("lorentzian", "gaussian")
 #: Units of the two kinds of intensity.
@@ -84,27 +85,31 @@ def write_csv(path, frequencies_cm1, columns: dict[str, np.ndarray | None]) -> P
     return path
 
 
-def plot_sticks(frequencies_cm1, panels: list[tuple[str, np.ndarray, BroadenedSpectrum | None]], path) -> Path:
-    """One panel per ``(label, stick heights [M], broadened spectrum or None)``: sticks at the real frequencies and
-    the broadened curve on a second y axis; writes a PNG to ``path``."""
-    from matplotlib.figure import Figure
-
+def sticks_figure(frequencies_cm1, panels: list[tuple[str, np.ndarray, BroadenedSpectrum | None]],
+                  title: str | None = None):  # fmt: skip
+    """The figure of :func:`plot_sticks`."""
     frequencies = np.asarray(frequencies_cm1, np.float64)
     real = frequencies > 0
-    figure = Figure(figsize=(6.4, 1.6 + 2.2 * len(panels)), layout="constrained")
-    axes_list = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    figure, axes_grid = new_figure(len(panels), row_height=2.2, sharex=True)
+    axes_list = axes_grid[:, 0]
     for axes, (label, sticks, spectrum) in zip(axes_list, panels, strict=True):
         axes.vlines(frequencies[real], 0.0, np.asarray(sticks)[real], color="C0", lw=1.5)
-        axes.set_ylabel(label)
+        axes.set_ylabel(f"{label}, sticks", color="C0")
         axes.set_ylim(bottom=0.0)
         if spectrum is not None:
             twin = axes.twinx()
             twin.plot(spectrum.wavenumbers_cm1, spectrum.intensity, color="C1", lw=1)
-            twin.set_ylabel(f"{spectrum.unit}/cm⁻¹", color="C1")
+            twin.set_ylabel(f"broadened ({spectrum.unit}/cm⁻¹)", color="C1")
             twin.set_ylim(bottom=0.0)
             axes.set_xlim(spectrum.wavenumbers_cm1[0], spectrum.wavenumbers_cm1[-1])
+    axes_list[0].set_title(f"harmonic modes: {int(real.sum())} real, {int((frequencies < 0).sum())} imaginary",
+                           fontsize="medium", loc="left")  # fmt: skip
     axes_list[-1].set_xlabel("wavenumber (cm⁻¹)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    return finish(figure, title)
+
+
+def plot_sticks(frequencies_cm1, panels: list[tuple[str, np.ndarray, BroadenedSpectrum | None]], path,
+                title: str | None = None) -> Path:  # fmt: skip
+    """One panel per ``(label, stick heights [M], broadened spectrum or None)``: sticks at the real frequencies and
+    the broadened curve on a second y axis; ``title`` names the model and molecule; writes a PNG to ``path``."""
+    return save(sticks_figure(frequencies_cm1, panels, title), path)
