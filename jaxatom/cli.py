@@ -155,8 +155,9 @@ def _md(args: argparse.Namespace) -> int:
     read_md_settings(args.config, args.overrides)  # a missing model or structure file is named before MD is imported
     from jaxatom.md.run import load_md_config, md_run, report
 
-    run = md_run(load_md_config(args.config, args.overrides), progress=not args.quiet)
-    _print_md(run, report(run.output))
+    config = load_md_config(args.config, args.overrides)
+    run = md_run(config, progress=not args.quiet)
+    _print_md(run, report(run.output, title=f"{run.settings['ensemble']} MD with {config.model}"))
     return 0
 
 
@@ -198,7 +199,7 @@ def _spectrum(args: argparse.Namespace) -> int:
                 print(f"jaxatom spectrum: warning: {warning.message}", file=sys.stderr)
     for kind, spectrum in spectra.items():
         csv = write_spectrum_csv(spectrum, out / f"{kind}.csv")
-        png = plot_spectra([spectrum], out / f"{kind}.png")
+        png = plot_spectra([spectrum], out / f"{kind}.png", title=f"{kind} spectrum of {Path(args.trajectory).name}")
         print(f"{describe(spectrum)}\n  wrote {csv} and {png}")
     return 0
 
@@ -238,7 +239,8 @@ def _vibrations(args: argparse.Namespace) -> int:
     summary = result.summary()
     (out / "summary.txt").write_text(summary + "\n")
     result.to_csv(out / "frequencies.csv")
-    result.plot(out / "spectrum.png", width_cm1=args.width)
+    result.plot(out / "spectrum.png", width_cm1=args.width,
+                title=f"{result.atoms.get_chemical_formula()}, harmonic, {args.model}")  # fmt: skip
     result.atoms.write(out / "structure.xyz")
     print(summary)
     print(f"wrote {out / 'frequencies.csv'}, {out / 'summary.txt'}, {out / 'spectrum.png'} and the analysed "

@@ -86,3 +86,23 @@ def scaled(unit: str, values) -> tuple[str, object]:
     if unit.startswith("eV") and values.size and np.nanmax(np.abs(values)) < 0.1:
         return f"m{unit}", 1000.0 * values
     return unit, values
+
+
+def model_label(model) -> str:
+    """A short name of a :class:`~jaxatom.Potential` or :class:`~jaxatom.PotentialEnsemble` for figure titles:
+    ``"PaiNN 64×3"``, ``"ensemble of 4 SchNet 16×2"``."""
+    representation = model.model.representation
+    size = f" {representation.n_atom_basis}×{representation.n_interactions}"
+    name = f"{type(representation).__name__}{size if hasattr(representation, 'n_interactions') else ''}"
+    members = getattr(model, "size", None)
+    return f"ensemble of {members} {name}" if members else name
+
+
+def data_label(dataset) -> str:
+    """A short name of a :class:`~jaxatom.data.Dataset` for figure titles: the shipped set or file it came from and
+    the reference method where the file records one."""
+    origin = dataset.origin
+    where = "data in memory" if origin is None else origin.data.get("builtin") or Path(
+        str(origin.data.get("path") or origin.data.get("source"))).name  # fmt: skip
+    method = dataset.metadata.get("method")
+    return f"{where} ({method})" if isinstance(method, str) and method else where

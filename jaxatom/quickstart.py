@@ -134,5 +134,5 @@ def run_quickstart(
         print_md(None, json.loads(nve.with_name(nve.name + ".report.json").read_text()), nve)
         return
     run = _md(run_dir, md_ps, progress)
-    print_md(run, report(run.output), nve)
+    print_md(run, report(run.output, title="NVE MD of aspirin at 300 K with the quickstart PaiNN 64×3"), nve)
     _record(run_dir, "md", {"md_ps": md_ps})

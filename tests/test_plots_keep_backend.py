@@ -23,7 +23,7 @@ def test_plot_writers_keep_the_backend(svg_backend, tmp_path):
     ethanol = load_builtin("ethanol").subset(range(3))
     predictions = {name: ethanol.properties[name] * 1.01 for name in ("energy", "forces")}
     assert plot_parity(predictions, ethanol, tmp_path / "parity.png").stat().st_size > 0
-    rows = [{"output": "forces", "predicted_rms": p, "observed_rms": 1.1 * p} for p in (0.1, 0.2, 0.4)]
+    rows = [{"output": "forces", "predicted_rms": p, "observed_rms": 1.1 * p, "count": 10} for p in (0.1, 0.2, 0.4)]
     assert plot_calibration(rows, tmp_path / "calibration.png").stat().st_size > 0
     columns = ("test_forces_mae_eV_per_A", "test_forces_rmse_eV_per_A", "visited_uncertainty_mean",
                "visited_uncertainty_max", "selected_uncertainty_mean")  # fmt: skip

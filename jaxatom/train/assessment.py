@@ -15,6 +15,7 @@ import numpy as np
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.formats import read_dataset
 from jaxatom.errors import ConfigError
+from jaxatom.plotting import data_label, model_label
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.ensemble import ensemble_members
 from jaxatom.train.calibration import (
@@ -143,7 +144,7 @@ def evaluate(
         if isinstance(model, PotentialEnsemble) and model.calibration is not None:
             metrics["calibration"] = _test_calibration(model, dataset, batch_size, out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        result.plot_parity(out / "parity.png")
+        result.plot_parity(out / "parity.png", title=f"{model_label(model)} on {data_label(dataset)}")
         write_predictions(predictions, dataset, out / "predictions.npz")
     return result
 
