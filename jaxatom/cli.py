@@ -150,9 +150,9 @@ def _print_md(run, summary: dict, output: Path | None = None) -> None:
 
 
 def _md(args: argparse.Namespace) -> int:
-    from jaxatom.inputs import read_md_settings
+    from jaxatom.inputs import check_md_files, read_md_settings
 
-    read_md_settings(args.config, args.overrides)  # a missing model or structure file is named before MD is imported
+    check_md_files(read_md_settings(args.config, args.overrides))  # named before the MD code is imported
     from jaxatom.md.run import load_md_config, md_run, report
 
     config = load_md_config(args.config, args.overrides)

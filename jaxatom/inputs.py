@@ -9,7 +9,7 @@ from typing import Any
 
 from jaxatom.config import apply_overrides, read_yaml
 
-__all__ = ["STRUCTURE_HINT", "check_model_path", "check_structure_path", "read_md_settings"]
+__all__ = ["STRUCTURE_HINT", "check_md_files", "check_model_path", "check_structure_path", "read_md_settings"]
 
 #: How to get a structure file from the shipped data.
 STRUCTURE_HINT = (
@@ -39,9 +39,9 @@ def check_structure_path(structure: Any, key: str = "structure") -> None:
 
 def read_md_settings(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The settings of a YAML MD configuration with ``key=value`` ``overrides`` applied (values parsed as YAML),
-    relative ``model``, ``structure`` and ``output`` paths taken relative to the file's directory, and the model and
-    structure files checked (``FileNotFoundError`` naming them); a :class:`~jaxatom.errors.ConfigError` for a file
-    that is not a YAML mapping or a bad override. Not yet validated as an ``MDConfig``."""
+    relative ``model``, ``structure`` and ``output`` paths taken relative to the file's directory; a
+    :class:`~jaxatom.errors.ConfigError` for a file that is not a YAML mapping or a bad override. Not yet validated
+    as an ``MDConfig`` (see :func:`check_md_files`)."""
     config: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -51,7 +51,11 @@ def read_md_settings(path: str | Path | None, overrides: Sequence[str] = ()) -> 
         for key in ("model", "structure", "output"):  # relative paths are relative to the configuration file
             if isinstance(config.get(key), str) and not Path(config[key]).is_absolute():
                 config[key] = str(path.parent / config[key])
-    config = apply_overrides(config, overrides, example="key=value")
+    return apply_overrides(config, overrides, example="key=value")
+
+
+def check_md_files(config: dict[str, Any]) -> None:
+    """Refuse an MD configuration's model or structure file that does not exist (``FileNotFoundError`` naming it
+    and what to give instead)."""
     check_model_path(config.get("model"))
     check_structure_path(config.get("structure"))
-    return config

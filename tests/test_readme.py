@@ -23,7 +23,7 @@ SMALL = {
     "pip install -e . && jaxatom quickstart": "jaxatom quickstart --minutes 0.05 --md-ps 0.02 --quiet",
     "TrainConfig(max_epochs=3, loss=loss)": "TrainConfig(max_epochs=1, loss=loss)",
     "steps=2000,\n    timestep_fs=0.5,\n    stride=2,": "steps=40,\n    timestep_fs=0.5,\n    stride=2,",
-    "train=1000, val=100)  # reused": "train=40, val=10)  # reused",
+    "train=1000, val=100, test=1000)  # reused": "train=40, val=10, test=50)  # reused",
     "PaiNN(n_atom_basis=128, n_interactions=3), elements=ds.elements": "PaiNN(n_atom_basis=16, n_interactions=2), "
     "elements=ds.elements",
     "TrainConfig(max_epochs=200, max_time_s=3600)": "TrainConfig(max_epochs=1, max_time_s=3600)",

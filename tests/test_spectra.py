@@ -240,6 +240,13 @@ def test_spectra_from_a_trajectory_file(tmp_path):
         spectra_from_trajectory(bare, ir=True)
 
 
+def test_a_trajectory_too_short_for_the_resolution_warns_once(tmp_path):
+    path = _write_trajectory(tmp_path / "short.h5", n_frames=256, n_replicas=1)
+    with pytest.warns(SpectrumWarning) as caught:
+        spectra_from_trajectory(path, resolution_cm1=5.0)  # three spectra, one warning
+    assert len([w for w in caught if "too short" in str(w.message)]) == 1
+
+
 def test_csv_has_units_in_its_header(tmp_path):
     q, _ = _thermal_modes(1000.0, 300.0, 2, 512, 1.0)
     spectrum = raman_spectrum(4.0 * np.eye(3) + q[..., None, None] * np.eye(3), 1.0, 300.0)

@@ -169,8 +169,8 @@ DEFAULT_MD: dict[str, Any] = {name: field.default for name, field in MDConfig.mo
 
 def load_md_config(path: str | Path | None, overrides: Sequence[str] = ()) -> MDConfig:
     """Read a YAML MD configuration, apply ``key=value`` overrides (values parsed as YAML) and validate it: unknown
-    settings, missing model or structure, and wrong types or choices raise an :class:`MDConfigError`; a model or
-    structure file that does not exist raises ``FileNotFoundError`` naming it and what to give instead."""
+    settings, missing model or structure, and wrong types or choices raise an :class:`MDConfigError` (``jaxatom md``
+    also checks that the files exist first: :func:`~jaxatom.inputs.check_md_files`)."""
     try:
         config = read_md_settings(path, overrides)
     except ConfigError as err:

@@ -3,6 +3,7 @@ from ``velocities`` — whatever the file holds, or an error naming what to add.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,4 +103,9 @@ def spectra_from_trajectory(
         "raman": lambda x: raman_spectrum(x, dt, temperature, quantum_correction=quantum_correction, **options),
         "power": lambda x: power_spectrum(x, dt, data["masses"], temperature, **options),
     }
-    return {kind: compute[kind](data[SERIES[kind][0]][keep]) for kind in todo}
+    with warnings.catch_warnings(record=True) as caught:  # the spectra share the frames: warn once, not per spectrum
+        warnings.simplefilter("always")
+        spectra = {kind: compute[kind](data[SERIES[kind][0]][keep]) for kind in todo}
+    for message in dict.fromkeys((str(w.message), w.category) for w in caught):
+        warnings.warn(message[0], message[1], stacklevel=2)
+    return spectra

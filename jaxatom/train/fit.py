@@ -312,7 +312,8 @@ def fit(
     With ``config.ensemble`` set, trains that many members as one and returns a
     :class:`~jaxatom.potential.PotentialEnsemble` (see :func:`~jaxatom.train.ensemble.fit_ensemble`).
     """
-    record_python_run(Path(run_dir), potential, train, val, config, test)
+    with run_lock(Path(run_dir)):  # never write into a run directory another process trains in
+        record_python_run(Path(run_dir), potential, train, val, config, test)
     if config.ensemble is not None:
         from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
 
