@@ -73,6 +73,12 @@ def run(path: str, epochs: int, work: Path, index: int) -> list[float]:
     return epoch_seconds(run_dir)
 
 
+def cpu_model() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
 def cpu_flags() -> str:
     flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0] if Path("/proc/cpuinfo").exists() else ""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
@@ -93,7 +99,7 @@ def main() -> None:
                 times[path] += run(path, args.epochs, work, index)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, flags: {cpu_flags()}")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, flags: {cpu_flags()}")
     print(f"PaiNN {SETTINGS['n_atom_basis']}x{SETTINGS['n_interactions']}, aspirin, {SETTINGS['train']} training "
           f"+ {SETTINGS['val']} validation structures, batch {SETTINGS['batch_size']}")  # fmt: skip
     print("| entry point | s per epoch, median | min | epochs timed | vs CLI |")
