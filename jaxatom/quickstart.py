@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from ase import units
 
 __all__ = ["QUICKSTART", "EQUILIBRATION_PS", "run_quickstart"]
 
@@ -27,6 +29,7 @@ QUICKSTART = {
 #: Langevin at the NVE temperature before NVE starts (ps): the shipped frames are 500 K MD, not 300 K.
 EQUILIBRATION_PS = 1.0
 _TIMESTEP_FS = 0.5
+_TEMPERATURE_K = 300.0
 _STAGES_FILE = "quickstart_stages.json"
 
 
@@ -75,7 +78,7 @@ def _evaluate(run_dir: Path) -> dict:
 
 def _md_config(run_dir: Path, name: str, steps: int, **settings) -> dict[str, Any]:
     return {"model": str(run_dir / "best_model"), "timestep_fs": _TIMESTEP_FS, "steps": max(steps, 20),
-            "stride": 20, "frames_per_chunk": 100, "temperature_K": 300.0, "precision": "float32",
+            "stride": 20, "frames_per_chunk": 100, "temperature_K": _TEMPERATURE_K, "precision": "float32",
             "output": str(run_dir / "md" / f"{name}.h5"), **settings}  # fmt: skip
 
 
@@ -95,17 +98,33 @@ def _md_run(config: dict[str, Any], progress: bool):
         return md_run({**config, "overwrite": True}, progress=progress)
 
 
+def _typical_frame(path: Path):
+    """The frame of the equilibration's second half whose total energy is closest to the canonical mean at 300 K
+    (its mean potential energy plus 3/2 N kT), as ``Atoms`` with momenta: NVE keeps the energy it starts with, and a
+    21-atom molecule's energy fluctuates so much at 300 K that the last frame could start NVE tens of kelvin away."""
+    from jaxatom.md import read_trajectory, trajectory_atoms
+
+    data = read_trajectory(path)
+    potential, kinetic = data["potential_energy"][:, 0], data["kinetic_energy"][:, 0]
+    second_half = np.arange(len(potential) // 2, len(potential))
+    n_atoms = len(data["species"])
+    target = potential[second_half].mean() + 1.5 * n_atoms * units.kB * _TEMPERATURE_K  # canonical mean energy
+    total = potential[second_half] + kinetic[second_half]
+    chosen = second_half[np.argmin(np.abs(total - target))]
+    return trajectory_atoms(path, frames=slice(chosen, chosen + 1))[0]
+
+
 def _md(run_dir: Path, md_ps: float, progress: bool):
-    """Langevin at 300 K for :data:`EQUILIBRATION_PS`, then NVE from its last frame (positions and velocities)."""
+    """Langevin at 300 K for :data:`EQUILIBRATION_PS`, then NVE from a frame of typical energy (positions and
+    velocities)."""
     from jaxatom.data.builtin import load_builtin
-    from jaxatom.md import trajectory_atoms
 
     start = load_builtin("aspirin").to_atoms(0)
     print(f"jaxatom quickstart: {EQUILIBRATION_PS:g} ps of Langevin MD at 300 K to equilibrate the 500 K start, "
           f"then {md_ps:g} ps of NVE MD (0.5 fs) with the trained model")  # fmt: skip
     _md_run(_md_config(run_dir, "equilibrate", _steps(EQUILIBRATION_PS), structure=start, ensemble="langevin",
                       friction_per_fs=0.01), progress=progress)  # fmt: skip
-    equilibrated = trajectory_atoms(run_dir / "md" / "equilibrate.h5")[-1]
+    equilibrated = _typical_frame(run_dir / "md" / "equilibrate.h5")
     return _md_run(_md_config(run_dir, "nve", _steps(md_ps), structure=equilibrated, ensemble="nve",
                              velocities="atoms"), progress=progress)  # fmt: skip
 
@@ -134,5 +153,5 @@ def run_quickstart(
         print_md(None, json.loads(nve.with_name(nve.name + ".report.json").read_text()), nve)
         return
     run = _md(run_dir, md_ps, progress)
-    print_md(run, report(run.output, title="NVE MD of aspirin at 300 K with the quickstart PaiNN 64×3"), nve)
+    print_md(run, report(run.output, title="NVE MD of aspirin after 300 K Langevin, quickstart PaiNN 64×3"), nve)
     _record(run_dir, "md", {"md_ps": md_ps})
