@@ -312,18 +312,18 @@ def fit(
     With ``config.ensemble`` set, trains that many members as one and returns a
     :class:`~jaxatom.potential.PotentialEnsemble` (see :func:`~jaxatom.train.ensemble.fit_ensemble`).
     """
+    if config.ensemble is not None and potential.model.frozen:
+        raise ConfigError(
+            "a Δ-model (model.delta_from) trains as a single model: ensemble members would be initialised "
+            "afresh, base included; remove training.ensemble and train several runs with other seeds"
+        )
+    _check_data(potential, {"training": train, "validation": val}, config)  # before anything is written
     with run_lock(Path(run_dir)):  # never write into a run directory another process trains in
         record_python_run(Path(run_dir), potential, train, val, config, test)
     if config.ensemble is not None:
         from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
 
-        if potential.model.frozen:
-            raise ConfigError(
-                "a Δ-model (model.delta_from) trains as a single model: ensemble members would be initialised "
-                "afresh, base included; remove training.ensemble and train several runs with other seeds"
-            )
         return fit_ensemble(potential, train, val, config, run_dir, resume, progress)
-    _check_data(potential, {"training": train, "validation": val}, config)
     training = _setup(potential, train, val, config)
     run_dir = Path(run_dir)
     with run_lock(run_dir), Checkpoints(run_dir) as checkpoints:
