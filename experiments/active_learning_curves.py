@@ -29,13 +29,33 @@ def loop_config(method: str, seed: int, out: Path, args: argparse.Namespace) -> 
     return {
         "run_dir": str(out / f"{method}_seed{seed}"),
         "data": {"builtin": "ethanol", "train": args.initial - n_val, "val": n_val, "test": args.test, "seed": seed},
-        "model": {"representation": {"type": "schnet", "n_atom_basis": args.features, "n_interactions": 2,
-                                     "n_rbf": 20, "cutoff": 5.0}},  # fmt: skip
-        "training": {"batch_size": 8, "max_epochs": args.epochs, "learning_rate": 2e-3, "plateau_patience": 20,
-                     "early_stopping_patience": 60, "seed": seed, "ensemble": {"size": args.members},
-                     "loss": {"energy": 0.01, "forces": 0.99}},  # fmt: skip
-        "explore": {"temperatures_K": args.temperatures, "replicas": args.replicas, "steps": args.steps,
-                    "stride": 10, "timestep_fs": 0.5, "action": "stop_replica"},  # fmt: skip
+        "model": {
+            "representation": {
+                "type": "schnet",
+                "n_atom_basis": args.features,
+                "n_interactions": 2,
+                "n_rbf": 20,
+                "cutoff": 5.0,
+            }
+        },  # fmt: skip
+        "training": {
+            "batch_size": 8,
+            "max_epochs": args.epochs,
+            "learning_rate": 2e-3,
+            "plateau_patience": 20,
+            "early_stopping_patience": 60,
+            "seed": seed,
+            "ensemble": {"size": args.members},
+            "loss": {"energy": 0.01, "forces": 0.99},
+        },  # fmt: skip
+        "explore": {
+            "temperatures_K": args.temperatures,
+            "replicas": args.replicas,
+            "steps": args.steps,
+            "stride": 10,
+            "timestep_fs": 0.5,
+            "action": "stop_replica",
+        },  # fmt: skip
         "select": {"budget": args.budget, "method": method},
         "oracle": {"method": "GFN2-xTB", "workers": args.workers},
         "generations": args.generations,
