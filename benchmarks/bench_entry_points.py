@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inference import cpu_model  # noqa: E402
+from bench_properties import cpu_flags  # noqa: E402
 
 SETTINGS = {"train": 512, "val": 64, "batch_size": 32, "n_atom_basis": 64, "n_interactions": 3}
 
@@ -71,18 +74,6 @@ def run(path: str, epochs: int, work: Path, index: int) -> list[float]:
                                                                   str(epochs)]  # fmt: skip
     subprocess.run(command, check=True, env=env, capture_output=True)
     return epoch_seconds(run_dir)
-
-
-def cpu_model() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    return names[0] if names else platform.machine()
-
-
-def cpu_flags() -> str:
-    flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0] if Path("/proc/cpuinfo").exists() else ""
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
-    return " ".join(flag for flag in wanted if f" {flag}" in flags)
 
 
 def main() -> None:
