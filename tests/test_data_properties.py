@@ -315,3 +315,19 @@ def test_declarations_that_contradict_jaxatom_properties_are_refused(dataset):
         data.Dataset.from_arrays(np.array([1]), np.zeros((1, 1, 3)), {}, {}, per_atom=["spins"])
     with pytest.raises(UnitError, match="a Dataset holds it in 'eV'"):
         data.Dataset(**_fields(dataset), properties={"gap": np.zeros(len(dataset))}, units={"gap": "meV"})
+
+
+def test_derived_properties_are_added_in_their_unit_and_others_dropped():
+    from jaxatom.data import load_builtin
+
+    ethanol = load_builtin("ethanol").subset(range(4))
+    alpha = np.trace(ethanol.properties["polarizability"], axis1=1, axis2=2) / 3
+    derived = ethanol.with_properties({"alpha_iso": alpha, "e_kcal": ethanol.properties["energy"] / kcal_mol},
+                                      {"alpha_iso": "Ang^3", "e_kcal": "kcal/mol"})  # fmt: skip
+    np.testing.assert_allclose(derived.properties["e_kcal"], ethanol.properties["energy"])  # converted to eV
+    assert derived.units["alpha_iso"] == "Ang^3" and not derived.is_per_atom("alpha_iso")
+    assert derived.origin is None and ethanol.origin is not None  # the file lacks these values
+    kept = derived.select_properties(["energy", "forces", "alpha_iso"])
+    assert list(kept.properties) == ["energy", "forces", "alpha_iso"] and kept.is_per_atom("forces")
+    with pytest.raises(DataError, match="no property dipole"):
+        kept.select_properties(["dipole"])

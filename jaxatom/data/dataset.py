@@ -459,6 +459,37 @@ class Dataset:
             rows=None if self.origin is None else self.origin_rows[indices],
         )
 
+    def with_properties(
+        self, properties: Mapping[str, np.ndarray], units: Mapping[str, str] | None = None,
+        per_atom: Collection[str] = (),
+    ) -> Dataset:  # fmt: skip
+        """This data set with ``properties`` added or replaced: arrays per structure ``[S, ...]`` or, for the
+        known per-atom properties and those named in ``per_atom``, ``[A, ...]`` over all atoms; in ``units`` (default:
+        jaxatom's unit of each), converted as :meth:`from_arrays` does. E.g. a derived per-structure target,
+        ``ds.with_properties({"alpha_iso": np.trace(ds.properties["polarizability"], axis1=1, axis2=2) / 3},
+        {"alpha_iso": "Ang^3"})``, or a ``fidelity`` index for multi-fidelity data. The result is data in memory
+        (no :attr:`origin`): its file lacks these values."""
+        units = dict(units or {})
+        converted, held = {}, {}
+        for name, values in properties.items():
+            held[name] = internal_unit(name, units.get(name, property_unit(name)))
+            factor = unit_factor(units.get(name, held[name]), held[name])
+            converted[name] = _float_array(name, values) * factor
+        declared = {n for n in self.per_atom if n not in properties} | set(per_atom)
+        return dataclasses.replace(self, properties={**self.properties, **converted}, units={**self.units, **held},
+                                   per_atom=frozenset(declared), origin=None, rows=None)  # fmt: skip
+
+    def select_properties(self, names: Collection[str]) -> Dataset:
+        """This data set with only the properties ``names`` (e.g. to :func:`concatenate` it with data that has
+        fewer); an unknown name is refused."""
+        unknown = sorted(set(names) - set(self.properties))
+        if unknown:
+            raise DataError(f"no property {', '.join(unknown)}; this data set has {', '.join(self.properties)}")
+        keep = [name for name in self.properties if name in names]
+        return dataclasses.replace(self, properties={n: self.properties[n] for n in keep},
+                                   units={n: self.units[n] for n in keep},
+                                   per_atom=frozenset(n for n in self.per_atom if n in keep))  # fmt: skip
+
     @property
     def origin_rows(self) -> np.ndarray:
         """``[S]`` the row of each structure in :attr:`origin` (``arange(S)`` where the whole origin is held)."""
