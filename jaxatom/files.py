@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jaxatom.errors import DiskFullError, RunInUseError
 
-__all__ = ["exclusive_lock", "free_bytes", "require_free_space", "is_disk_full", "format_bytes"]
+__all__ = ["write_atomically", "exclusive_lock", "free_bytes", "require_free_space", "is_disk_full", "format_bytes"]
 
 
 _held: set[Path] = set()  # lock files this process holds
@@ -93,3 +93,16 @@ def is_disk_full(error: BaseException) -> bool:
         return True
     text = str(error)
     return any(f"errno = {code}," in text for code in codes) or "No space left on device" in text
+
+
+def write_atomically(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file in the same directory, flushed and renamed
+    into place, so ``path`` holds either the old or the new contents whenever the process dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb" if isinstance(data, bytes) else "w") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)

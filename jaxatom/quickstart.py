@@ -16,6 +16,8 @@ import numpy as np
 import yaml
 from ase import units
 
+from jaxatom.files import write_atomically
+
 __all__ = ["QUICKSTART", "EQUILIBRATION_PS", "run_quickstart"]
 
 #: The quickstart run: PaiNN on the shipped GFN2-xTB aspirin data, sized for about 10 minutes on 2 CPU cores.
@@ -49,9 +51,7 @@ def _done(run_dir: Path, stage: str, settings: dict[str, Any]) -> bool:
 
 def _record(run_dir: Path, stage: str, settings: dict[str, Any]) -> None:
     stages = {**_stages(run_dir), stage: {"model": _model_hash(run_dir), **settings}}
-    partial = run_dir / f".{_STAGES_FILE}.partial"
-    partial.write_text(json.dumps(stages, indent=2))
-    partial.replace(run_dir / _STAGES_FILE)
+    write_atomically(run_dir / _STAGES_FILE, json.dumps(stages, indent=2))
 
 
 def _train(run_dir: Path, minutes: float, progress: bool) -> None:

@@ -19,25 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
+
+from jaxatom.files import write_atomically
 
 __all__ = ["STAGES", "LoopState", "Layout", "write_atomically"]
 
 #: The stages of a generation, in order. The last generation only trains (to score the last labels).
 STAGES = ("train", "explore", "select", "label", "add")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, flushed and renamed into place,
-    so ``path`` holds either the old or the new text whenever the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 @dataclasses.dataclass(frozen=True)

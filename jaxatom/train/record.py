@@ -9,7 +9,7 @@ names that origin and the split holds the rows trained and validated on, with ev
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import warnings
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import yaml
 
 from jaxatom.data import Dataset
 from jaxatom.errors import ConfigError
+from jaxatom.files import write_atomically
 from jaxatom.nn.registry import module_config
 from jaxatom.potential import Potential
 from jaxatom.train.config import TrainConfig
@@ -54,12 +55,6 @@ def _model_section(potential: Potential) -> dict:
     return {"representation": module_config(model.representation), "heads": [module_config(h) for h in model.heads]}
 
 
-def _write_atomically(path: Path, write) -> None:
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")
-    write(partial)
-    os.replace(partial, path)
-
-
 def record_python_run(
     run_dir: Path, potential: Potential, train: Dataset, val: Dataset, config: TrainConfig, test: Dataset | None = None
 ) -> bool:
@@ -82,7 +77,8 @@ def record_python_run(
         warnings.warn(f"{run_dir}: not recording the run's configuration ({err}); evaluate it with a data file",
                       stacklevel=3)  # fmt: skip
         return False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(run_dir / "split.npz", lambda path: np.savez(path, **split))
-    _write_atomically(config_path, lambda path: path.write_text(f"{RECORD_MARK}\n{text}"))
+    buffer = io.BytesIO()
+    np.savez(buffer, **split)
+    write_atomically(run_dir / "split.npz", buffer.getvalue())
+    write_atomically(config_path, f"{RECORD_MARK}\n{text}")
     return True
