@@ -9,7 +9,11 @@ A :class:`Graph` holds ``G`` graphs (structures) with ``N`` nodes (atoms) and ``
 * padding edges join a padding node to itself with a shift of length :data:`PADDING_DISTANCE`, beyond any cutoff, so
   every cutoff function is exactly zero on them;
 * shapes are rounded up into a few buckets (:func:`bucket_size`) so that a pass over a data set compiles a bounded
-  number of times.
+  number of times;
+* molecules may instead be laid out densely (:attr:`Graph.blocks`): structure ``b`` owns block ``b`` of ``M`` atom
+  slots and every ordered pair of slots is an edge, ``e = (b M + i) M + j`` from slot ``j`` to slot ``i``; pairs
+  with a padding slot and the diagonal ``i = j`` are padding edges. Models then replace gathers and scatter-adds over
+  edges by contractions over ``[B, M, M, F]`` blocks (:func:`dense_layout` says when that pays).
 
 Host-side, one structure is a :class:`HostGraph` of unpadded numpy arrays (edges computed once, see
 :mod:`jaxatom.neighbors`); :func:`batch_graphs` pads a list of them into one :class:`Graph`.
@@ -32,6 +36,7 @@ __all__ = [
     "PADDING_DISTANCE",
     "batch_graphs",
     "bucket_size",
+    "dense_layout",
     "float_dtype",
     "enable_x64",
 ]
@@ -72,6 +77,10 @@ class Graph:
         fidelity: ``[G]`` int, the level of theory (index into a multi-fidelity model's ``fidelities``) each
             structure is evaluated at, or None for every model's target (highest) fidelity; single-fidelity models
             ignore it.
+        blocks: ``[B, M]`` int, the dense layout of molecules (module docstring): the node index of slot ``m`` of
+            block ``b`` (a padding node for empty slots), or None for a sparse edge list. With blocks, ``E = B M²``
+            and the edges are every pair of slots of a block in row-major order, so the sparse code path gives the
+            same results on the same graph.
         reverse_halves: static; when True, ``E`` is even and edge ``e + E/2`` has the same length as edge ``e`` (its
             reverse, for real edges), so models may compute distance-only edge features (radial basis, cutoff,
             SchNet's filter network) for the first half and reuse them for the second.
@@ -88,6 +97,7 @@ class Graph:
     n_node: jax.Array
     total_charge: jax.Array | None = None
     fidelity: jax.Array | None = None
+    blocks: jax.Array | None = None
     reverse_halves: bool = struct.field(pytree_node=False, default=False)
 
     @property
@@ -102,8 +112,28 @@ class Graph:
 
     @property
     def edge_mask(self) -> jax.Array:
-        """``[E]`` True for real edges."""
+        """``[E]`` True for edges of real atoms (the diagonal of a dense block included: it is beyond the cutoff)."""
         return self.species[self.receivers] > 0
+
+    @property
+    def dense(self) -> bool:
+        """Whether the edges are laid out in dense blocks (:attr:`blocks`)."""
+        return self.blocks is not None
+
+    def to_blocks(self, x: jax.Array) -> jax.Array:
+        """Per-atom ``x [N, ...]`` gathered into the dense blocks: ``[B, M, ...]``."""
+        return x[self.blocks]
+
+    def pairs(self, x: jax.Array) -> jax.Array:
+        """Per-edge ``x [E, ...]`` of a dense graph viewed as ``[B, M(i), M(j), ...]``."""
+        b, m = self.blocks.shape
+        return x.reshape((b, m, m) + x.shape[1:])
+
+    def from_blocks(self, x: jax.Array) -> jax.Array:
+        """Per-slot ``x [B, M, ...]`` summed back onto the atoms: ``[N, ...]`` (empty slots add to padding nodes)."""
+        b, m = self.blocks.shape
+        flat = x.reshape((b * m,) + x.shape[2:])
+        return jax.ops.segment_sum(flat, self.blocks.reshape(-1), num_segments=self.positions.shape[0])
 
     @property
     def graph_mask(self) -> jax.Array:
@@ -123,6 +153,10 @@ class Graph:
         """``[E, 3]`` edge vectors ``r_ij = R[j] - R[i] + shift_ij`` (Å), optionally for other ``positions``;
         with ``first_half`` only those of the first ``E/2`` edges (for graphs with ``reverse_halves``)."""
         positions = self.positions if positions is None else positions
+        if self.dense:  # R[j] - R[i] within each block: no per-edge gather (its gradient would be a scatter-add)
+            slots = self.to_blocks(positions)
+            vectors = slots[:, None, :, :] - slots[:, :, None, :] + self.pairs(self.shifts)
+            return vectors.reshape(self.shifts.shape)
         senders, receivers, shifts = self.senders, self.receivers, self.shifts
         if first_half:
             half = senders.shape[0] // 2
@@ -186,6 +220,40 @@ def _fidelities(graphs: Sequence[HostGraph], n_graph: int) -> np.ndarray | None:
     return np.array([g.fidelity for g in graphs] + [0] * (n_graph - len(graphs)), np.int32)
 
 
+#: Largest molecule (atoms) the dense layout is chosen for automatically.
+DENSE_MAX_ATOMS = 64
+#: The dense layout is chosen when its ``B M²`` edges are at most this many times the sparse list's edges.
+DENSE_MAX_EDGE_RATIO = 2.0
+
+
+def dense_layout(graphs: Sequence[HostGraph], block_size: int | None = None) -> int | None:
+    """The block size ``M`` to lay ``graphs`` out densely with, or None where the sparse list is the better choice.
+
+    Dense blocks are chosen for molecules (no periodic direction) of at most :data:`DENSE_MAX_ATOMS` atoms whose
+    ``B M²`` pair slots are at most :data:`DENSE_MAX_EDGE_RATIO` times the edges of their lists (so large,
+    sparse molecules keep their lists). ``block_size`` (default: the largest structure) fixes ``M`` across batches.
+    The choice never changes results, only speed: both layouts list every pair within the cutoff.
+    """
+    size = max(g.n_node for g in graphs) if block_size is None else block_size
+    if any(g.periodic for g in graphs) or size > DENSE_MAX_ATOMS or size < max(g.n_node for g in graphs):
+        return None
+    listed = sum(g.n_edge for g in graphs)
+    return size if len(graphs) * size**2 <= DENSE_MAX_EDGE_RATIO * max(listed, 1) else None
+
+
+def dense_edges(blocks: np.ndarray, filled: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, ...]:
+    """``senders [E]``, ``receivers [E]`` and ``shifts [E, 3]`` of the dense layout of ``blocks [B, M]`` (node
+    indices) with real slots ``filled [B, M]``: every ordered pair of slots, ``e = (b M + i) M + j``; pairs with an
+    empty slot and the diagonal get a shift of :data:`PADDING_DISTANCE`."""
+    n_block, size = blocks.shape
+    receivers = np.repeat(blocks, size, axis=1).reshape(-1).astype(np.int32)
+    senders = np.tile(blocks, (1, size)).reshape(-1).astype(np.int32)
+    real = filled[:, :, None] & filled[:, None, :] & ~np.eye(size, dtype=bool)
+    shifts = np.zeros((n_block * size * size, 3), dtype)
+    shifts[~real.reshape(-1), 0] = PADDING_DISTANCE
+    return senders, receivers, shifts
+
+
 def batch_graphs(
     graphs: Sequence[HostGraph],
     n_node: int | None = None,
@@ -193,6 +261,7 @@ def batch_graphs(
     n_graph: int | None = None,
     node_multiple: int = 8,
     edge_multiple: int = 64,
+    block_size: int | None = None,
 ) -> Graph:
     """Pad a list of structures into one :class:`Graph` of numpy arrays.
 
@@ -201,18 +270,25 @@ def batch_graphs(
         n_node, n_edge, n_graph: padded sizes; by default the bucket sizes (:func:`bucket_size`) above the totals, with
             at least one padding node and a dummy graph.
         node_multiple, edge_multiple: granularity of the node and edge buckets.
+        block_size: lay molecules out densely in blocks of this many atom slots (:attr:`Graph.blocks`, one block per
+            graph slot but the dummy: ``n_edge = (n_graph - 1) block_size²``) instead of copying their edges; see
+            :func:`dense_layout` for when that pays.
 
     When every structure lists its edges as reverse halves (as :mod:`jaxatom.neighbors` does) and ``n_edge`` is
-    even, the batch keeps that layout and sets :attr:`Graph.reverse_halves`. ``Graph.fidelity`` is set when the
-    structures have one (padding graphs get 0), None when none has.
+    even, the sparse batch keeps that layout and sets :attr:`Graph.reverse_halves`. ``Graph.fidelity`` is set when
+    the structures have one (padding graphs get 0), None when none has.
     """
     if len(graphs) == 0:
         raise ValueError("batch_graphs needs at least one structure")
     real_nodes = sum(g.n_node for g in graphs)
-    real_edges = sum(g.n_edge for g in graphs)
     n_node = bucket_size(real_nodes + 1, node_multiple) if n_node is None else n_node
-    n_edge = bucket_size(max(real_edges, 1), edge_multiple) if n_edge is None else n_edge
     n_graph = len(graphs) + 1 if n_graph is None else n_graph
+    if block_size is None:
+        n_edge = bucket_size(max(sum(g.n_edge for g in graphs), 1), edge_multiple) if n_edge is None else n_edge
+    else:
+        _check_dense(graphs, block_size, n_edge, n_graph)
+        n_edge = (n_graph - 1) * block_size**2
+    real_edges = sum(g.n_edge for g in graphs) if block_size is None else 0
     if n_node < real_nodes + 1 or n_edge < real_edges or n_graph < len(graphs) + 1:
         raise ValueError(
             f"padded sizes too small: need n_node >= {real_nodes + 1}, n_edge >= {real_edges}, "
@@ -223,41 +299,25 @@ def batch_graphs(
     positions = np.zeros((n_node, 3), dtype)
     species = np.zeros(n_node, np.int32)
     node_graph = np.full(n_node, n_graph - 1, np.int32)
-    pad_node = real_nodes
-    senders = np.full(n_edge, pad_node, np.int32)
-    receivers = np.full(n_edge, pad_node, np.int32)
-    shifts = np.zeros((n_edge, 3), dtype)
-    shifts[:, 0] = PADDING_DISTANCE
     cell = np.zeros((n_graph, 3, 3), dtype)
     pbc = np.zeros((n_graph, 3), bool)
     counts = np.zeros(n_graph, np.int32)
     charges = np.zeros(n_graph, dtype)
-    # Reverse halves: every structure's first half of edges goes to the batch's first half, its second half (the
-    # reverses) to the same offsets in the batch's second half; second-half padding edges point the other way.
-    halves = n_edge % 2 == 0 and all(g.reverse_halves for g in graphs)
-    half = n_edge // 2
-    if halves:
-        shifts[half:, 0] = -PADDING_DISTANCE
-
-    node0 = edge0 = 0
+    starts = np.cumsum([0] + [g.n_node for g in graphs])
     for index, g in enumerate(graphs):
-        node1 = node0 + g.n_node
-        positions[node0:node1] = g.positions
-        species[node0:node1] = g.species
-        node_graph[node0:node1] = index
-        parts = [(slice(edge0, edge0 + g.n_edge), slice(None))]
-        if halves:
-            m = g.n_edge // 2
-            parts = [(slice(edge0, edge0 + m), slice(0, m)), (slice(half + edge0, half + edge0 + m), slice(m, None))]
-        for target, source in parts:
-            senders[target] = g.senders[source] + node0
-            receivers[target] = g.receivers[source] + node0
-            shifts[target] = g.shifts[source]
-        cell[index] = g.cell
-        pbc[index] = g.pbc
-        counts[index] = g.n_node
-        charges[index] = g.total_charge
-        node0, edge0 = node1, edge0 + (g.n_edge // 2 if halves else g.n_edge)
+        positions[starts[index] : starts[index + 1]] = g.positions
+        species[starts[index] : starts[index + 1]] = g.species
+        node_graph[starts[index] : starts[index + 1]] = index
+        cell[index], pbc[index] = g.cell, g.pbc
+        counts[index], charges[index] = g.n_node, g.total_charge
+    if block_size is None:
+        senders, receivers, shifts, halves = _sparse_edges(graphs, starts, n_edge, real_nodes, dtype)
+        blocks = None
+    else:
+        first = np.zeros(n_graph - 1, np.int64)
+        first[: len(graphs)] = starts[:-1]
+        blocks, filled = _blocks(first, counts[:-1], block_size, real_nodes)
+        (senders, receivers, shifts), halves = dense_edges(blocks, filled, dtype), False
     return Graph(
         positions=positions,
         species=species,
@@ -270,5 +330,52 @@ def batch_graphs(
         n_node=counts,
         total_charge=charges,
         fidelity=_fidelities(graphs, n_graph),
+        blocks=blocks,
         reverse_halves=halves,
     )
+
+
+def _check_dense(graphs: Sequence[HostGraph], block_size: int, n_edge: int | None, n_graph: int) -> None:
+    """Refuse structures the dense layout cannot hold."""
+    if any(g.periodic for g in graphs):
+        raise ValueError("the dense layout is for molecules; periodic structures need their neighbour list")
+    largest = max(g.n_node for g in graphs)
+    if largest > block_size:
+        raise ValueError(f"block_size {block_size} is smaller than the largest structure ({largest} atoms)")
+    if n_edge is not None and n_edge != (n_graph - 1) * block_size**2:
+        raise ValueError(f"a dense batch has n_edge = (n_graph - 1) block_size² = {(n_graph - 1) * block_size**2}")
+
+
+def _blocks(first: np.ndarray, counts: np.ndarray, size: int, pad_node: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[B, M]`` node index of each slot of blocks holding ``counts [B]`` atoms from node ``first [B]`` on
+    (``pad_node`` for empty slots) and ``[B, M]`` whether the slot holds an atom."""
+    slot = np.arange(size)
+    filled = slot[None, :] < counts[:, None]
+    return np.where(filled, first[:, None] + slot[None, :], pad_node).astype(np.int32), filled
+
+
+def _sparse_edges(graphs: Sequence[HostGraph], starts: np.ndarray, n_edge: int, pad_node: int, dtype):
+    """The structures' own edges copied into ``n_edge`` slots: ``(senders, receivers, shifts, reverse_halves)``.
+
+    Reverse halves: every structure's first half of edges goes to the batch's first half, its second half (the
+    reverses) to the same offsets in the batch's second half; second-half padding edges point the other way."""
+    senders = np.full(n_edge, pad_node, np.int32)
+    receivers = np.full(n_edge, pad_node, np.int32)
+    shifts = np.zeros((n_edge, 3), dtype)
+    shifts[:, 0] = PADDING_DISTANCE
+    halves = n_edge % 2 == 0 and all(g.reverse_halves for g in graphs)
+    half = n_edge // 2
+    if halves:
+        shifts[half:, 0] = -PADDING_DISTANCE
+    edge0 = 0
+    for node0, g in zip(starts, graphs, strict=False):
+        parts = [(slice(edge0, edge0 + g.n_edge), slice(None))]
+        if halves:
+            m = g.n_edge // 2
+            parts = [(slice(edge0, edge0 + m), slice(0, m)), (slice(half + edge0, half + edge0 + m), slice(m, None))]
+        for target, source in parts:
+            senders[target] = g.senders[source] + node0
+            receivers[target] = g.receivers[source] + node0
+            shifts[target] = g.shifts[source]
+        edge0 += g.n_edge // 2 if halves else g.n_edge
+    return senders, receivers, shifts, halves

@@ -27,13 +27,31 @@ class PaiNNInteraction(nn.Module):
         f = self.n_atom_basis
         x = Dense(f, name="context_0")(q)
         x = Dense(3 * f, name="context_1")(get_activation(self.activation)(x))
-        x = w * x[graph.senders]
-        dq, dmu_r, dmu_mu = split_last(x, (f, f, f))
-        dmu = dmu_r[:, None, :] * unit[:, :, None] + dmu_mu[:, None, :] * mu[graph.senders]
-        n = q.shape[0]
-        q = q + jax.ops.segment_sum(dq, graph.receivers, num_segments=n)
-        mu = mu + jax.ops.segment_sum(dmu, graph.receivers, num_segments=n)
-        return q, mu
+        messages = dense_messages if graph.dense else sparse_messages
+        dq, dmu = messages(x, w, unit, mu, graph)
+        return q + dq, mu + dmu
+
+
+def sparse_messages(x, w, unit, mu, graph: Graph) -> tuple[jax.Array, jax.Array]:
+    """PaiNN's summed messages ``(Δq [N, F], Δμ [N, 3, F])`` over an edge list: context ``x [N, 3F]``, filters
+    ``w [E, 3F]``, unit vectors ``unit [E, 3]``, vectors ``mu [N, 3, F]``."""
+    f = mu.shape[-1]
+    dq, dmu_r, dmu_mu = split_last(w * x[graph.senders], (f, f, f))
+    dmu = dmu_r[:, None, :] * unit[:, :, None] + dmu_mu[:, None, :] * mu[graph.senders]
+    n = x.shape[0]
+    return jax.ops.segment_sum(dq, graph.receivers, num_segments=n), jax.ops.segment_sum(
+        dmu, graph.receivers, num_segments=n
+    )
+
+
+def dense_messages(x, w, unit, mu, graph: Graph) -> tuple[jax.Array, jax.Array]:
+    """:func:`sparse_messages` on dense blocks (:attr:`Graph.blocks`): sums over slots ``j`` are reductions and
+    batched contractions instead of scatter-adds."""
+    f = mu.shape[-1]
+    dq, dmu_r, dmu_mu = split_last(graph.pairs(w) * graph.to_blocks(x)[:, None], (f, f, f))  # [B, M, M, F] each
+    dmu = jnp.einsum("bijf,bijc->bicf", dmu_r, graph.pairs(unit))
+    dmu = dmu + jnp.einsum("bijf,bjcf->bicf", dmu_mu, graph.to_blocks(mu))
+    return graph.from_blocks(jnp.sum(dq, axis=2)), graph.from_blocks(dmu)
 
 
 class PaiNNMixing(nn.Module):

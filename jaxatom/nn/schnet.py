@@ -33,7 +33,10 @@ class SchNetInteraction(nn.Module):
         w = Dense(self.n_filters, name="filter_1")(act(w)) * fcut[:, None]
         if graph.reverse_halves:  # the filters were computed for the first half of the edges only
             w = jnp.concatenate([w, w])
-        x = jax.ops.segment_sum(x[graph.senders] * w, graph.receivers, num_segments=x.shape[0])
+        if graph.dense:  # sum over each block's slots j: a reduction, where the list needs a scatter-add
+            x = graph.from_blocks(jnp.sum(graph.pairs(w) * graph.to_blocks(x)[:, None], axis=2))
+        else:
+            x = jax.ops.segment_sum(x[graph.senders] * w, graph.receivers, num_segments=x.shape[0])
         x = act(Dense(self.n_atom_basis, name="f2out_0")(x))
         return Dense(self.n_atom_basis, name="f2out_1")(x)
 
