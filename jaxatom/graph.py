@@ -13,7 +13,7 @@ A :class:`Graph` holds ``G`` graphs (structures) with ``N`` nodes (atoms) and ``
 * molecules may instead be laid out densely (:attr:`Graph.blocks`): structure ``b`` owns block ``b`` of ``M`` atom
   slots and every ordered pair of slots is an edge, ``e = (b M + i) M + j`` from slot ``j`` to slot ``i``; pairs
   with a padding slot and the diagonal ``i = j`` are padding edges. Models then replace gathers and scatter-adds over
-  edges by contractions over ``[B, M, M, F]`` blocks (:func:`dense_layout` says when that pays).
+  edges by reductions over ``[B, M, M, F]`` blocks (MD picks this layout for molecules, see ``jaxatom.md.neighbors``).
 
 Host-side, one structure is a :class:`HostGraph` of unpadded numpy arrays (edges computed once, see
 :mod:`jaxatom.neighbors`); :func:`batch_graphs` pads a list of them into one :class:`Graph`.
@@ -36,7 +36,7 @@ __all__ = [
     "PADDING_DISTANCE",
     "batch_graphs",
     "bucket_size",
-    "dense_layout",
+    "dense_edges",
     "float_dtype",
     "enable_x64",
 ]
@@ -122,7 +122,7 @@ class Graph:
 
     def to_blocks(self, x: jax.Array) -> jax.Array:
         """Per-atom ``x [N, ...]`` gathered into the dense blocks: ``[B, M, ...]``."""
-        return x[self.blocks]
+        return jax.lax.optimization_barrier(x[self.blocks])
 
     def pairs(self, x: jax.Array) -> jax.Array:
         """Per-edge ``x [E, ...]`` of a dense graph viewed as ``[B, M(i), M(j), ...]``."""
@@ -220,27 +220,6 @@ def _fidelities(graphs: Sequence[HostGraph], n_graph: int) -> np.ndarray | None:
     return np.array([g.fidelity for g in graphs] + [0] * (n_graph - len(graphs)), np.int32)
 
 
-#: Largest molecule (atoms) the dense layout is chosen for automatically.
-DENSE_MAX_ATOMS = 64
-#: The dense layout is chosen when its ``B M²`` edges are at most this many times the sparse list's edges.
-DENSE_MAX_EDGE_RATIO = 2.0
-
-
-def dense_layout(graphs: Sequence[HostGraph], block_size: int | None = None) -> int | None:
-    """The block size ``M`` to lay ``graphs`` out densely with, or None where the sparse list is the better choice.
-
-    Dense blocks are chosen for molecules (no periodic direction) of at most :data:`DENSE_MAX_ATOMS` atoms whose
-    ``B M²`` pair slots are at most :data:`DENSE_MAX_EDGE_RATIO` times the edges of their lists (so large,
-    sparse molecules keep their lists). ``block_size`` (default: the largest structure) fixes ``M`` across batches.
-    The choice never changes results, only speed: both layouts list every pair within the cutoff.
-    """
-    size = max(g.n_node for g in graphs) if block_size is None else block_size
-    if any(g.periodic for g in graphs) or size > DENSE_MAX_ATOMS or size < max(g.n_node for g in graphs):
-        return None
-    listed = sum(g.n_edge for g in graphs)
-    return size if len(graphs) * size**2 <= DENSE_MAX_EDGE_RATIO * max(listed, 1) else None
-
-
 def dense_edges(blocks: np.ndarray, filled: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, ...]:
     """``senders [E]``, ``receivers [E]`` and ``shifts [E, 3]`` of the dense layout of ``blocks [B, M]`` (node
     indices) with real slots ``filled [B, M]``: every ordered pair of slots, ``e = (b M + i) M + j``; pairs with an
@@ -271,8 +250,8 @@ def batch_graphs(
             at least one padding node and a dummy graph.
         node_multiple, edge_multiple: granularity of the node and edge buckets.
         block_size: lay molecules out densely in blocks of this many atom slots (:attr:`Graph.blocks`, one block per
-            graph slot but the dummy: ``n_edge = (n_graph - 1) block_size²``) instead of copying their edges; see
-            :func:`dense_layout` for when that pays.
+            graph slot but the dummy: ``n_edge = (n_graph - 1) block_size²``) instead of copying their edges. The
+            results are the same, the speed differs (``docs/performance.md``).
 
     When every structure lists its edges as reverse halves (as :mod:`jaxatom.neighbors` does) and ``n_edge`` is
     even, the sparse batch keeps that layout and sets :attr:`Graph.reverse_halves`. ``Graph.fidelity`` is set when

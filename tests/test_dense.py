@@ -8,7 +8,7 @@ from ase.build import molecule
 
 import jaxatom
 import jaxatom.nn
-from jaxatom.graph import DENSE_MAX_ATOMS, batch_graphs, dense_layout
+from jaxatom.graph import batch_graphs
 from jaxatom.neighbors import graph_from_atoms
 from jaxatom.nn import DipoleMoment, Polarizability
 from jaxatom.nn.heads import Atomwise
@@ -90,15 +90,37 @@ def test_property_heads_agree_between_layouts(molecules, head):
     _assert_same(sparse.unpad(model.apply(params, sparse)), dense.unpad(model.apply(params, dense)))
 
 
-def test_dense_layout_is_chosen_for_small_molecules_only(molecules):
-    assert dense_layout(molecules) == 9
-    assert dense_layout(molecules, block_size=20) is None  # 3 × 400 slots for 3 small lists: sparse is cheaper
+def test_periodic_and_oversized_structures_are_refused(molecules):
     crystal = graph_from_atoms(triclinic_crystal(), CUTOFF)
-    assert dense_layout([crystal]) is None
-    big = molecule("C60")
-    big.positions *= 0.6  # compressed, so every pair is listed: only the size refuses the dense layout
-    assert len(big) <= DENSE_MAX_ATOMS and dense_layout([graph_from_atoms(big, 100.0)]) == 60
     with pytest.raises(ValueError, match="periodic"):
         batch_graphs([crystal], block_size=8)
     with pytest.raises(ValueError, match="smaller than the largest"):
         batch_graphs(molecules, block_size=5)
+
+
+@pytest.fixture(scope="module")
+def md_molecules():
+    structures = [molecule(name) for name in ("H2O", "CH3CH2OH", "CH3COOH")]
+    for seed, atoms in enumerate(structures):
+        atoms.set_momenta(np.random.default_rng(seed).normal(0.0, 0.3, (len(atoms), 3)))
+    return structures
+
+
+@pytest.mark.parametrize("model", ["schnet", "painn"])
+def test_md_on_dense_blocks_follows_the_all_pairs_trajectory(model, md_molecules):
+    """One molecule and a padded batch of different molecules: the same frames from both regimes, and ``auto``
+    picks the dense blocks for them."""
+    from jaxatom.md import simulate
+    from jaxatom.md.neighbors import DENSE_MAX_ATOMS, EdgeBuilder
+
+    potential = jaxatom.Potential.create(MODELS[model](), elements=ELEMENTS, seed=1, energy_shift=-1.0)
+    atoms = md_molecules[2]
+    assert EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, CUTOFF).mode == "dense"
+    big = molecule("C60")
+    assert EdgeBuilder.create(big.numbers, big.cell[:], big.pbc, CUTOFF).mode == "dense"
+    assert EdgeBuilder.create(np.ones(DENSE_MAX_ATOMS + 1, int), np.zeros((3, 3)), False, CUTOFF).mode == "all_pairs"
+    options = dict(steps=20, stride=10, timestep_fs=0.5, velocities="atoms", progress=False)
+    for structures in (atoms, md_molecules):
+        runs = [simulate(potential, structures, neighbors=mode, **options).frames for mode in ("all_pairs", "dense")]
+        for name in ("positions", "velocities", "potential_energy"):
+            np.testing.assert_allclose(runs[0][name], runs[1][name], **TIGHT, err_msg=name)

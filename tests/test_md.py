@@ -211,8 +211,7 @@ def test_all_pairs_md_graph_with_reverse_halves_matches_predict(x64, make):
 
     atoms = molecule("CH3CH2OH")
     pot = jaxatom.Potential.create(make(), ELEMENTS, seed=5, energy_shift=-1.0)
-    edges = EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, pot.cutoff)
-    assert edges.mode == "all_pairs"
+    edges = EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, pot.cutoff, mode="all_pairs")
     graph = edges.graph(jnp.asarray(atoms.positions))
     assert graph.reverse_halves and graph.senders.shape[0] % 64 == 0
     half = graph.senders.shape[0] // 2

@@ -30,15 +30,18 @@ import numpy as np
 from jax_md import partition, space
 
 from jaxatom.errors import ConfigError, StructureError
-from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size
+from jaxatom.graph import PADDING_DISTANCE, Graph, bucket_size, dense_edges
 from jaxatom.md.padding import ReplicaAtoms
 
 __all__ = ["EdgeBuilder", "perpendicular_widths", "bead_cells", "MODES"]
 
-#: ``auto`` picks all-pairs for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, images for cells too small for
-#: a list and for slabs and wires, and a list otherwise.
-MODES = ("auto", "all_pairs", "list", "images")
+#: ``auto`` picks dense blocks for molecules of up to :data:`DENSE_MAX_ATOMS` atoms, all-pairs
+#: lists for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, images for cells too small for a list and for slabs
+#: and wires, and a list otherwise. ``dense`` and ``all_pairs`` give the same results (every pair, the model's cutoff
+#: masks distant ones); dense blocks (:attr:`~jaxatom.graph.Graph.blocks`) were measured faster for molecules.
+MODES = ("auto", "dense", "all_pairs", "list", "images")
 ALL_PAIRS_MAX_ATOMS = 256
+DENSE_MAX_ATOMS = 64
 #: Largest static edge set of the ``images`` mode (pairs × images) before a larger cell with a list is asked for.
 MAX_IMAGE_EDGES = 2_000_000
 EDGE_MULTIPLE = 64
@@ -70,7 +73,7 @@ class EdgeBuilder:
         cutoff: model cutoff (Å).
         skin: neighbour-list skin (Å); the list holds pairs within ``cutoff + skin`` and is rebuilt when an atom has
             moved more than ``skin / 2``.
-        mode: ``"all_pairs"``, ``"list"`` or ``"images"``.
+        mode: ``"dense"``, ``"all_pairs"``, ``"list"`` or ``"images"``.
         capacity_margin: allocated edge capacity relative to the pairs present (rounded up to a multiple of 64).
         total_charge: the structure's total charge (e), for models whose charges sum to it.
         pbc: periodicity along each cell vector.
@@ -130,7 +133,8 @@ class EdgeBuilder:
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
         if mode == "list" or mode not in MODES:
             raise ConfigError(
-                f"replicas of different structures need static edges: neighbors='auto', 'all_pairs' or 'images', "
+                f"replicas of different structures need static edges: neighbors='auto', 'dense', 'all_pairs' or "
+                "'images', "
                 f"got {mode!r} (run neighbour-list systems one structure per run)"
             )
         n_atoms = replicas.species.shape[1]
@@ -311,6 +315,10 @@ class EdgeBuilder:
         padded = jnp.concatenate([positions, jnp.zeros((n_node - n, 3), dtype)])
         if self.mode == "all_pairs":
             return self._all_pairs_graph(padded)
+        if self.mode == "dense":
+            senders, receivers, shifts = self._dense_edges()
+            graph = self._graph(padded, jnp.asarray(senders), jnp.asarray(receivers), jnp.asarray(shifts, dtype))
+            return graph.replace(blocks=jnp.arange(n, dtype=jnp.int32)[None])
         current = jnp.asarray(self.cell, dtype) if cell is None else cell.astype(dtype)
         if self.mode == "images":
             return self._images_graph(padded, current)
@@ -344,6 +352,11 @@ class EdgeBuilder:
         shifts[len(i) : half, 0] = PADDING_DISTANCE
         shifts[half + len(i) :, 0] = -PADDING_DISTANCE  # the reverse of a padding edge
         return senders, receivers, shifts
+
+    def _dense_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Static ``senders``, ``receivers`` and ``shifts`` of the structure as one dense block of ``N`` slots."""
+        n = self.n_atoms
+        return dense_edges(np.arange(n)[None], np.ones((1, n), bool))
 
     def _images_graph(self, padded: jax.Array, cell: jax.Array) -> Graph:
         """Every pair with every lattice image within reach of the cutoff (:func:`lattice_images`): the shift of edge
@@ -392,6 +405,10 @@ class EdgeBuilder:
                 [PADDING_DISTANCE, 0.0, 0.0]
             )
             shifts = jnp.asarray(shifts, dtype)
+        elif self.mode == "dense":
+            senders, receivers, shifts = self._dense_edges()
+            padding_shift = np.broadcast_to([PADDING_DISTANCE, 0.0, 0.0], shifts.shape)
+            shifts = jnp.asarray(shifts, dtype)  # with the diagonal already a padding edge
         else:
             senders, receivers, offsets, n_real = self._image_edges()
             shifts = self._image_shifts(padded, cell, senders, receivers, offsets, n_real)
@@ -409,6 +426,8 @@ class EdgeBuilder:
             n_node=jnp.stack([jnp.sum(atoms.mask), 0]).astype(jnp.int32),
             total_charge=jnp.stack([atoms.total_charge, 0.0]).astype(dtype),
         )
+        if self.mode == "dense":
+            return graph.replace(blocks=jnp.arange(n, dtype=jnp.int32)[None])
         return graph.replace(reverse_halves=self.mode == "all_pairs")
 
     def _graph(self, padded, senders, receivers, shifts, cell: jax.Array | None = None) -> Graph:
@@ -451,14 +470,16 @@ def _choose_mode(mode: str, pbc: np.ndarray, cell: np.ndarray, n_atoms: int, cut
     if not pbc.any():
         if mode == "images":
             raise ConfigError("neighbors='images' is for periodic cells, slabs and wires; a molecule has no images")
-        return ("all_pairs" if n_atoms <= ALL_PAIRS_MAX_ATOMS else "list") if mode == "auto" else mode
+        if mode != "auto":
+            return mode
+        return "dense" if n_atoms <= DENSE_MAX_ATOMS else "all_pairs" if n_atoms <= ALL_PAIRS_MAX_ATOMS else "list"
     if abs(np.linalg.det(cell)) < 1e-9:
         raise StructureError(
             "a periodic structure (or slab or wire) needs a cell with non-zero volume; set atoms.cell (for a slab, "
             "give the non-periodic direction a vacuum length, e.g. atoms.center(vacuum=10, axis=2))"
         )
-    if mode == "all_pairs":
-        raise ConfigError("all-pairs edges are for molecules; periodic cells need neighbors='list' or 'images'")
+    if mode in ("all_pairs", "dense"):
+        raise ConfigError(f"{mode} edges are for molecules; periodic cells need neighbors='list' or 'images'")
     narrow = cutoff + skin > 0.5 * perpendicular_widths(cell)[pbc].min()
     if mode == "list" and (narrow or not pbc.all()):
         why = "a slab or wire (mixed periodicity)" if not pbc.all() else "a cell narrower than 2 (cutoff + skin)"

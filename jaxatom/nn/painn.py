@@ -49,8 +49,9 @@ def dense_messages(x, w, unit, mu, graph: Graph) -> tuple[jax.Array, jax.Array]:
     batched contractions instead of scatter-adds."""
     f = mu.shape[-1]
     dq, dmu_r, dmu_mu = split_last(graph.pairs(w) * graph.to_blocks(x)[:, None], (f, f, f))  # [B, M, M, F] each
-    dmu = jnp.einsum("bijf,bijc->bicf", dmu_r, graph.pairs(unit))
-    dmu = dmu + jnp.einsum("bijf,bjcf->bicf", dmu_mu, graph.to_blocks(mu))
+    unit, mu = graph.pairs(unit), graph.to_blocks(mu)[:, None]  # [B, M, M, 3] and [B, 1, M, 3, F]
+    # one reduction over j per Cartesian component: each product fuses into its sum, no [B, M, M, 3, F] temporaries
+    dmu = jnp.stack([jnp.sum(dmu_r * unit[..., c, None] + dmu_mu * mu[..., c, :], axis=2) for c in range(3)], axis=2)
     return graph.from_blocks(jnp.sum(dq, axis=2)), graph.from_blocks(dmu)
 
 

@@ -10,6 +10,7 @@ from jaxatom.graph import Graph
 from jaxatom.nn.activations import get_activation
 from jaxatom.nn.checks import check_representation
 from jaxatom.nn.layers import Dense, safe_norm
+from jaxatom.nn.pairs import half_pair_vectors, symmetric_square
 from jaxatom.nn.radial import expand_distances
 
 __all__ = ["SchNet", "SchNetInteraction"]
@@ -30,12 +31,13 @@ class SchNetInteraction(nn.Module):
         act = get_activation(self.activation)
         x = Dense(self.n_filters, use_bias=False, name="in2f")(x)
         w = Dense(self.n_filters, name="filter_0")(rbf)
-        w = Dense(self.n_filters, name="filter_1")(act(w)) * fcut[:, None]
-        if graph.reverse_halves:  # the filters were computed for the first half of the edges only
-            w = jnp.concatenate([w, w])
-        if graph.dense:  # sum over each block's slots j: a reduction, where the list needs a scatter-add
-            x = graph.from_blocks(jnp.sum(graph.pairs(w) * graph.to_blocks(x)[:, None], axis=2))
+        w = Dense(self.n_filters, name="filter_1")(act(w)) * fcut[..., None]
+        if graph.dense:  # filters once per pair [B, M, K, F], summed over each block's slots j: no scatter-add
+            pairs = symmetric_square(w) * graph.to_blocks(x)[:, None]
+            x = graph.from_blocks(jnp.sum(pairs, axis=2))
         else:
+            if graph.reverse_halves:  # the filters were computed for the first half of the edges only
+                w = jnp.concatenate([w, w])
             x = jax.ops.segment_sum(x[graph.senders] * w, graph.receivers, num_segments=x.shape[0])
         x = act(Dense(self.n_atom_basis, name="f2out_0")(x))
         return Dense(self.n_atom_basis, name="f2out_1")(x)
@@ -74,7 +76,8 @@ class SchNet(nn.Module):
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         # with reverse halves the filters depend on the first half's distances only (half the filter-network work)
-        d = safe_norm(graph.edge_vectors(first_half=graph.reverse_halves))
+        vectors = half_pair_vectors(graph) if graph.dense else graph.edge_vectors(first_half=graph.reverse_halves)
+        d = safe_norm(vectors)
         rbf, fcut = expand_distances(self, d)
         embed = nn.Embed(MAX_Z, self.n_atom_basis, embedding_init=nn.initializers.normal(1.0), name="embedding")
         x = embed(graph.species)
