@@ -544,8 +544,9 @@ def simulate(
         seed: random seed (velocities and thermostat noise; replica ``r`` uses key ``split(seed)[r]``).
         velocities: ``"maxwell_boltzmann"`` or ``"atoms"`` (the structures' own momenta, with the total momentum
             removed for ensembles that conserve it, and the rotation where the ensemble removes it).
-        neighbors: ``"auto"`` (all pairs for molecules up to 256 atoms, else a jax-md list), ``"all_pairs"`` or
-            ``"list"``.
+        neighbors: ``"auto"`` (dense blocks for molecules up to 64 atoms, all-pairs edges up to 256, else a jax-md
+            list; lattice images for narrow cells, slabs and wires), ``"dense"``, ``"all_pairs"``, ``"list"`` or
+            ``"images"``.
         skin: neighbour-list skin (Å).
         write_forces: also write forces.
         observables: further model outputs to write per frame with their units, e.g. ``["dipole_moment",
