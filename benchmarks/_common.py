@@ -119,7 +119,10 @@ def environment(with_jax: bool = True) -> dict[str, Any]:
         "load_1min": load_average(),
     }
     if with_jax:
+        from jaxatom.runtime import cpu_allocator_tuned
+
         env["devices"] = devices()
+        env["allocator_tuned"] = cpu_allocator_tuned()
     return env
 
 

@@ -476,7 +476,8 @@ def table_rows(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Seq
                 mark = " (extrapolated: 64 x 1 copy)" if row["extrapolated"] else ""
                 out = {**row, "case_title": CASE_TITLES[case], "title": title + mark,
                        "ratio": row["steps_per_s"] / reference["steps_per_s"] if reference else None,
-                       "flops": work.get("flops"), "bytes": work.get("bytes")}  # fmt: skip
+                       "flops": work.get("flops"),  # jaxatom's FLOPs per step are every row's work count
+                       "bytes": work.get("bytes") if framework == "jaxatom" else None}  # fmt: skip
                 table.append(with_roofline(out, 1.0 / row["steps_per_s"], limits) if limits else out)
     return table
 
