@@ -1,0 +1,256 @@
+"""Run the benchmark suite and regenerate the tables of ``benchmarks/RESULTS.md``.
+
+    python -m benchmarks.suite                      # every benchmark, full settings, on the CPU
+    python -m benchmarks.suite --quick              # smoke run: tiny settings, nothing written to RESULTS.md
+    python -m benchmarks.suite --only inference md  # some benchmarks
+    python -m benchmarks.suite --device gpu         # the same suite on an NVIDIA GPU (its own RESULTS.md section)
+
+Each benchmark is a script of this folder with ``parse_args(argv)`` and ``run(args, limits) -> {"header",
+"markdown", ...}``; the suite runs them in this process one after the other with the arguments of :data:`BENCHMARKS`,
+writes every result as JSON to ``benchmarks/out/suite-<device>[-quick]/<name>.json`` and the whole report to
+``benchmarks/out/suite-<device>[-quick].md``. A full run (not ``--quick``) also rewrites the generated parts of
+``RESULTS.md``: the text between ``<!-- suite:<device>:<name> -->`` and ``<!-- /suite:<device>:<name> -->``
+(``environment`` for the command, date, environment and machine limits; one per benchmark). A benchmark that fails is
+reported as failed (its traceback in the report) and the others still run; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+RESULTS = BENCH_DIR / "RESULTS.md"
+PLACEHOLDER = "not yet run on a quiet machine"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One suite entry: the script (module) and its arguments per mode."""
+
+    title: str
+    module: str
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+    gpu: tuple[str, ...] | None = None  # full arguments on a GPU (default: ``full``)
+
+    def argv(self, quick: bool, device: str) -> list[str]:
+        if quick:
+            return list(self.quick)
+        return list(self.gpu if device == "gpu" and self.gpu is not None else self.full)
+
+
+#: The suite, in running order. GPU sizes keep the whole GPU run within about ten minutes.
+BENCHMARKS: dict[str, Benchmark] = {
+    "inference": Benchmark(
+        "Inference: energy + forces of aspirin (1 and 32 molecules), SchNet and PaiNN",
+        "bench_inference",
+        full=("--repeats", "20"),
+        quick=("--repeats", "3", "--warmup", "1", "--batch-size", "4"),
+    ),
+    "training": Benchmark(
+        "Training throughput: one optimiser step on 32 aspirin structures",
+        "bench_training",
+        full=("--mode", "throughput", "--steps", "30"),
+        quick=(
+            "--mode",
+            "throughput",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--train",
+            "8",
+            "--val",
+            "4",
+            "--test",
+            "4",
+            "--models",
+            "painn",
+        ),  # fmt: skip
+    ),
+    "md": Benchmark(
+        "Molecular dynamics of aspirin: 1 molecule, 64 replicas, RPMD with 8 beads",
+        "bench_md",
+        full=(),
+        quick=("--steps", "10", "--warmup", "1", "--steps-batch", "2", "--warmup-batch", "1", "--models", "painn"),
+    ),
+    "replicas": Benchmark(
+        "Replica throughput: aspirin replicas until the memory limit or the cap",
+        "bench_replicas",
+        full=("--cap", "64", "--steps", "50"),
+        quick=("--cap", "2", "--steps", "10"),
+        gpu=("--cap", "16384", "--steps", "100"),
+    ),
+    "large": Benchmark(
+        "Large periodic copper: time per atom-step from 10² to 10⁵ atoms",
+        "bench_large",
+        full=(),
+        quick=("--sizes", "32", "--npt-sizes", "--steps", "3", "--warmup", "1", "--codes", "jaxatom,schnetpack"),
+        gpu=(
+            "--sizes",
+            "1000",
+            "10000",
+            "100000",
+            "--npt-sizes",
+            "--codes",
+            "jaxatom,schnetpack",
+            "--budget-s",
+            "90",
+            "--steps",
+            "100",
+            "--atom-steps",
+            "2e6",
+        ),  # fmt: skip
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------- markers
+
+
+def marker(device: str, name: str) -> tuple[str, str]:
+    """The opening and closing markers of one generated section."""
+    return f"<!-- suite:{device}:{name} -->", f"<!-- /suite:{device}:{name} -->"
+
+
+def replace_section(text: str, device: str, name: str, content: str) -> str:
+    """``text`` with the part between the markers of ``device``/``name`` replaced by ``content``. Raises
+    ``KeyError`` when the markers are missing (RESULTS.md's "Current suite" section names every one)."""
+    start, end = marker(device, name)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        raise KeyError(f"no {start} … {end} section in RESULTS.md")
+    return pattern.sub(lambda _: f"{start}\n{content.strip()}\n{end}", text, count=1)
+
+
+def rewrite_results(path: Path, device: str, sections: Mapping[str, str]) -> None:
+    """Rewrite the generated sections of ``path`` (``RESULTS.md``); everything outside the markers stays."""
+    text = path.read_text()
+    for name, content in sections.items():
+        text = replace_section(text, device, name, content)
+    path.write_text(text)
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+
+
+def section(bench: Benchmark, result: Mapping[str, Any] | None, error: str | None, seconds: float) -> str:
+    """The markdown of one benchmark: its header lines (as text), its table, or the failure."""
+    lines = [f"**{bench.title}** (`{bench.module}.py`, {seconds:.0f} s)", ""]
+    if error is not None:
+        return "\n".join([*lines, "FAILED:", "", "```text", error.strip()[-3000:], "```"])
+    return "\n".join([*lines, "```text", result["header"].strip(), "```", "", result["markdown"].strip()])
+
+
+def run_one(name: str, bench: Benchmark, args: argparse.Namespace, limits: dict, out: Path) -> tuple[str, bool]:
+    """Run one benchmark in this process; write its JSON; return its markdown section and whether it succeeded."""
+    import importlib
+
+    from _common import write_json
+
+    argv = bench.argv(args.quick, args.device)
+    print(f"\n=== {name}: {bench.module} {' '.join(argv)}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    result, error = None, None
+    try:
+        module = importlib.import_module(bench.module)
+        result = module.run(module.parse_args(argv), limits)
+    except (Exception, SystemExit) as err:  # noqa: BLE001  (report it, run the others)
+        error = "".join(traceback.format_exception(err))
+        print(error, file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    payload = {"benchmark": name, "argv": argv, "seconds": seconds, "limits": limits, "error": error,
+               **(result or {})}  # fmt: skip
+    write_json(out / f"{name}.json", payload)
+    return section(bench, result, error, seconds), error is None
+
+
+def environment_section(args: argparse.Namespace, env: Mapping[str, Any], limits: Mapping[str, Any]) -> str:
+    """Command, date, environment line (CPU flags, devices, versions, timing variables) and machine limits."""
+    from _common import command_line, environment_line
+    from _roofline import limits_line
+
+    return "\n".join([
+        f"Command: `{command_line()}`",
+        "",
+        f"Environment: {environment_line(env)}",
+        "",
+        f"Machine limits (`benchmarks/out/machine.json`): {limits_line(limits)}",
+    ])  # fmt: skip
+
+
+def set_device(device: str) -> None:
+    """Make JAX use ``device`` (before it starts): ``JAX_PLATFORMS=cpu`` or ``cuda``."""
+    os.environ["JAX_PLATFORMS"] = "cuda" if device == "gpu" else "cpu"
+
+
+def check_device(device: str) -> str:
+    """JAX's default device, checked against ``device``."""
+    import jax
+
+    found = jax.devices()[0]
+    if (device == "gpu") != (found.platform == "gpu"):
+        raise SystemExit(f"--device {device}: JAX's device is {found} (install jax[cuda12] for a GPU)")
+    return str(found)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny settings; RESULTS.md left as it is")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
+                        help=f"run only these ({', '.join(BENCHMARKS)})")  # fmt: skip
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where JAX runs (default cpu)")
+    parser.add_argument("--refresh-limits", action="store_true", help="measure the machine's limits again")
+    parser.add_argument("--write-results", action="store_true", help="rewrite RESULTS.md even with --quick")
+    parser.add_argument("--no-results", action="store_true", help="leave RESULTS.md alone even in a full run")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to rewrite")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="folder of the JSON and the report")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite; returns the exit code (1 when a benchmark failed)."""
+    args = parse_args(argv)
+    set_device(args.device)
+    from _common import environment, write_json
+    from _roofline import loops_counted_once, machine_limits
+
+    import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
+
+    device = check_device(args.device)
+    tag = f"suite-{args.device}" + ("-quick" if args.quick else "")
+    out = args.out / tag
+    print(f"suite on {device}; results in {out}", file=sys.stderr, flush=True)
+    limits = machine_limits(refresh=args.refresh_limits, quick=args.quick)
+    env = environment()
+    env["cost_analysis_loops"] = "body counted once" if loops_counted_once() else "body times trip count"
+    sections = {"environment": environment_section(args, env, limits)}
+    ok = True
+    for name in args.only or list(BENCHMARKS):
+        sections[name], passed = run_one(name, BENCHMARKS[name], args, limits, out)
+        ok &= passed
+    write_json(out / "environment.json", {"environment": env, "limits": limits, "argv": sys.argv})
+    report = "\n\n".join(f"{marker(args.device, name)[0]}\n{text}\n{marker(args.device, name)[1]}"
+                         for name, text in sections.items())  # fmt: skip
+    (args.out / f"{tag}.md").write_text(report + "\n")
+    print(report)
+    if (not args.quick or args.write_results) and not args.no_results:
+        rewrite_results(args.results, args.device, sections)
+        print(f"\nrewrote the suite:{args.device} sections of {args.results}", file=sys.stderr)
+    print(f"\nwrote {args.out / f'{tag}.md'} and {out}/*.json", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
