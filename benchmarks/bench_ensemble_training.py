@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, core_count, cpu_model, load_average  # noqa: E402
-from bench_properties import cpu_flags  # noqa: E402
+from _common import core_count, cpu_flags, cpu_model, load_average  # noqa: E402
+from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF  # noqa: E402
 from bench_training import (  # noqa: E402
     Splits,
     StepTiming,

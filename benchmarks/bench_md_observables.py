@@ -1,6 +1,6 @@
 """What recording the dipole moment and the polarizability along MD costs: jaxatom vs SchNetPack's MD, one process.
 
-Work: NVE (velocity Verlet) of aspirin (``../shared/structures/aspirin.xyz``, the geometry ``bench_md.py`` uses) in
+Work: NVE (velocity Verlet) of aspirin (the shipped structure, frame 0, as ``bench_md.py`` uses) in
 vacuum, 0.5 fs, float32, Maxwell-Boltzmann velocities at 300 K (seed 0), 1 molecule and ``--replicas`` independent
 copies advanced together. Model: PaiNN with ``bench_md``'s sizes (128 features, 3 interactions, 5 Å cosine cutoff, 20
 Gaussians), random weights, in two variants built from the same seed, so that the representation and the energy head
@@ -71,14 +71,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, core_count, cpu_flags, cpu_model  # noqa: E402
 from bench_inference import (  # noqa: E402
     CUTOFF,
-    DEFAULT_STRUCTURE,
     MODELS,
     N_ATOM_BASIS,
     N_RBF,
-    core_count,
-    cpu_model,
 )
 from bench_md import (  # noqa: E402
     TEMPERATURE_K,
@@ -87,7 +85,7 @@ from bench_md import (  # noqa: E402
     pairs_within_cutoff,
     spk_neighbor_list,
 )
-from bench_training import command_line, versions  # noqa: E402
+from bench_training import versions  # noqa: E402
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -396,8 +394,6 @@ def markdown(rows: Sequence[dict], replica_counts: Sequence[int], peaks: dict[st
 
 def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
     """Environment, command and set-up printed above the table."""
-    from bench_properties import cpu_flags
-
     v = info["versions"]
     start, end = info["load"]["start"], info["load"]["end"]
     peaks = info["matmul"]
@@ -410,7 +406,8 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
         f"command: {command_line()}",
         f"load averages (1/5/15 min): {' / '.join(f'{x:.2f}' for x in start)} before, "
         f"{' / '.join(f'{x:.2f}' for x in end)} after",
-        f"structure: {args.structure.resolve()}; NVE {TIMESTEP_FS} fs, float32, Maxwell-Boltzmann {TEMPERATURE_K:g} "
+        f"structure: {args.structure.resolve() if args.structure else 'shipped aspirin, frame 0'}; NVE {TIMESTEP_FS} "
+        f"fs, float32, Maxwell-Boltzmann {TEMPERATURE_K:g} "
         f"K (seed {args.seed}); PaiNN {N_ATOM_BASIS} features, {MODELS[MODEL]} interactions, {CUTOFF:g} Å, {N_RBF} "
         f"Gaussians; jaxatom weights: {args.jaxatom_weights}; frames every {args.stride} steps",
         f"steps: 1 replica {args.steps} timed after 1 + {args.warmup} warm-up; more replicas {args.steps_batch} "
@@ -436,7 +433,7 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE, help="aspirin geometry (any ASE format)")
+    parser.add_argument("--structure", type=Path, help="aspirin geometry (any ASE format; default: the shipped one)")
     parser.add_argument("--replicas", nargs="+", type=int, default=[1, 16], help="replica counts to run")
     parser.add_argument("--stride", type=int, default=2, help="steps between recorded frames (both frameworks)")
     parser.add_argument("--steps", type=int, default=600, help="timed steps with 1 replica")

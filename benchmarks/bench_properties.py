@@ -60,22 +60,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, core_count, cpu_flags, cpu_model, load_average  # noqa: E402
 from bench_inference import (  # noqa: E402
     CUTOFF,
     MODELS,
     N_ATOM_BASIS,
     N_RBF,
     build_spk_model,
-    core_count,
-    cpu_model,
-    load_average,
 )
 from bench_training import (  # noqa: E402
     SpkStructures,
     Splits,
     StepTiming,
     batch_indices,
-    command_line,
     jax_history,
     recipe,
     spk_epochs,
@@ -122,14 +119,6 @@ def case_recipe(case: str, batch_size: int, seed: int, dipole_weight: float, max
 
 
 # ------------------------------------------------------------------------------------------------------ timing
-
-
-def cpu_flags() -> str:
-    """``bench_resilience.cpu_flags``, imported late: that module imports ``jaxatom.md``, which starts JAX, and
-    ``jaxatom.tune_cpu_allocator()`` only works before that."""
-    from bench_resilience import cpu_flags as flags
-
-    return flags()
 
 
 def timed_steps(step: Callable[[int], None], n_distinct: int, steps: int, start: int = 0) -> list[float]:
