@@ -244,6 +244,28 @@ def run_spk_worker(script: Path | str, python: str, arguments: Sequence[str], th
         return json.loads(out.read_text())
 
 
+def torch_device(requested: str = "auto") -> str:
+    """torch's device for SchNetPack: ``requested``, or with ``"auto"`` CUDA where torch sees a GPU, else the CPU."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def torch_sync(device: str) -> Callable[[Any], Any]:
+    """A function that waits for torch's queued work on ``device`` (CUDA runs asynchronously) and returns its
+    argument, for timing."""
+    import torch
+
+    def sync(value: Any) -> Any:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return value
+
+    return sync
+
+
 def structure_file(atoms: Atoms, directory: Path | str) -> Path:
     """``atoms`` written as extended XYZ in ``directory``, for a worker that reads its input from a file."""
     from ase.io import write

@@ -37,7 +37,7 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +62,8 @@ from _common import (  # noqa: E402
     spk_python,
     structure_file,
     time_call,
+    torch_device,
+    torch_sync,
     write_json,
 )
 
@@ -135,15 +137,17 @@ def build_spk_model(name: str):
     return model.eval()
 
 
-def bench_spk_case(model, converter, atoms_list: list[Atoms], repeats: int, warmup: int) -> dict[str, Timing]:
-    """Time conversion, the forward + forces pass on converted inputs, and both together, for one model and case."""
+def bench_spk_case(model, converter, atoms_list: list[Atoms], repeats: int, warmup: int,
+                   sync: Callable[[Any], Any] = lambda x: x) -> dict[str, Timing]:  # fmt: skip
+    """Time conversion, the forward + forces pass on converted inputs, and both together, for one model and case
+    (``sync`` waits for the device's queued work)."""
 
     def forward(inputs: dict) -> dict:
-        return model(dict(inputs))  # shallow copy: the model writes intermediate tensors into its input dict
+        return sync(model(dict(inputs)))  # shallow copy: the model writes intermediate tensors into its input dict
 
     def end_to_end() -> dict:
         out = forward(converter(atoms_list))
-        return {key: value.detach().numpy() for key, value in out.items()}
+        return {key: value.detach().cpu().numpy() for key, value in out.items()}
 
     host_prep = time_call(lambda: converter(atoms_list), repeats, warmup)
     inputs = converter(atoms_list)
@@ -162,21 +166,25 @@ def run_spk_worker_mode(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    device = torch_device(args.spk_device)
     cases = load_cases(args.structure, args.batch_size, args.seed)
     converter = spk.interfaces.AtomsConverter(
-        neighbor_list=spk.transform.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32
+        neighbor_list=spk.transform.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32, device=device
     )
     rows, info = [], {}
     for name in args.models:
         torch.manual_seed(args.seed)
-        model = build_spk_model(name)
+        model = build_spk_model(name).to(device)
         info[f"{name}_params"] = sum(p.numel() for p in model.parameters())
         for case, atoms_list in cases.items():
             info[f"{case}_edges"] = int(converter(atoms_list)["_idx_i"].shape[0])
-            for stage, timing in bench_spk_case(model, converter, atoms_list, args.repeats, args.warmup).items():
+            for stage, timing in bench_spk_case(
+                model, converter, atoms_list, args.repeats, args.warmup, torch_sync(device)
+            ).items():
                 rows.append(record("schnetpack", name, case, stage, timing))
     info.update(
         torch=torch.__version__,
+        device=device,
         schnetpack=spk.__version__,
         numpy=np.__version__,
         python=platform.python_version(),
@@ -264,6 +272,7 @@ def run_spk_subprocess(args: argparse.Namespace, python: str, cases: dict[str, l
         data = run_spk_worker(__file__, python, [
             "--structure", str(structure), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
             "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--models", *args.models,
+            "--spk-device", args.spk_device,
         ], args.threads)  # fmt: skip
     return data["rows"], data["info"]
 
@@ -343,7 +352,8 @@ def header(args: argparse.Namespace, info: dict[str, dict], cases: dict[str, lis
     ]
     if spk_info:
         lines.append(
-            f"schnetpack {spk_info['schnetpack']}, torch {spk_info['torch']}, numpy {spk_info['numpy']}, python "
+            f"schnetpack {spk_info['schnetpack']}, torch {spk_info['torch']} ({spk_info.get('device', 'cpu')}), "
+            f"numpy {spk_info['numpy']}, python "
             f"{spk_info['python']}; torch threads {spk_info['torch_threads']} (set to --threads {args.threads}), "
             f"interop {spk_info['torch_interop_threads']}"
         )
@@ -383,6 +393,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument("--spk-python", type=Path, help="python with schnetpack (default: this one, if it has it)")
     parser.add_argument("--no-schnetpack", action="store_true", help="benchmark jaxatom only")
+    parser.add_argument("--spk-device", default="auto", help="torch device of SchNetPack (auto: cuda if available)")
     parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all timings and environment info to this file")
     parser.add_argument("--worker", choices=["schnetpack"], help=argparse.SUPPRESS)
@@ -402,7 +413,11 @@ def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
     python, info["spk_note"] = (None, "SchNetPack rows skipped (--no-schnetpack)") if args.no_schnetpack else \
         spk_python(args.spk_python)  # fmt: skip
     if python is not None:
-        rows, info["schnetpack"] = run_spk_subprocess(args, python, cases)
+        try:
+            rows, info["schnetpack"] = run_spk_subprocess(args, python, cases)
+        except SystemExit as err:  # the jaxatom rows are still worth having
+            python, info["spk_note"] = None, f"SchNetPack rows missing: {err}"
+    if python is not None:
         if not np.isclose(info["schnetpack"]["checksum"], positions_checksum(cases), rtol=0, atol=1e-5):
             raise SystemExit("the SchNetPack worker saw different input positions than the driver")
     jax_rows, info["jaxatom"] = run_jaxatom(args, cases)
