@@ -266,6 +266,26 @@ def torch_sync(device: str) -> Callable[[Any], Any]:
     return sync
 
 
+def schnetpack_side(skip: str | None, requested: Path | str | None, launch: Callable[[str], tuple[list, dict]],
+                    checksum: float) -> tuple[list[dict], dict | None, str]:  # fmt: skip
+    """SchNetPack's rows of a benchmark, from a worker that ``launch(python)`` runs: ``(rows, info, note)``, with no
+    rows and a note saying why when ``skip`` (a reason) is given, no Python with schnetpack is found
+    (:func:`spk_python`) or the worker fails (the jaxatom rows are still worth having). The worker must see the
+    driver's inputs: its ``info["checksum"]`` (sum of positions) must match ``checksum``."""
+    if skip is not None:
+        return [], None, skip
+    python, note = spk_python(requested)
+    if python is None:
+        return [], None, note
+    try:
+        rows, info = launch(python)
+    except SystemExit as err:
+        return [], None, f"SchNetPack rows missing: {err}"
+    if abs(info["checksum"] - checksum) > 1e-5:
+        raise SystemExit("the SchNetPack worker saw different input positions than the driver")
+    return rows, info, note
+
+
 def structure_file(atoms: Atoms, directory: Path | str) -> Path:
     """``atoms`` written as extended XYZ in ``directory``, for a worker that reads its input from a file."""
     from ase.io import write

@@ -261,6 +261,22 @@ def md_step_cost(records: list[dict[str, Any]]) -> dict[str, float] | None:
 # ----------------------------------------------------------------------------------------------------------- columns
 
 
+def run_and_report(run: Callable[[Any, dict | None], dict], args: Any, roofline: bool, json_path: Path | None) -> dict:
+    """What a benchmark script's ``main`` does: the machine limits (when ``roofline``), ``run(args, limits)``, its
+    header and table printed, and the result with the limits written as JSON to ``json_path`` (if given)."""
+    from _common import write_json
+
+    limits = machine_limits() if roofline else None
+    result = run(args, limits)
+    print(result["header"])
+    print()
+    print(result["markdown"])
+    if json_path:
+        write_json(json_path, {**result, "limits": limits})
+        print(f"\nwrote {json_path}")
+    return result
+
+
 def roofline(flops: float | None, nbytes: float | None, seconds: float | None, limits: Mapping[str, Any]) -> dict:
     """Roofline numbers of one unit of work (``flops``, ``nbytes``) that took ``seconds``: achieved GFLOP/s and %
     of the matmul peak, GB/s and % of the bandwidth, arithmetic intensity (flop/byte), the attainable GFLOP/s

@@ -59,7 +59,7 @@ from _common import (  # noqa: E402
     markdown_table,
     read_structure,
     run_spk_worker,
-    spk_python,
+    schnetpack_side,
     structure_file,
     time_call,
     torch_device,
@@ -410,16 +410,12 @@ def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
     cases = load_cases(args.structure, args.batch_size, args.seed)
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"load": {"start": load_average()}}
-    python, info["spk_note"] = (None, "SchNetPack rows skipped (--no-schnetpack)") if args.no_schnetpack else \
-        spk_python(args.spk_python)  # fmt: skip
-    if python is not None:
-        try:
-            rows, info["schnetpack"] = run_spk_subprocess(args, python, cases)
-        except SystemExit as err:  # the jaxatom rows are still worth having
-            python, info["spk_note"] = None, f"SchNetPack rows missing: {err}"
-    if python is not None:
-        if not np.isclose(info["schnetpack"]["checksum"], positions_checksum(cases), rtol=0, atol=1e-5):
-            raise SystemExit("the SchNetPack worker saw different input positions than the driver")
+    skip = "SchNetPack rows skipped (--no-schnetpack)" if args.no_schnetpack else None
+    rows, spk_info, info["spk_note"] = schnetpack_side(
+        skip, args.spk_python, lambda python: run_spk_subprocess(args, python, cases), positions_checksum(cases)
+    )
+    if spk_info is not None:
+        info["schnetpack"] = spk_info
     jax_rows, info["jaxatom"] = run_jaxatom(args, cases)
     rows.extend(jax_rows)
     info["load"]["end"] = load_average()
@@ -436,18 +432,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker == "schnetpack":
         run_spk_worker_mode(args)
         return
-    limits = None
-    if not args.no_roofline:
-        from _roofline import machine_limits
+    from _roofline import run_and_report
 
-        limits = machine_limits()
-    result = run(args, limits)
-    print(result["header"])
-    print()
-    print(result["markdown"])
-    if args.json:
-        write_json(args.json, {**result, "limits": limits})
-        print(f"\nwrote {args.json}")
+    run_and_report(run, args, not args.no_roofline, args.json)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ from _common import (  # noqa: E402
     markdown_table,
     read_structure,
     run_spk_worker,
-    spk_python,
+    schnetpack_side,
     structure_file,
     torch_device,
     write_json,
@@ -600,20 +600,16 @@ def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
     atoms = load_structure(args.structure)
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"load": {"start": load_average()}}
-    python, info["spk_note"] = (None, "SchNetPack rows skipped (--skip-spk)") if args.skip_spk else \
-        spk_python(args.spk_python)  # fmt: skip
     info["weights"] = args.jaxatom_weights
     if args.jaxatom_weights == "auto":
         local = all(importlib.util.find_spec(m) is not None for m in ("torch", "schnetpack"))
         info["weights"] = "schnetpack" if local else "fresh"
-    if python is not None:
-        try:
-            rows, info["schnetpack"] = run_spk_subprocess(args, python, atoms)
-        except SystemExit as err:  # the jaxatom rows are still worth having
-            python, info["spk_note"] = None, f"SchNetPack rows missing: {err}"
-    if python is not None:
-        if not np.isclose(info["schnetpack"]["checksum"], float(np.sum(atoms.positions)), rtol=0, atol=1e-5):
-            raise SystemExit("the SchNetPack worker saw different input positions than the driver")
+    skip = "SchNetPack rows skipped (--skip-spk)" if args.skip_spk else None
+    rows, spk_info, info["spk_note"] = schnetpack_side(
+        skip, args.spk_python, lambda python: run_spk_subprocess(args, python, atoms), float(np.sum(atoms.positions))
+    )
+    if spk_info is not None:
+        info["schnetpack"] = spk_info
     if not args.skip_jaxatom:
         jax_rows, info["jaxatom"] = run_jaxatom(args, atoms, info["weights"])
         rows.extend(jax_rows)
@@ -639,18 +635,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker == "schnetpack":
         run_spk_worker_mode(args)
         return
-    limits = None
-    if not args.no_roofline and not args.skip_jaxatom:
-        from _roofline import machine_limits
+    from _roofline import run_and_report
 
-        limits = machine_limits()
-    result = run(args, limits)
-    print(result["header"])
-    print()
-    print(result["markdown"])
-    if args.json:
-        write_json(args.json, {**result, "limits": limits})
-        print(f"\nwrote {args.json}")
+    run_and_report(run, args, not args.no_roofline and not args.skip_jaxatom, args.json)
 
 
 if __name__ == "__main__":

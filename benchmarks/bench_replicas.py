@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Column, busy_warning, command_line, environment, load_average, markdown_table, write_json  # noqa: E402
+from _common import Column, busy_warning, command_line, environment, load_average, markdown_table  # noqa: E402
 from bench_md import STRIDE, TEMPERATURE_K, TIMESTEP_FS, jaxatom_potential, load_structure  # noqa: E402
 
 MEMORY_WORDS = ("RESOURCE_EXHAUSTED", "out of memory", "does not fit", "would not fit", "free memory")
@@ -115,17 +115,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run, print the header and the table, optionally write JSON."""
     args = parse_args(argv)
-    limits = None
-    if not args.no_roofline:
-        from _roofline import machine_limits
+    from _roofline import run_and_report
 
-        limits = machine_limits()
-    result = run(args, limits)
-    print(result["header"])
-    print()
-    print(result["markdown"])
-    if args.json:
-        write_json(args.json, {**result, "limits": limits})
+    run_and_report(run, args, not args.no_roofline, args.json)
 
 
 if __name__ == "__main__":

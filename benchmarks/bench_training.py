@@ -61,7 +61,6 @@ from _common import (  # noqa: E402
     load_average,
     markdown_table,
     spk_python,
-    write_json,
 )
 from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, build_spk_model  # noqa: E402
 
@@ -615,20 +614,11 @@ def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the chosen mode, print the header and the markdown table, optionally write JSON."""
     args = parse_args(argv)
-    limits = None
-    if args.mode == "throughput" and not args.no_roofline:
-        from _roofline import machine_limits
+    from _roofline import run_and_report
 
-        import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
+    import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
 
-        limits = machine_limits()
-    result = run(args, limits)
-    print(result["header"])
-    print()
-    print(result["markdown"])
-    if args.json:
-        write_json(args.json, {**result, "limits": limits})
-        print(f"\nwrote {args.json}")
+    run_and_report(run, args, args.mode == "throughput" and not args.no_roofline, args.json)
 
 
 if __name__ == "__main__":
