@@ -139,7 +139,9 @@ def environment_line(env: Mapping[str, Any]) -> str:
 def command_line() -> str:
     """The command as run, with the environment variables that affect timings."""
     env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in TIMING_ENV if k in os.environ)
-    return f"{env + ' ' if env else ''}python {shlex.join(sys.argv)}"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"-m {spec.name}" if spec is not None and spec.name else shlex.quote(sys.argv[0])
+    return f"{env + ' ' if env else ''}python {program} {shlex.join(sys.argv[1:])}".rstrip()
 
 
 # ----------------------------------------------------------------------------------------------------------- timing

@@ -280,21 +280,26 @@ def run_and_report(run: Callable[[Any, dict | None], dict], args: Any, roofline:
 def roofline(flops: float | None, nbytes: float | None, seconds: float | None, limits: Mapping[str, Any]) -> dict:
     """Roofline numbers of one unit of work (``flops``, ``nbytes``) that took ``seconds``: achieved GFLOP/s and %
     of the matmul peak, GB/s and % of the bandwidth, arithmetic intensity (flop/byte), the attainable GFLOP/s
-    ``min(peak, intensity × bandwidth)``, which roof bounds it, and % of attainable."""
+    ``min(peak, intensity × bandwidth)``, which roof bounds it, and % of attainable.
+
+    ``bound`` is ``compute`` or ``memory`` by the intensity, or ``cache`` where the row moved XLA's byte count
+    faster than the memory bandwidth allows: those bytes came (partly) from the caches, so the memory roof does not
+    bind and the attainable rate is the peak."""
     if not flops or not seconds or flops != flops:
         return {}
     peak, bandwidth = limits["peak_gflops"], limits["bandwidth_gbs"]
     gflops = flops / seconds / 1e9
     out = {"gflops": gflops, "pct_peak": 100 * gflops / peak}
     if nbytes and nbytes == nbytes:
-        intensity = flops / nbytes
-        attainable = min(peak, intensity * bandwidth)
+        intensity, gbs = flops / nbytes, nbytes / seconds / 1e9
+        bound = "compute" if intensity * bandwidth >= peak else "memory" if gbs <= bandwidth else "cache"
+        attainable = min(peak, intensity * bandwidth) if bound != "cache" else peak
         out.update(
-            gbs=nbytes / seconds / 1e9,
-            pct_bandwidth=100 * nbytes / seconds / 1e9 / bandwidth,
+            gbs=gbs,
+            pct_bandwidth=100 * gbs / bandwidth,
             intensity=intensity,
             attainable_gflops=attainable,
-            bound="compute" if intensity * bandwidth >= peak else "memory",
+            bound=bound,
             pct_attainable=100 * gflops / attainable,
         )
     return out

@@ -211,7 +211,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)})")  # fmt: skip
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where JAX runs (default cpu)")
-    parser.add_argument("--refresh-limits", action="store_true", help="measure the machine's limits again")
+    parser.add_argument(
+        "--cached-limits", action="store_true", help="reuse the cached machine limits (a full run measures them anew)"
+    )
     parser.add_argument("--write-results", action="store_true", help="rewrite RESULTS.md even with --quick")
     parser.add_argument("--no-results", action="store_true", help="leave RESULTS.md alone even in a full run")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to rewrite")
@@ -232,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tag = f"suite-{args.device}" + ("-quick" if args.quick else "")
     out = args.out / tag
     print(f"suite on {device}; results in {out}", file=sys.stderr, flush=True)
-    limits = machine_limits(refresh=args.refresh_limits, quick=args.quick)
+    limits = machine_limits(refresh=not (args.quick or args.cached_limits), quick=args.quick)
     env = environment()
     env["cost_analysis_loops"] = "body counted once" if loops_counted_once() else "body times trip count"
     sections = {"environment": environment_section(args, env, limits)}
