@@ -35,82 +35,61 @@ PLACEHOLDER = "not yet run on a quiet machine"
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One suite entry: the script (module) and its arguments per mode."""
+    """One suite entry: the script (module) and its arguments per mode (split at spaces)."""
 
     title: str
     module: str
-    full: tuple[str, ...]
-    quick: tuple[str, ...]
-    gpu: tuple[str, ...] | None = None  # full arguments on a GPU (default: ``full``)
+    full: str
+    quick: str
+    gpu: str | None = None  # full arguments on a GPU (default: ``full``)
 
     def argv(self, quick: bool, device: str) -> list[str]:
         if quick:
-            return list(self.quick)
-        return list(self.gpu if device == "gpu" and self.gpu is not None else self.full)
+            return self.quick.split()
+        return (self.gpu if device == "gpu" and self.gpu is not None else self.full).split()
 
 
-#: The suite, in running order. GPU sizes keep the whole GPU run within about ten minutes.
+#: The suite, in running order (arguments as one string each). GPU sizes keep the GPU run within about ten minutes.
 BENCHMARKS: dict[str, Benchmark] = {
     "inference": Benchmark(
         "Inference: energy + forces of aspirin (1 and 32 molecules), SchNet and PaiNN",
         "bench_inference",
-        full=("--repeats", "20"),
-        quick=("--repeats", "3", "--warmup", "1", "--batch-size", "4"),
+        full="--repeats 20",
+        quick="--repeats 3 --warmup 1 --batch-size 4",
     ),
     "training": Benchmark(
         "Training throughput: one optimiser step on 32 aspirin structures",
         "bench_training",
-        full=("--mode", "throughput", "--steps", "30"),
-        quick=(
-            "--mode",
-            "throughput",
-            "--steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--train",
-            "8",
-            "--val",
-            "4",
-            "--test",
-            "4",
-            "--models",
-            "painn",
-        ),  # fmt: skip
+        full="--mode throughput --steps 30",
+        quick="--mode throughput --steps 2 --batch-size 4 --train 8 --val 4 --test 4 --models painn",
+    ),
+    "properties": Benchmark(
+        "Training with a dipole head: one optimiser step on 32 aspirin structures, energy / + dipole / + vector dipole",
+        "bench_properties",
+        full="--mode throughput --steps 20 --rounds 2",
+        quick="--mode throughput --steps 2 --rounds 1 --batch-size 4 --train 8 --val 4 --test 4 --cases energy dipole",
+        gpu="--mode throughput --steps 10 --rounds 1",
     ),
     "md": Benchmark(
         "Molecular dynamics of aspirin: 1 molecule, 64 replicas, RPMD with 8 beads",
         "bench_md",
-        full=(),
-        quick=("--steps", "10", "--warmup", "1", "--steps-batch", "2", "--warmup-batch", "1", "--models", "painn"),
+        full="",
+        quick="--steps 10 --warmup 1 --steps-batch 2 --warmup-batch 1 --models painn",
     ),
     "replicas": Benchmark(
         "Replica throughput: aspirin replicas until the memory limit or the cap",
         "bench_replicas",
-        full=("--cap", "64", "--steps", "50"),
-        quick=("--cap", "2", "--steps", "10"),
-        gpu=("--cap", "16384", "--steps", "100"),
+        full="--cap 64 --steps 50",
+        quick="--cap 2 --steps 10",
+        gpu="--cap 8192 --steps 50",
     ),
     "large": Benchmark(
         "Large periodic copper: time per atom-step from 10² to 10⁵ atoms",
         "bench_large",
-        full=(),
-        quick=("--sizes", "32", "--npt-sizes", "--steps", "3", "--warmup", "1", "--codes", "jaxatom,schnetpack"),
-        gpu=(
-            "--sizes",
-            "1000",
-            "10000",
-            "100000",
-            "--npt-sizes",
-            "--codes",
-            "jaxatom,schnetpack",
-            "--budget-s",
-            "90",
-            "--steps",
-            "100",
-            "--atom-steps",
-            "2e6",
-        ),  # fmt: skip
+        full="",
+        quick="--sizes 32 --npt-sizes --steps 3 --warmup 1 --codes jaxatom,schnetpack",
+        gpu="--sizes 1000 10000 100000 --npt-sizes --codes jaxatom,schnetpack --budget-s 60 --steps 100 "
+        "--atom-steps 1e6",
     ),
 }
 
@@ -145,8 +124,10 @@ def rewrite_results(path: Path, device: str, sections: Mapping[str, str]) -> Non
 
 
 def section(bench: Benchmark, result: Mapping[str, Any] | None, error: str | None, seconds: float) -> str:
-    """The markdown of one benchmark: its header lines (as text), its table, or the failure."""
+    """The markdown of one benchmark: its header lines (as text), its table, or why it was skipped, or the failure."""
     lines = [f"**{bench.title}** (`{bench.module}.py`, {seconds:.0f} s)", ""]
+    if error is not None and error.startswith("skipped:"):
+        return "\n".join([*lines, error])
     if error is not None:
         return "\n".join([*lines, "FAILED:", "", "```text", error.strip()[-3000:], "```"])
     return "\n".join([*lines, "```text", result["header"].strip(), "```", "", result["markdown"].strip()])
@@ -165,14 +146,17 @@ def run_one(name: str, bench: Benchmark, args: argparse.Namespace, limits: dict,
     try:
         module = importlib.import_module(bench.module)
         result = module.run(module.parse_args(argv), limits)
-    except (Exception, SystemExit) as err:  # noqa: BLE001  (report it, run the others)
+    except SystemExit as err:  # a refusal: "skipped: why", or an error message
+        error = str(err) if str(err).startswith("skipped:") else "".join(traceback.format_exception(err))
+        print(error, file=sys.stderr, flush=True)
+    except Exception as err:  # noqa: BLE001  (report it, run the others)
         error = "".join(traceback.format_exception(err))
         print(error, file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     payload = {"benchmark": name, "argv": argv, "seconds": seconds, "limits": limits, "error": error,
                **(result or {})}  # fmt: skip
     write_json(out / f"{name}.json", payload)
-    return section(bench, result, error, seconds), error is None
+    return section(bench, result, error, seconds), error is None or error.startswith("skipped:")
 
 
 def environment_section(args: argparse.Namespace, env: Mapping[str, Any], limits: Mapping[str, Any]) -> str:
@@ -237,18 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = machine_limits(refresh=not (args.quick or args.cached_limits), quick=args.quick)
     env = environment()
     env["cost_analysis_loops"] = "body counted once" if loops_counted_once() else "body times trip count"
+    write_json(out / "environment.json", {"environment": env, "limits": limits, "argv": sys.argv})
+    rewrite = (not args.quick or args.write_results) and not args.no_results
     sections = {"environment": environment_section(args, env, limits)}
     ok = True
     for name in args.only or list(BENCHMARKS):
         sections[name], passed = run_one(name, BENCHMARKS[name], args, limits, out)
         ok &= passed
-    write_json(out / "environment.json", {"environment": env, "limits": limits, "argv": sys.argv})
-    report = "\n\n".join(f"{marker(args.device, name)[0]}\n{text}\n{marker(args.device, name)[1]}"
-                         for name, text in sections.items())  # fmt: skip
-    (args.out / f"{tag}.md").write_text(report + "\n")
+        report = "\n\n".join(f"{marker(args.device, key)[0]}\n{text}\n{marker(args.device, key)[1]}"
+                             for key, text in sections.items())  # fmt: skip
+        (args.out / f"{tag}.md").write_text(report + "\n")  # after every benchmark: a run cut short keeps its part
+        if rewrite:
+            rewrite_results(args.results, args.device, {"environment": sections["environment"], name: sections[name]})
     print(report)
-    if (not args.quick or args.write_results) and not args.no_results:
-        rewrite_results(args.results, args.device, sections)
+    if rewrite:
         print(f"\nrewrote the suite:{args.device} sections of {args.results}", file=sys.stderr)
     print(f"\nwrote {args.out / f'{tag}.md'} and {out}/*.json", file=sys.stderr)
     return 0 if ok else 1
