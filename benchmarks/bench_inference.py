@@ -47,7 +47,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    REPO_ROOT,
     Column,
     Timing,
     busy_warning,
@@ -70,7 +69,6 @@ from _common import (  # noqa: E402
 if TYPE_CHECKING:
     from ase import Atoms
 
-__all__ = ["REPO_ROOT", "core_count", "cpu_model", "load_average"]  # re-exported for the older scripts
 
 CUTOFF = 5.0
 N_RBF = 20
