@@ -91,6 +91,7 @@ from _common import (  # noqa: E402
     schnetpack_side,
     structure_file,
     torch_device,
+    torch_sync,
     write_json,
 )
 from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, build_spk_model  # noqa: E402
@@ -189,10 +190,12 @@ def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: arg
     from schnetpack.md.calculators import SchNetPackCalculator
     from schnetpack.md.simulation_hooks import PILELocalThermostat, SimulationHook
 
+    sync = torch_sync(torch_device(args.spk_device))
+
     def total_energy(system) -> np.ndarray:
         """Kinetic + potential energy (eV) of every molecule (and bead)."""
         etot = system.kinetic_energy + system.energy
-        return etot.detach().double().numpy().ravel() / spk_units.unit2internal("eV")
+        return etot.detach().double().cpu().numpy().ravel() / spk_units.unit2internal("eV")
 
     class StepClock(SimulationHook):
         """Stamps the wall clock at the end of every step (after the thermostat, before the next step); keeps the
@@ -207,6 +210,7 @@ def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: arg
             self.energy_start = total_energy(simulator.system)
 
         def on_step_finalize(self, simulator) -> None:
+            sync(None)  # CUDA runs asynchronously: the step is done when its queued work is
             self.stamps.append(time.perf_counter())
 
     rpmd = case.startswith("rpmd")

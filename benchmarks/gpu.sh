@@ -9,6 +9,8 @@
 # GPU time: inference, training, MD (1 molecule, 64 replicas, RPMD), replicas doubling to 16384 or the memory limit,
 # copper at 10^3, 10^4 and 10^5 atoms (see BENCHMARKS in benchmarks/suite.py). Output: benchmarks/out/suite-gpu.md,
 # benchmarks/out/suite-gpu/*.json, and the suite:gpu sections of RESULTS.md.
+# SchNetPack runs on CUDA torch where torch sees the GPU: with no torch installed, TORCH_INDEX_URL (passed on to
+# tools/install-schnetpack.sh, e.g. PyTorch's CUDA 12 index) chooses a CUDA build; otherwise torch runs on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
