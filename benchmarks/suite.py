@@ -5,13 +5,15 @@
     python -m benchmarks.suite --only inference md  # some benchmarks
     python -m benchmarks.suite --device gpu         # the same suite on an NVIDIA GPU (its own RESULTS.md section)
 
-Each benchmark is a script of this folder with ``parse_args(argv)`` and ``run(args, limits) -> {"header",
-"markdown", ...}``; the suite runs them in this process one after the other with the arguments of :data:`BENCHMARKS`,
-writes every result as JSON to ``benchmarks/out/suite-<device>[-quick]/<name>.json`` and the whole report to
-``benchmarks/out/suite-<device>[-quick].md``. A full run (not ``--quick``) also rewrites the generated parts of
-``RESULTS.md``: the text between ``<!-- suite:<device>:<name> -->`` and ``<!-- /suite:<device>:<name> -->``
-(``environment`` for the command, date, environment and machine limits; one per benchmark). A benchmark that fails is
-reported as failed (its traceback in the report) and the others still run; the exit code is then 1.
+Each benchmark is a script of this folder that writes ``{"header", "markdown", ...}`` as JSON (``--json``, or
+``--out`` beside for ``bench_large``); the suite runs them one after the other, each in a fresh process (its own
+compile caches and device memory, as when it runs alone), with the arguments of :data:`BENCHMARKS` and the machine
+limits it measured once (``$JAXATOM_BENCH_LIMITS``). Every result lands as JSON in
+``benchmarks/out/suite-<device>[-quick]/<name>.json``, the whole report in ``benchmarks/out/suite-<device>[-quick].md``.
+A full run (not ``--quick``) also rewrites the generated parts of ``RESULTS.md``: the text between
+``<!-- suite:<device>:<name> -->`` and ``<!-- /suite:<device>:<name> -->`` (``environment`` for the command, date,
+environment and machine limits; one per benchmark). A benchmark that fails is reported as failed (the end of its error
+output in the report) and the others still run; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import os
 import re
 import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,29 +134,34 @@ def section(bench: Benchmark, result: Mapping[str, Any] | None, error: str | Non
     return "\n".join([*lines, "```text", result["header"].strip(), "```", "", result["markdown"].strip()])
 
 
-def run_one(name: str, bench: Benchmark, args: argparse.Namespace, limits: dict, out: Path) -> tuple[str, bool]:
-    """Run one benchmark in this process; write its JSON; return its markdown section and whether it succeeded."""
-    import importlib
-
-    from _common import write_json
+def run_one(name: str, bench: Benchmark, args: argparse.Namespace, out: Path) -> tuple[str, bool]:
+    """Run one benchmark script in a fresh process (its own compile caches and device memory, as when it runs
+    alone), its output passed through; it writes its JSON to ``out/<name>.json``. Returns the markdown section and
+    whether it succeeded (or was skipped)."""
+    import json
+    import subprocess
+    from collections import deque
 
     argv = bench.argv(args.quick, args.device)
-    print(f"\n=== {name}: {bench.module} {' '.join(argv)}", file=sys.stderr, flush=True)
+    result_file = out / f"{name}.json"
+    result_file.unlink(missing_ok=True)
+    output = ["--out", str(result_file.with_suffix(".md"))] if bench.module == "bench_large" else \
+        ["--json", str(result_file)]  # fmt: skip
+    command = [sys.executable, str(BENCH_DIR / f"{bench.module}.py"), *argv, *output]
+    print(f"\n=== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    result, error = None, None
-    try:
-        module = importlib.import_module(bench.module)
-        result = module.run(module.parse_args(argv), limits)
-    except SystemExit as err:  # a refusal: "skipped: why", or an error message
-        error = str(err) if str(err).startswith("skipped:") else "".join(traceback.format_exception(err))
-        print(error, file=sys.stderr, flush=True)
-    except Exception as err:  # noqa: BLE001  (report it, run the others)
-        error = "".join(traceback.format_exception(err))
-        print(error, file=sys.stderr, flush=True)
+    tail: deque[str] = deque(maxlen=40)
+    # the script's own printout goes to stderr with its progress: stdout is the suite's report
+    with subprocess.Popen(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True) as process:
+        for line in process.stderr:
+            sys.stderr.write(line)
+            tail.append(line)
     seconds = time.perf_counter() - start
-    payload = {"benchmark": name, "argv": argv, "seconds": seconds, "limits": limits, "error": error,
-               **(result or {})}  # fmt: skip
-    write_json(out / f"{name}.json", payload)
+    error = None
+    if process.returncode != 0 or not result_file.is_file():
+        last = tail[-1].strip() if tail else ""
+        error = last if last.startswith("skipped:") else f"exit code {process.returncode}\n" + "".join(tail)
+    result = json.loads(result_file.read_text()) if error is None else None
     return section(bench, result, error, seconds), error is None or error.startswith("skipped:")
 
 
@@ -210,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     set_device(args.device)
     from _common import environment, write_json
-    from _roofline import loops_counted_once, machine_limits
+    from _roofline import LIMITS_ENV, loops_counted_once, machine_limits
 
     import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
 
@@ -222,11 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()
     env["cost_analysis_loops"] = "body counted once" if loops_counted_once() else "body times trip count"
     write_json(out / "environment.json", {"environment": env, "limits": limits, "argv": sys.argv})
+    os.environ[LIMITS_ENV] = str(write_json(out / "limits.json", limits))  # every script uses these limits
     rewrite = (not args.quick or args.write_results) and not args.no_results
     sections = {"environment": environment_section(args, env, limits)}
     ok = True
     for name in args.only or list(BENCHMARKS):
-        sections[name], passed = run_one(name, BENCHMARKS[name], args, limits, out)
+        sections[name], passed = run_one(name, BENCHMARKS[name], args, out)
         ok &= passed
         report = "\n\n".join(f"{marker(args.device, key)[0]}\n{text}\n{marker(args.device, key)[1]}"
                              for key, text in sections.items())  # fmt: skip
