@@ -140,7 +140,10 @@ def command_line() -> str:
     """The command as run, with the environment variables that affect timings."""
     env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in TIMING_ENV if k in os.environ)
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    program = f"-m {spec.name}" if spec is not None and spec.name else shlex.quote(sys.argv[0])
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(Path.cwd()):
+        script = script.relative_to(Path.cwd())
+    program = f"-m {spec.name}" if spec is not None and spec.name else shlex.quote(str(script))
     return f"{env + ' ' if env else ''}python {program} {shlex.join(sys.argv[1:])}".rstrip()
 
 
