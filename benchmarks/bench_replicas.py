@@ -2,9 +2,9 @@
 
 Work: NVE (velocity Verlet, 0.5 fs, Maxwell-Boltzmann 300 K) of ``R`` copies of aspirin (the shipped structure, as in
 ``bench_md.py``) advanced together by ``jaxatom.md.simulate(n_replicas=R)``, PaiNN (128 features, 3 interactions) with
-fresh weights, float32. ``R`` doubles from ``--start`` until ``--cap`` or until the chunk no longer fits in the device's
-memory (the driver refuses it before it runs, or XLA runs out): the largest ``R`` that ran and the first that did not
-are reported. Steps/s are the driver's own (compilation excluded); atom-steps/s = steps/s × R × atoms. The roofline
+fresh weights, float32. ``R`` grows by ``--factor`` (2) from ``--start`` until ``--cap`` or until the chunk no longer
+fits in the device's memory (the driver refuses it before it runs, or XLA runs out): the largest ``R`` that ran and the
+first that did not are reported. Steps/s are the driver's own (compilation excluded); atom-steps/s = steps/s × R × atoms. The roofline
 columns are per step of all replicas (XLA's cost analysis of the compiled chunk, ``benchmarks/_roofline.py``).
 
 Usage (from the repository root)::
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
             )
             break
         rows.append(with_roofline(row, 1.0 / row["steps_per_s"], limits) if limits else row)
-        replicas *= 2
+        replicas *= args.factor
     done = [r for r in rows if r["status"] == "ok"]
     best = max(done, key=lambda r: r["atom_steps_per_s"]) if done else None
     columns = [
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
     lines = [
         f"command: {command_line()}",
         f"aspirin ({len(atoms)} atoms) x R replicas, NVE {TIMESTEP_FS} fs, {args.model} (fresh weights), float32, "
-        f"{args.steps} steps per size (stride {STRIDE}); R doubles from {args.start} up to {args.cap} or the memory "
-        f"limit (stopped by {stop})",
+        f"{args.steps} steps per size (stride {STRIDE}); R x {args.factor} from {args.start} up to {args.cap} or the "
+        f"memory limit (stopped by {stop})",
     ]
     if best:
         lines.append(f"best: {best['atom_steps_per_s']:.3g} atom-steps/s at {best['replicas']} replicas")
@@ -101,13 +101,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=["painn", "schnet"], default="painn", help="architecture")
     parser.add_argument("--start", type=int, default=1, help="first replica count")
     parser.add_argument("--cap", type=int, default=64, help="largest replica count tried")
+    parser.add_argument("--factor", type=int, default=2, help="replica count growth per size")
     parser.add_argument("--steps", type=int, default=50, help="steps per size (rounded up to whole strides)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the velocities")
     parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
-    if min(args.start, args.cap, args.steps) < 1:
-        parser.error("--start, --cap and --steps must be positive")
+    if min(args.start, args.cap, args.steps) < 1 or args.factor < 2:
+        parser.error("--start, --cap and --steps must be positive, --factor at least 2")
     args.steps = STRIDE * -(-args.steps // STRIDE)
     return args
 

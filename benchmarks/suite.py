@@ -62,6 +62,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "Training throughput: one optimiser step on 32 aspirin structures",
         "bench_training",
         full="--mode throughput --steps 30",
+        gpu="--mode throughput --steps 15 --train 480",
         quick="--mode throughput --steps 2 --batch-size 4 --train 8 --val 4 --test 4 --models painn",
     ),
     "properties": Benchmark(
@@ -69,7 +70,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "bench_properties",
         full="--mode throughput --steps 20 --rounds 2",
         quick="--mode throughput --steps 2 --rounds 1 --batch-size 4 --train 8 --val 4 --test 4 --cases energy dipole",
-        gpu="--mode throughput --steps 10 --rounds 1",
+        gpu="--mode throughput --steps 5 --rounds 1 --train 160",
     ),
     "md": Benchmark(
         "Molecular dynamics of aspirin: 1 molecule, 64 replicas, RPMD with 8 beads",
@@ -82,14 +83,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         "bench_replicas",
         full="--cap 64 --steps 50",
         quick="--cap 2 --steps 10",
-        gpu="--cap 8192 --steps 50",
+        gpu="--cap 16384 --factor 4 --steps 50",
     ),
     "large": Benchmark(
         "Large periodic copper: time per atom-step from 10² to 10⁵ atoms",
         "bench_large",
         full="",
         quick="--sizes 32 --npt-sizes --steps 3 --warmup 1 --codes jaxatom,schnetpack",
-        gpu="--sizes 1000 10000 100000 --npt-sizes --codes jaxatom,schnetpack --budget-s 60 --steps 100 "
+        gpu="--sizes 1000 10000 100000 --npt-sizes --codes jaxatom,schnetpack --budget-s 45 --steps 100 "
         "--atom-steps 1e6",
     ),
 }
