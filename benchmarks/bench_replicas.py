@@ -4,8 +4,9 @@ Work: NVE (velocity Verlet, 0.5 fs, Maxwell-Boltzmann 300 K) of ``R`` copies of 
 ``bench_md.py``) advanced together by ``jaxatom.md.simulate(n_replicas=R)``, PaiNN (128 features, 3 interactions) with
 fresh weights, float32. ``R`` grows by ``--factor`` (2) from ``--start`` until ``--cap`` or until the chunk no longer
 fits in the device's memory (the driver refuses it before it runs, or XLA runs out): the largest ``R`` that ran and the
-first that did not are reported. Steps/s are the driver's own (compilation excluded); atom-steps/s = steps/s × R × atoms. The roofline
-columns are per step of all replicas (XLA's cost analysis of the compiled chunk, ``benchmarks/_roofline.py``).
+first that did not are reported. Steps/s are the driver's own (compilation excluded); atom-steps/s = steps/s × R ×
+atoms. The roofline columns are per step of all replicas (XLA's cost analysis of the compiled chunk,
+``benchmarks/_roofline.py``).
 
 Usage (from the repository root)::
 
