@@ -189,7 +189,11 @@ def check_device(device: str) -> str:
     """JAX's default device, checked against ``device``."""
     import jax
 
-    found = jax.devices()[0]
+    try:
+        found = jax.devices()[0]
+    except (RuntimeError, AssertionError) as err:  # JAX_PLATFORMS=cuda without a CUDA backend
+        raise SystemExit(f"--device {device}: JAX has no such device here ({type(err).__name__}: {err}); install "
+                         "jax[cuda12] on a machine with an NVIDIA GPU (benchmarks/gpu.sh does)") from None  # fmt: skip
     if (device == "gpu") != (found.platform == "gpu"):
         raise SystemExit(f"--device {device}: JAX's device is {found} (install jax[cuda12] for a GPU)")
     return str(found)
