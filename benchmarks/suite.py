@@ -168,15 +168,17 @@ def run_one(name: str, bench: Benchmark, args: argparse.Namespace, out: Path) ->
 
 def environment_section(args: argparse.Namespace, env: Mapping[str, Any], limits: Mapping[str, Any]) -> str:
     """Command, date, environment line (CPU flags, devices, versions, timing variables) and machine limits."""
-    from _common import command_line, environment_line
+    from _common import busy_warning, command_line, environment_line
     from _roofline import limits_line
 
+    load = busy_warning(env.get("load_1min"))
     return "\n".join([
         f"Command: `{command_line()}`",
         "",
         f"Environment: {environment_line(env)}",
         "",
         f"Machine limits (`benchmarks/out/machine.json`): {limits_line(limits)}",
+        *(["", load.replace("\n", "  \n")] if load else []),
     ])  # fmt: skip
 
 
