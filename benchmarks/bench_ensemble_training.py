@@ -34,13 +34,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, core_count, cpu_model, load_average  # noqa: E402
-from bench_properties import cpu_flags  # noqa: E402
+from _common import (  # noqa: E402
+    Column,
+    command_line,
+    core_count,
+    cpu_flags,
+    cpu_model,
+    load_average,
+    markdown_table,
+)
+from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF  # noqa: E402
 from bench_training import (  # noqa: E402
     Splits,
     StepTiming,
     batch_indices,
-    command_line,
     epoch_order,
     load_splits,
     recipe,
@@ -87,10 +94,11 @@ def member_states(potential: Potential, n_members: int, seed: int, config: Any) 
     return [init_state(potential.model.init(jax.random.PRNGKey(seed + m), graph), config) for m in range(n_members)]
 
 
-def time_together(potential: Potential, loader: GraphLoader, indices: list, seed: int, steps: int) -> StepTiming:
-    """Rounds of the vmapped ensemble step on stacked batches."""
+def time_together(potential: Potential, loader: GraphLoader, indices: list, seed: int, steps: int) -> tuple:
+    """Rounds of the vmapped ensemble step on stacked batches; the timing and XLA's cost of one round."""
     import jax
     import jax.numpy as jnp
+    from _roofline import cost
 
     from jaxatom.train.step import ensemble_train_step
 
@@ -106,14 +114,17 @@ def time_together(potential: Potential, loader: GraphLoader, indices: list, seed
         state, sums = ensemble_train_step(state, graph, labels, active, potential.model, scales, config.step)
         jax.block_until_ready((state, sums))
 
-    return time_steps(step, len(batches), steps, loader.batch_size)
+    timing = time_steps(step, len(batches), steps, loader.batch_size)
+    graph, labels = batches[0]
+    lowered = ensemble_train_step.lower(state, graph, labels, active, potential.model, scales, config.step)
+    return timing, cost(lowered.compile())
 
 
-def time_one_after_another(
-    potential: Potential, loader: GraphLoader, indices: list, seed: int, steps: int
-) -> StepTiming:
-    """Rounds of N single-model steps, one per member (each its own state and batch)."""
+def time_one_after_another(potential: Potential, loader: GraphLoader, indices: list, seed: int, steps: int) -> tuple:
+    """Rounds of N single-model steps, one per member (each its own state and batch); the timing and XLA's cost of
+    one round (N single steps)."""
     import jax
+    from _roofline import cost
 
     from jaxatom.train.step import train_step
 
@@ -128,7 +139,10 @@ def time_one_after_another(
             states[m], sums = train_step(states[m], graph, labels, potential.model, scales, config.step)
         jax.block_until_ready((states, sums))
 
-    return time_steps(step, len(batches), steps, loader.batch_size)
+    timing = time_steps(step, len(batches), steps, loader.batch_size)
+    graph, labels = batches[0][0]
+    one = cost(train_step.lower(states[0], graph, labels, potential.model, scales, config.step).compile())
+    return timing, {key: n_members * value for key, value in one.items()}
 
 
 def bench_model(name: str, args: argparse.Namespace, splits: Splits) -> list[dict[str, Any]]:
@@ -144,13 +158,14 @@ def bench_model(name: str, args: argparse.Namespace, splits: Splits) -> list[dic
     for n_members in args.members:
         indices = member_batches(loader, n_members, args.seed, args.steps)
         for way, timer in ways.items():
-            timing = timer(potential, loader, indices, args.seed, args.steps)
+            timing, work = timer(potential, loader, indices, args.seed, args.steps)
             rows.append({"model": name, "members": n_members, "way": way, **asdict(timing),
-                         "structures_per_s_per_member": timing.structures_per_s})  # fmt: skip
-        if spk is not None:
+                         "structures_per_s_per_member": timing.structures_per_s, **work})  # fmt: skip
+        if spk is not None:  # the work of N single jaxatom steps is the round's work count (FLOPs only)
             rows.append({"model": name, "members": n_members, "way": "SchNetPack, one after the other",
                          "first_s": spk.first_s, "median_s": n_members * spk.median_s,
-                         "structures_per_s_per_member": spk.structures_per_s / n_members})  # fmt: skip
+                         "structures_per_s_per_member": spk.structures_per_s / n_members,
+                         "flops": rows[-1]["flops"]})  # fmt: skip
     return rows
 
 
@@ -162,19 +177,28 @@ def spk_single(name: str, args: argparse.Namespace, splits: Splits, indices: lis
     return spk_throughput(name, splits, [chunks[0] for chunks in indices], args.steps, args.batch_size, args.seed)
 
 
-def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: per model and N, round times, throughput per member and the speed-up of training together."""
-    lines = ["| model | members | way | first round (s) | round, median (ms) | structures/s per member | "
-             "together is faster by |",
-             "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+def table(rows: Sequence[dict[str, Any]], limits: dict | None = None) -> str:
+    """Markdown: per model and N, round times, throughput per member and the speed-up of training together; with
+    ``limits`` the roofline of one round (XLA's cost of the compiled vmapped step, or of N single steps)."""
+    from _roofline import COLUMNS, with_roofline
+
     by_key = {(r["model"], r["members"], r["way"]): r for r in rows}
+    table_rows = []
     for row in rows:
         together = by_key[(row["model"], row["members"], "together")]
-        speedup = f"{row['median_s'] / together['median_s']:.2f}x" if row["way"] != "together" else ""
-        per_member = row["structures_per_s_per_member"]
-        lines.append(f"| {row['model']} | {row['members']} | {row['way']} | {row['first_s']:.1f} | "
-                     f"{1e3 * row['median_s']:.1f} | {per_member:.1f} | {speedup} |")  # fmt: skip
-    return "\n".join(lines)
+        speedup = f"{row['median_s'] / together['median_s']:.2f}x" if row["way"] != "together" else None
+        out = {**row, "speedup": speedup}
+        table_rows.append(with_roofline(out, row["median_s"], limits) if limits else out)
+    columns = [
+        Column("model", "model", numeric=False),
+        Column("members", "members", "d"),
+        Column("way", "way", numeric=False),
+        Column("first round (s)", "first_s", ".1f"),
+        Column("round, median (ms)", lambda r: 1e3 * r["median_s"], ".1f"),
+        Column("structures/s per member", "structures_per_s_per_member", ".1f"),
+        Column("together is faster by", "speedup"),
+    ]
+    return markdown_table([*columns, *(COLUMNS if limits else ())], table_rows)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -189,6 +213,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
     parser.add_argument("--train", type=int, default=1000, help="training structures")
     parser.add_argument("--spk", action="store_true", help="also time SchNetPack (N models one after the other)")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
     if min(*args.members, args.steps, args.batch_size, args.features) < 1 or args.train < args.batch_size:
@@ -199,6 +224,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Time every model and ensemble size both ways; print the environment and a markdown table."""
     args = parse_args(argv)
+    limits = None
+    if not args.no_roofline:
+        from _roofline import machine_limits
+
+        import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
+
+        limits = machine_limits()
     load_start = load_average()
     splits = load_splits(args.train, 1, 1, args.seed)
     rows = [row for name in args.models for row in bench_model(name, args, splits)]
@@ -209,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"data: built-in aspirin, {args.train} training structures; batch {args.batch_size} per member; "
           f"{args.features} features; float32")  # fmt: skip
     print()
-    print(table(rows))
+    print(table(rows, limits))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -22,8 +22,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import cpu_model  # noqa: E402
-from bench_properties import cpu_flags  # noqa: E402
+from _common import cpu_flags, cpu_model  # noqa: E402
 
 SETTINGS = {"train": 512, "val": 64, "batch_size": 32, "n_atom_basis": 64, "n_interactions": 3}
 

@@ -30,22 +30,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Column, core_count, cpu_model, markdown_table  # noqa: E402
 from bench_inference import (  # noqa: E402
     CUTOFF,
-    DEFAULT_STRUCTURE,
     STAGES,
     bench_jax_case,
     bench_spk_case,
     build_spk_model,
-    core_count,
-    cpu_model,
-    fmt_ms,
 )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE)
+    parser.add_argument("--structure", type=Path, help="aspirin geometry (default: the shipped one)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -73,8 +70,9 @@ def main() -> None:
     )
     print(f"CPU: {cpu_model()} ({core_count()} cores); torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"schnetpack {spk.__version__}, jax {jax.__version__}; float32, median of {args.repeats}")  # fmt: skip
-    print("\n| case | stage | jaxatom (ms) | SchNetPack (ms) | SchNetPack / jaxatom | max rel. force difference |")
-    print("|---|---|---:|---:|---:|---:|")
+    from _roofline import COLUMNS, machine_limits, with_roofline
+
+    limits, rows = machine_limits(), []
     for case, atoms_list in cases.items():
         start = time.perf_counter()
         reference = model(converter(atoms_list))
@@ -85,13 +83,20 @@ def main() -> None:
         forces = np.concatenate([r["forces"] for r in ours])
         ref_forces = reference["forces"].detach().numpy()
         difference = np.abs(forces - ref_forces).max() / np.abs(ref_forces).max()
-        jax_times, _, _ = bench_jax_case(potential, atoms_list, args.repeats, args.warmup)
+        jax_times, work = bench_jax_case(potential, atoms_list, args.repeats, args.warmup)
         spk_times = bench_spk_case(model, converter, atoms_list, args.repeats, args.warmup)
         for stage in ("first_call", "steady", "end_to_end"):
             jax_s = jax_first if stage == "first_call" else jax_times[stage].median_s
             spk_s = spk_first if stage == "first_call" else spk_times[stage].median_s
-            print(f"| {case} | {STAGES[stage]} | {fmt_ms(jax_s)} | {fmt_ms(spk_s)} | {spk_s / jax_s:.2f}x | "
-                  f"{difference:.1e} |")  # fmt: skip
+            row = {"case": case, "stage": STAGES[stage], "jax_ms": 1e3 * jax_s, "spk_ms": 1e3 * spk_s,
+                   "ratio": f"{spk_s / jax_s:.2f}x", "difference": difference}  # fmt: skip
+            rows.append(with_roofline({**row, **work}, jax_s, limits) if stage == "steady" else row)
+    columns = [Column("case", "case", numeric=False), Column("stage", "stage", numeric=False),
+               Column("jaxatom (ms)", "jax_ms"), Column("SchNetPack (ms)", "spk_ms"),
+               Column("SchNetPack / jaxatom", "ratio"), Column("max rel. force difference", "difference", ".1e"),
+               *COLUMNS]  # fmt: skip
+    print()
+    print(markdown_table(columns, rows))
 
 
 def build_heads_model(seed: int):

@@ -18,35 +18,57 @@ Per model and case, the rows are:
   with ``MatScipyNeighborList`` (median);
 * end-to-end: jaxatom ``pot.predict(atoms_list)``; SchNetPack conversion + model + forces to numpy (median).
 
+The structure is the first frame of the shipped aspirin data (``jaxatom.data.load_builtin("aspirin")``) unless
+``--structure`` names a file. SchNetPack runs in ``--spk-python``, by default this Python when it imports schnetpack
+(``benchmarks/_common.spk_python``); without it the SchNetPack rows are skipped with a note. The steady-state rows carry
+the roofline columns of ``benchmarks/_roofline.py`` (XLA's cost analysis of the jitted ``pot.evaluate``; SchNetPack's
+GFLOP/s counts jaxatom's FLOPs for the same work).
+
 Usage (from the repository root)::
 
-    python benchmarks/bench_inference.py --spk-python .venv-schnetpack/bin/python --repeats 20 --json out.json
+    python benchmarks/bench_inference.py --repeats 20 --json out.json
+    python -m benchmarks.suite --only inference
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
-import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    Column,
+    Timing,
+    busy_warning,
+    core_count,
+    cpu_flags,
+    cpu_model,
+    environment,
+    load_average,
+    markdown_table,
+    read_structure,
+    run_spk_worker,
+    schnetpack_side,
+    structure_file,
+    time_call,
+    torch_device,
+    torch_sync,
+    write_json,
+)
+
 if TYPE_CHECKING:
     from ase import Atoms
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STRUCTURE = REPO_ROOT / ".." / "shared" / "structures" / "aspirin.xyz"
-DEFAULT_SPK_PYTHON = REPO_ROOT / ".venv-schnetpack" / "bin" / "python"
 
 CUTOFF = 5.0
 N_RBF = 20
@@ -66,41 +88,10 @@ STAGES: dict[str, str] = {
 # ----------------------------------------------------------------------------------------------------------- shared
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Wall-clock times (seconds) of one operation: its first call, and the median/min of the timed repeats."""
-
-    first_s: float
-    median_s: float
-    min_s: float
-    repeats: int
-
-
-def time_call(fn: Callable[[], object], repeats: int, warmup: int) -> Timing:
-    """Time ``fn``: once cold, then ``warmup`` untimed calls, then ``repeats`` timed calls."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return Timing(first_s=first, median_s=statistics.median(times), min_s=min(times), repeats=repeats)
-
-
-def load_cases(structure: Path, batch_size: int, seed: int) -> dict[str, list[Atoms]]:
-    """The benchmark inputs: ``single`` (the structure as read) and ``batch<B>`` (``B`` perturbed copies)."""
-    from ase.io import read
-
-    if not structure.is_file():
-        raise SystemExit(
-            f"structure file not found: {structure}\n"
-            "pass --structure PATH to an aspirin geometry (e.g. shared/structures/aspirin.xyz); no fallback is used"
-        )
-    atoms = read(structure)
+def load_cases(structure: Path | None, batch_size: int, seed: int) -> dict[str, list[Atoms]]:
+    """The benchmark inputs: ``single`` (the structure as read, or the shipped aspirin) and ``batch<B>`` (``B``
+    perturbed copies)."""
+    atoms = read_structure(structure)
     rng = np.random.default_rng(seed)
     batch = []
     for _ in range(batch_size):
@@ -113,30 +104,6 @@ def load_cases(structure: Path, batch_size: int, seed: int) -> dict[str, list[At
 def positions_checksum(cases: dict[str, list[Atoms]]) -> float:
     """Sum of all positions, so the driver can check that both processes benchmark identical inputs."""
     return float(sum(np.sum(a.positions) for atoms_list in cases.values() for a in atoms_list))
-
-
-def cpu_model() -> str:
-    """The CPU model name from ``/proc/cpuinfo`` (or ``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def core_count() -> int:
-    """CPU cores available to this process."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def load_average() -> float | None:
-    """The 1-minute load average, or ``None`` where the platform has none."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def record(framework: str, model: str, case: str, stage: str, timing: Timing) -> dict[str, Any]:
@@ -168,15 +135,17 @@ def build_spk_model(name: str):
     return model.eval()
 
 
-def bench_spk_case(model, converter, atoms_list: list[Atoms], repeats: int, warmup: int) -> dict[str, Timing]:
-    """Time conversion, the forward + forces pass on converted inputs, and both together, for one model and case."""
+def bench_spk_case(model, converter, atoms_list: list[Atoms], repeats: int, warmup: int,
+                   sync: Callable[[Any], Any] = lambda x: x) -> dict[str, Timing]:  # fmt: skip
+    """Time conversion, the forward + forces pass on converted inputs, and both together, for one model and case
+    (``sync`` waits for the device's queued work)."""
 
     def forward(inputs: dict) -> dict:
-        return model(dict(inputs))  # shallow copy: the model writes intermediate tensors into its input dict
+        return sync(model(dict(inputs)))  # shallow copy: the model writes intermediate tensors into its input dict
 
     def end_to_end() -> dict:
         out = forward(converter(atoms_list))
-        return {key: value.detach().numpy() for key, value in out.items()}
+        return {key: value.detach().cpu().numpy() for key, value in out.items()}
 
     host_prep = time_call(lambda: converter(atoms_list), repeats, warmup)
     inputs = converter(atoms_list)
@@ -189,27 +158,31 @@ def bench_spk_case(model, converter, atoms_list: list[Atoms], repeats: int, warm
     }
 
 
-def run_spk_worker(args: argparse.Namespace) -> None:
+def run_spk_worker_mode(args: argparse.Namespace) -> None:
     """Worker mode: benchmark SchNetPack and write the results as JSON to ``--worker-out``."""
     import schnetpack as spk
     import torch
 
     torch.set_num_threads(args.threads)
+    device = torch_device(args.spk_device)
     cases = load_cases(args.structure, args.batch_size, args.seed)
     converter = spk.interfaces.AtomsConverter(
-        neighbor_list=spk.transform.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32
+        neighbor_list=spk.transform.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32, device=device
     )
     rows, info = [], {}
     for name in args.models:
         torch.manual_seed(args.seed)
-        model = build_spk_model(name)
+        model = build_spk_model(name).to(device)
         info[f"{name}_params"] = sum(p.numel() for p in model.parameters())
         for case, atoms_list in cases.items():
             info[f"{case}_edges"] = int(converter(atoms_list)["_idx_i"].shape[0])
-            for stage, timing in bench_spk_case(model, converter, atoms_list, args.repeats, args.warmup).items():
+            for stage, timing in bench_spk_case(
+                model, converter, atoms_list, args.repeats, args.warmup, torch_sync(device)
+            ).items():
                 rows.append(record("schnetpack", name, case, stage, timing))
     info.update(
         torch=torch.__version__,
+        device=device,
         schnetpack=spk.__version__,
         numpy=np.__version__,
         python=platform.python_version(),
@@ -217,18 +190,20 @@ def run_spk_worker(args: argparse.Namespace) -> None:
         torch_interop_threads=torch.get_num_interop_threads(),
         checksum=positions_checksum(cases),
     )
-    Path(args.worker_out).write_text(json.dumps({"info": info, "rows": rows}))
+    write_json(args.worker_out, {"info": info, "rows": rows})
 
 
 # --------------------------------------------------------------------------------------------------- jaxatom driver
 
 
-def bench_jax_case(pot, atoms_list: list[Atoms], repeats: int, warmup: int) -> tuple[dict[str, Timing], int, int]:
+def bench_jax_case(pot, atoms_list: list[Atoms], repeats: int, warmup: int) -> tuple[dict[str, Timing], dict]:
     """Time graph building, ``pot.evaluate`` on a device-resident graph and ``pot.predict``, for one model and case.
 
-    Returns the timings and the real and padded edge counts of the batched graph.
+    Returns the timings and facts about the work: the real and padded edge counts of the batched graph and XLA's
+    cost analysis (``flops``, ``bytes``) of the jitted ``pot.evaluate`` the steady state times.
     """
     import jax
+    from _roofline import compiled_cost
 
     from jaxatom.graph import batch_graphs
     from jaxatom.neighbors import graph_from_atoms
@@ -239,19 +214,23 @@ def bench_jax_case(pot, atoms_list: list[Atoms], repeats: int, warmup: int) -> t
 
     host_prep = time_call(build_graph, repeats, warmup)
     graph = build_graph()
-    steady = time_call(lambda: jax.block_until_ready(pot.evaluate(graph)), repeats, warmup)
-    real_edges = int(np.count_nonzero(np.asarray(graph.edge_mask)))
+    steady = time_call(lambda: pot.evaluate(graph), repeats, warmup)
     timings = {
         "first_call": Timing(steady.first_s, steady.first_s, steady.first_s, 1),
         "steady": steady,
         "host_prep": host_prep,
         "end_to_end": time_call(lambda: pot.predict(atoms_list), repeats, warmup),
     }
-    return timings, real_edges, int(graph.senders.shape[0])
+    work = {
+        "real_edges": int(np.count_nonzero(np.asarray(graph.edge_mask))),
+        "padded_edges": int(graph.senders.shape[0]),
+        **compiled_cost(lambda g: pot.evaluate(g), graph),
+    }
+    return timings, work
 
 
 def run_jaxatom(args: argparse.Namespace, cases: dict[str, list[Atoms]]) -> tuple[list[dict[str, Any]], dict]:
-    """Benchmark jaxatom in-process; returns result rows and environment info."""
+    """Benchmark jaxatom in-process; returns result rows and environment info (with each case's cost analysis)."""
     import flax
     import jax
 
@@ -260,7 +239,7 @@ def run_jaxatom(args: argparse.Namespace, cases: dict[str, list[Atoms]]) -> tupl
 
     representations = {"schnet": SchNet, "painn": PaiNN}
     elements = sorted({int(z) for atoms_list in cases.values() for a in atoms_list for z in a.numbers})
-    rows, info = [], {}
+    rows, info = [], {"cost": {}}
     for name in args.models:
         representation = representations[name](
             n_atom_basis=N_ATOM_BASIS, n_interactions=MODELS[name], cutoff=CUTOFF, n_rbf=N_RBF
@@ -268,8 +247,9 @@ def run_jaxatom(args: argparse.Namespace, cases: dict[str, list[Atoms]]) -> tupl
         pot = jaxatom.Potential.create(representation, elements=elements, seed=args.seed)
         info[f"{name}_params"] = sum(int(np.size(p)) for p in jax.tree.leaves(pot.params))
         for case, atoms_list in cases.items():
-            timings, real, padded = bench_jax_case(pot, atoms_list, args.repeats, args.warmup)
-            info[f"{case}_edges"] = f"{real} ({padded} padded)"
+            timings, work = bench_jax_case(pot, atoms_list, args.repeats, args.warmup)
+            info[f"{case}_edges"] = f"{work['real_edges']} ({work['padded_edges']} padded)"
+            info["cost"][f"{name}/{case}"] = {"flops": work["flops"], "bytes": work["bytes"]}
             rows.extend(record("jaxatom", name, case, stage, t) for stage, t in timings.items())
     info.update(
         jax=jax.__version__,
@@ -283,35 +263,19 @@ def run_jaxatom(args: argparse.Namespace, cases: dict[str, list[Atoms]]) -> tupl
     return rows, info
 
 
-def run_spk_subprocess(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
-    """Run this file in SchNetPack worker mode with ``--spk-python`` and return its rows and info."""
-    if not Path(args.spk_python).exists():
-        raise SystemExit(
-            f"SchNetPack python not found: {args.spk_python}\n"
-            "create it with benchmarks/setup_schnetpack_env.sh, pass --spk-python PATH, or use --no-schnetpack"
-        )
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+def run_spk_subprocess(args: argparse.Namespace, python: str, cases: dict[str, list[Atoms]]):
+    """Run this file in SchNetPack worker mode with ``python`` on the driver's own structure; its rows and info."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "schnetpack.json"
-        command = [
-            str(args.spk_python), str(Path(__file__).resolve()), "--worker", "schnetpack", "--worker-out", str(out),
-            "--structure", str(args.structure), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-            "--models", *args.models,
-        ]  # fmt: skip
-        result = subprocess.run(command, env=env, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"SchNetPack worker failed with exit code {result.returncode}: {' '.join(command)}")
-        data = json.loads(out.read_text())
+        structure = args.structure or structure_file(cases["single"][0], tmp)
+        data = run_spk_worker(__file__, python, [
+            "--structure", str(structure), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--models", *args.models,
+            "--spk-device", args.spk_device,
+        ], args.threads)  # fmt: skip
     return data["rows"], data["info"]
 
 
 # ---------------------------------------------------------------------------------------------------------- report
-
-
-def fmt_ms(seconds: float | None) -> str:
-    """Seconds as milliseconds for the table."""
-    return "—" if seconds is None else f"{1e3 * seconds:.2f}"
 
 
 def lookup(rows: Sequence[dict[str, Any]], framework: str, model: str, case: str, stage: str) -> float | None:
@@ -322,8 +286,13 @@ def lookup(rows: Sequence[dict[str, Any]], framework: str, model: str, case: str
     return None
 
 
-def ratio_table(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Sequence[str]) -> list[dict[str, Any]]:
-    """Per model, case and stage: jaxatom and SchNetPack times and the ratio schnetpack / jaxatom."""
+def ratio_table(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Sequence[str],
+                cost: dict | None = None, limits: dict | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Per model, case and stage: jaxatom and SchNetPack times and the ratio schnetpack / jaxatom; the steady rows
+    with the roofline of jaxatom's evaluation (``cost`` per ``model/case``, machine ``limits``) and SchNetPack's
+    GFLOP/s on the same FLOP count."""
+    from _roofline import with_roofline
+
     table = []
     for model in models:
         for case in cases:
@@ -331,24 +300,41 @@ def ratio_table(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Se
                 jax_s = lookup(rows, "jaxatom", model, case, stage)
                 spk_s = lookup(rows, "schnetpack", model, case, stage)
                 ratio = spk_s / jax_s if jax_s and spk_s is not None else None
-                table.append({"model": model, "case": case, "stage": stage, "jaxatom_s": jax_s,
-                              "schnetpack_s": spk_s, "spk_over_jaxatom": ratio})  # fmt: skip
+                row = {"model": model, "case": case, "stage": stage, "jaxatom_s": jax_s, "schnetpack_s": spk_s,
+                       "spk_over_jaxatom": ratio}  # fmt: skip
+                work = (cost or {}).get(f"{model}/{case}")
+                if stage == "steady" and work and limits:
+                    row = with_roofline({**row, **work}, jax_s, limits)
+                    row["spk_gflops"] = work["flops"] / spk_s / 1e9 if spk_s else None
+                table.append(row)
     return table
 
 
-def markdown(table: Sequence[dict[str, Any]]) -> str:
-    """The ratio table as markdown (times in ms)."""
-    lines = [
-        "| model | case | stage | jaxatom (ms) | SchNetPack (ms) | SchNetPack / jaxatom |",
-        "|---|---|---|---:|---:|---:|",
+def ms(key: str):
+    """A column value: seconds at ``key`` in milliseconds."""
+    return lambda r: None if r.get(key) is None else 1e3 * r[key]
+
+
+def columns(roofline: bool) -> list[Column]:
+    """The table's columns (times in ms), with the roofline columns when ``roofline``."""
+    from _roofline import COLUMNS
+
+    cols = [
+        Column("model", "model", numeric=False),
+        Column("case", "case", numeric=False),
+        Column("stage", lambda r: STAGES[r["stage"]], numeric=False),
+        Column("jaxatom (ms)", ms("jaxatom_s")),
+        Column("SchNetPack (ms)", ms("schnetpack_s")),
+        Column("SchNetPack / jaxatom", lambda r: r["spk_over_jaxatom"] and f"{r['spk_over_jaxatom']:.2f}x"),
     ]
-    for r in table:
-        ratio = "—" if r["spk_over_jaxatom"] is None else f"{r['spk_over_jaxatom']:.2f}x"
-        lines.append(
-            f"| {r['model']} | {r['case']} | {STAGES[r['stage']]} | {fmt_ms(r['jaxatom_s'])} | "
-            f"{fmt_ms(r['schnetpack_s'])} | {ratio} |"
-        )
-    return "\n".join(lines)
+    if roofline:
+        cols += [*COLUMNS, Column("SchNetPack GFLOP/s", "spk_gflops", ".1f")]
+    return cols
+
+
+def markdown(table: Sequence[dict[str, Any]], roofline: bool = False) -> str:
+    """The ratio table as markdown (times in ms)."""
+    return markdown_table(columns(roofline), table)
 
 
 def header(args: argparse.Namespace, info: dict[str, dict], cases: dict[str, list[Atoms]]) -> str:
@@ -356,24 +342,27 @@ def header(args: argparse.Namespace, info: dict[str, dict], cases: dict[str, lis
     jax_info, spk_info = info["jaxatom"], info.get("schnetpack", {})
     sizes = ", ".join(f"{case}: {sum(len(a) for a in atoms_list)} atoms" for case, atoms_list in cases.items())
     lines = [
-        f"CPU: {cpu_model()} ({core_count()} cores available); OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+        f"CPU: {cpu_model()} ({core_count()} cores available; flags: {cpu_flags()}); "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         f"jaxatom {jax_info['jaxatom']}, jax {jax_info['jax']}, jaxlib {jax_info['jaxlib']}, flax {jax_info['flax']}, "
         f"numpy {jax_info['numpy']}, python {jax_info['python']}; backend {jax_info['backend']}, "
         "XLA's own CPU thread pool (not set by --threads)",
     ]
     if spk_info:
         lines.append(
-            f"schnetpack {spk_info['schnetpack']}, torch {spk_info['torch']}, numpy {spk_info['numpy']}, python "
+            f"schnetpack {spk_info['schnetpack']}, torch {spk_info['torch']} ({spk_info.get('device', 'cpu')}), "
+            f"numpy {spk_info['numpy']}, python "
             f"{spk_info['python']}; torch threads {spk_info['torch_threads']} (set to --threads {args.threads}), "
             f"interop {spk_info['torch_interop_threads']}"
         )
-    lines.append(f"structure: {args.structure.resolve()} ({sizes}; batch noise {NOISE} Å, seed {args.seed})")
+    else:
+        lines.append(info.get("spk_note", "SchNetPack not run"))
+    source = args.structure.resolve() if args.structure else 'jaxatom.data.load_builtin("aspirin"), frame 0'
+    lines.append(f"structure: {source} ({sizes}; batch noise {NOISE} Å, seed {args.seed})")
     lines.append(f"float32; repeats {args.repeats} after {args.warmup} warm-up calls; steady = median")
-    start, end = info["load"]["start"], info["load"]["end"]
-    if start is not None:
-        lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
-        if start > 0.5 * core_count():
-            lines.append("WARNING: the machine was busy before the run started; timings may be inflated and noisy")
+    load = busy_warning(info["load"]["start"], info["load"]["end"])
+    if load:
+        lines.append(load)
     for name in args.models:
         counts = f"jaxatom {jax_info[f'{name}_params']}"
         if spk_info:
@@ -393,15 +382,17 @@ def header(args: argparse.Namespace, info: dict[str, dict], cases: dict[str, lis
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (shared by the driver and the worker)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE, help="aspirin geometry (any ASE format)")
+    parser.add_argument("--structure", type=Path, help="aspirin geometry (any ASE format; default: the shipped one)")
     parser.add_argument("--batch-size", type=int, default=32, help="molecules in the batch case")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls after the first call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the batch noise and of the model weights")
     parser.add_argument("--threads", type=int, default=core_count(), help="torch threads (default: all cores)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="models to run")
-    parser.add_argument("--spk-python", type=Path, default=DEFAULT_SPK_PYTHON, help="python of the SchNetPack env")
+    parser.add_argument("--spk-python", type=Path, help="python with schnetpack (default: this one, if it has it)")
     parser.add_argument("--no-schnetpack", action="store_true", help="benchmark jaxatom only")
+    parser.add_argument("--spk-device", default="auto", help="torch device of SchNetPack (auto: cuda if available)")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all timings and environment info to this file")
     parser.add_argument("--worker", choices=["schnetpack"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -411,31 +402,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the SchNetPack worker (subprocess) and then jaxatom, print the markdown table, optionally write JSON."""
-    args = parse_args(argv)
-    if args.worker == "schnetpack":
-        run_spk_worker(args)
-        return
+def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
+    """Run the SchNetPack worker (subprocess, when a Python with schnetpack is found) and then jaxatom; returns
+    ``{"meta", "info", "rows", "table", "header", "markdown"}``. ``limits``: the machine's roofline limits."""
     cases = load_cases(args.structure, args.batch_size, args.seed)
     rows: list[dict[str, Any]] = []
-    info: dict[str, dict] = {"load": {"start": load_average()}}
-    if not args.no_schnetpack:
-        rows, info["schnetpack"] = run_spk_subprocess(args)
-        if not np.isclose(info["schnetpack"]["checksum"], positions_checksum(cases), rtol=0, atol=1e-6):
-            raise SystemExit("the SchNetPack worker saw different input positions than the driver")
+    info: dict[str, Any] = {"load": {"start": load_average()}}
+    skip = "SchNetPack rows skipped (--no-schnetpack)" if args.no_schnetpack else None
+    rows, spk_info, info["spk_note"] = schnetpack_side(
+        skip, args.spk_python, lambda python: run_spk_subprocess(args, python, cases), positions_checksum(cases)
+    )
+    if spk_info is not None:
+        info["schnetpack"] = spk_info
     jax_rows, info["jaxatom"] = run_jaxatom(args, cases)
     rows.extend(jax_rows)
     info["load"]["end"] = load_average()
-    table = ratio_table(rows, args.models, list(cases))
-    print(header(args, info, cases))
-    print()
-    print(markdown(table))
-    if args.json:
-        meta = {"cpu": cpu_model(), "cores": core_count(), "threads": args.threads, "repeats": args.repeats,
-                "warmup": args.warmup, "structure": str(args.structure.resolve()), "noise_angstrom": NOISE}  # fmt: skip
-        args.json.write_text(json.dumps({"meta": meta, "info": info, "rows": rows, "table": table}, indent=2))
-        print(f"\nwrote {args.json}")
+    table = ratio_table(rows, args.models, list(cases), info["jaxatom"]["cost"], limits)
+    meta = {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup, "noise_angstrom": NOISE,
+            "structure": str(args.structure or "builtin:aspirin[0]"), "environment": environment()}  # fmt: skip
+    return {"meta": meta, "info": info, "rows": rows, "table": table, "header": header(args, info, cases),
+            "markdown": markdown(table, roofline=limits is not None)}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark, print the header and the markdown table, optionally write JSON."""
+    args = parse_args(argv)
+    if args.worker == "schnetpack":
+        run_spk_worker_mode(args)
+        return
+    from _roofline import run_and_report
+
+    run_and_report(run, args, not args.no_roofline, args.json)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ Codes, each size of each in a fresh process (so that the peak resident memory, `
   narrower than 2 × (cutoff + skin) use ``neighbors="images"``, as ``"auto"`` does); *compile* is
   ``run.timing["compile_s"]``, steps/s is ``run.timing["steps_per_s"]`` (compiled chunks, compilation excluded);
   work per step is XLA's cost analysis of the force evaluation (every operation, padded edges, the list update
-  excluded), compared with the float32 rate of a jitted ``jnp.dot`` measured once (``bench_properties.matmul_rates``);
+  excluded: its rebuild branch would be counted as if taken every step), put on the roofline of the machine's
+  measured limits (``benchmarks/_roofline.py``);
 * ``schnetpack``: ``schnetpack.md.Simulator`` with ``VelocityVerlet`` and ``SchNetPackCalculator`` with
   ``NeighborListMD`` (``bench_md.spk_neighbor_list``: vesin by default, 1 Å shell), ``Simulator.to(torch.float32)``,
-  run in the SchNetPack environment (``--spk-python``);
+  run in ``--spk-python`` (default: this Python when it imports schnetpack; else SchNetPack is left out with a note,
+  and jaxatom runs a fresh ``Potential.create`` model of the same architecture);
 * ``ase``: ``ase.md.verlet.VelocityVerlet`` with ``jaxatom.calculators.JaxAtomCalculator`` (host neighbour list every
   step; the calculator also computes the stress of a periodic cell with every evaluation).
 
@@ -35,7 +37,8 @@ chunk reruns), so time NPT with ``--steps 20`` (as benchmarks/RESULTS.md does).
 Usage (from the repository root)::
 
     python benchmarks/bench_large.py --quick          # smoke test: 32 and 256 atoms, NPT at 256 (about 5 minutes)
-    python benchmarks/bench_large.py --spk-python .venv-schnetpack/bin/python --budget-s 300
+    python benchmarks/bench_large.py --budget-s 300
+    python -m benchmarks.suite --only large
 """
 
 from __future__ import annotations
@@ -52,15 +55,27 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import CUTOFF, DEFAULT_SPK_PYTHON, N_RBF, REPO_ROOT, core_count, cpu_model, load_average  # noqa: E402
-from bench_md import TEMPERATURE_K, command_line, spk_neighbor_list, thermalize  # noqa: E402
+from _common import (  # noqa: E402
+    REPO_ROOT,
+    Column,
+    busy_warning,
+    command_line,
+    core_count,
+    environment,
+    environment_line,
+    load_average,
+    markdown_table,
+    spk_python,
+    write_json,
+)
+from bench_inference import CUTOFF, N_RBF  # noqa: E402
+from bench_md import TEMPERATURE_K, spk_neighbor_list, thermalize  # noqa: E402
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -150,11 +165,12 @@ def stamped_rates(start: float, stamps: Sequence[float], warmup: int) -> dict[st
 
 
 def model_flops_spy() -> dict[str, float]:
-    """Wrap ``jaxatom.md.driver._initial_state`` (run before ``simulate``'s clock starts) to record XLA's FLOP count of
-    one force evaluation (energy + forces of the model on the run's edges). Unlike ``bench_md_observables``'s spy it
-    leaves out the neighbour list update: its rebuild branch, taken only every few tens of steps, would be counted as
-    if taken every step (a total of 9 times the model's FLOPs at 256 atoms)."""
+    """Wrap ``jaxatom.md.driver._initial_state`` (run before ``simulate``'s clock starts) to record XLA's FLOP and
+    byte counts of one force evaluation (energy + forces of the model on the run's edges). Unlike
+    ``bench_md_observables``'s spy it leaves out the neighbour list update: its rebuild branch, taken only every few
+    tens of steps, would be counted as if taken every step (a total of 9 times the model's FLOPs at 256 atoms)."""
     import jax
+    from _roofline import cost
 
     from jaxatom.md import driver
 
@@ -166,7 +182,7 @@ def model_flops_spy() -> dict[str, float]:
         state = original(plan, structures, masses, force_field, compute, integrator, velocities)
         apply = jax.vmap(force_field.apply, in_axes=(None, 0, None if state.neighbors is None else 0))
         lowered = jax.jit(apply).lower(force_field.params, state.positions, state.neighbors)
-        record["flops"] = float(lowered.cost_analysis().get("flops", float("nan")))
+        record.update(cost(lowered))
         return state
 
     driver._initial_state = spy
@@ -201,6 +217,7 @@ def jaxatom_worker(args: argparse.Namespace, atoms: Atoms) -> dict[str, Any]:
         "call_s": time.perf_counter() - start,
         "timing": timing,
         "flops_per_step": spy.get("flops"),
+        "bytes_per_step": spy.get("bytes"),
         "temperature_end_K": float(run.frames["temperature"][-1, 0]),
         "baseline_rss_mib": baseline,
     }
@@ -310,7 +327,7 @@ def run_worker_mode(args: argparse.Namespace) -> None:
 def worker_command(args: argparse.Namespace, code: str, repeat: int, out: Path, ensemble: str) -> list[str]:
     """The command line of one worker process (with the timed steps of its size)."""
     steps = timed_steps(args, ATOMS_PER_CELL * repeat**3)
-    python = args.spk_python if code == "schnetpack" else Path(sys.executable)
+    python = args.spk_python if code == "schnetpack" else sys.executable
     return [str(python), str(Path(__file__).resolve()), "--worker", code, "--worker-out", str(out),
             "--repeat", str(repeat), "--ensemble", ensemble, "--model-dir", str(args.model_dir),
             "--model", args.model, "--features", str(args.features), "--interactions", str(args.interactions),
@@ -368,17 +385,31 @@ def run_worker(args: argparse.Namespace, code: str, n_atoms: int, ensemble: str 
 
 
 def prepare_model(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """SchNetPack's model of ``--seed`` converted to jaxatom and saved for the jaxatom and ASE workers."""
-    import torch
+    """SchNetPack's model of ``--seed`` converted to jaxatom and saved for the jaxatom and ASE workers (a fresh
+    jaxatom model of the same architecture where torch and schnetpack do not import here)."""
+    args.model_dir = tmp / "jaxatom_model"
+    try:
+        import torch
 
-    from jaxatom.interop.schnetpack import import_model
+        from jaxatom.interop.schnetpack import import_model
+    except ImportError:
+        import jax
+
+        from jaxatom import Potential
+        from jaxatom.nn import PaiNN, SchNet
+
+        representation = {"painn": PaiNN, "schnet": SchNet}[args.model](
+            n_atom_basis=args.features, n_interactions=args.interactions, cutoff=CUTOFF, n_rbf=N_RBF
+        )
+        potential = Potential.create(representation, elements=[29], seed=args.seed)
+        potential.save(args.model_dir)
+        return {"spk_params": sum(int(np.size(p)) for p in jax.tree.leaves(potential.params)), "weights": "fresh"}
 
     torch.manual_seed(args.seed)
     spk_model = build_spk_model(args.model, args.features, args.interactions)
     potential = import_model(spk_model, energy_unit="eV", position_unit="Ang", elements=[29])
-    args.model_dir = tmp / "jaxatom_model"
     potential.save(args.model_dir)
-    return {"spk_params": sum(p.numel() for p in spk_model.parameters())}
+    return {"spk_params": sum(p.numel() for p in spk_model.parameters()), "weights": "schnetpack"}
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -408,27 +439,45 @@ def cell(value: float | None, spec: str) -> str:
     return "—" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def md_table(rows: Sequence[dict[str, Any]], dot_gflops: float | None) -> str:
-    """The per-size table of the three codes."""
-    lines = [
-        "| atoms | code | neighbours | steps run | compile / first step (s) | steps/s | µs per atom-step | "
-        "peak RSS (GiB) | KiB per atom | GFLOP per step | of XLA matmul rate | status |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+def md_rows(rows: Sequence[dict[str, Any]], limits: dict | None) -> list[dict[str, Any]]:
+    """The per-size rows with their derived columns and, with ``limits``, the roofline of one step (jaxatom's FLOPs
+    per step at that size are the work count of every code; its bytes only of its own rows)."""
+    from _roofline import with_roofline
+
+    work = {row["n_atoms"]: row for row in rows if row["code"] == "jaxatom" and row["status"] == "ok"}
+    table = []
     for row in rows:
         ok = row["status"] == "ok"
         rate = row.get("steps_per_s") if ok else None
-        per_atom_step = 1e6 / (rate * row["n_atoms"]) if rate else None
         peak = row.get("peak_rss_mib")
-        per_atom = (peak - row["baseline_rss_mib"]) * 1024 / row["n_atoms"] if ok else None
-        flops = row.get("flops_per_step")
-        fraction = 100 * flops * rate / 1e9 / dot_gflops if flops and rate and dot_gflops else None
-        cells = [str(row["n_atoms"]), CODES[row["code"]], row.get("neighbors", "—"), str(row.get("steps", "—")),
-                 cell(row.get("first_s"), ".2f"), cell(rate, ".3g"), cell(per_atom_step, ".3g"),
-                 cell(peak and peak / 1024, ".2f"), cell(per_atom, ".1f"), cell(flops and flops / 1e9, ".3g"),
-                 cell(fraction, ".1f") + (" %" if fraction else ""), row["status"]]  # fmt: skip
-        lines.append(f"| {' | '.join(cells)} |")
-    return "\n".join(lines)
+        jax_row = work.get(row["n_atoms"], {})
+        out = {**row, "title": CODES[row["code"]], "rate": rate,
+               "us_per_atom_step": 1e6 / (rate * row["n_atoms"]) if rate else None,
+               "peak_gib": peak and peak / 1024,
+               "kib_per_atom": (peak - row["baseline_rss_mib"]) * 1024 / row["n_atoms"] if ok else None,
+               "flops": jax_row.get("flops_per_step"),
+               "bytes": row.get("bytes_per_step") if row["code"] == "jaxatom" else None}  # fmt: skip
+        table.append(with_roofline(out, 1.0 / rate, limits) if limits and rate else out)
+    return table
+
+
+def md_table(rows: Sequence[dict[str, Any]], limits: dict | None) -> str:
+    """The per-size table of the three codes."""
+    from _roofline import COLUMNS
+
+    columns = [
+        Column("atoms", "n_atoms", "d"),
+        Column("code", "title", numeric=False),
+        Column("neighbours", "neighbors", numeric=False),
+        Column("steps run", "steps", "d"),
+        Column("compile / first step (s)", "first_s"),
+        Column("steps/s", "rate", ".3g"),
+        Column("µs per atom-step", "us_per_atom_step", ".3g"),
+        Column("peak RSS (GiB)", "peak_gib"),
+        Column("KiB per atom", "kib_per_atom", ".1f"),
+    ]
+    return markdown_table([*columns, *(COLUMNS if limits else ()), Column("status", "status", numeric=False)],
+                          md_rows(rows, limits))  # fmt: skip
 
 
 def npt_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -483,10 +532,8 @@ def header(args: argparse.Namespace, info: dict[str, Any], rows: Sequence[dict[s
     """Environment, command and set-up printed above the tables."""
     spk_versions = next((row["versions"] for row in rows if "versions" in row), None)
     lines = [
-        f"CPU: {info['cpu']} ({info['cores']} cores available); vector extensions: {info['cpu_flags']}",
+        f"environment: {environment_line(info['environment'])}",
         f"command: {info['command']}",
-        f"jaxatom {info['jaxatom']}, jax {info['jax']}, jaxlib {info['jaxlib']}, numpy {info['numpy']}, ase "
-        f"{info['ase']}, python {info['python']}; XLA's own CPU thread pool",
     ]
     if spk_versions:
         lines.append(f"SchNetPack env: schnetpack {spk_versions['schnetpack']}, torch {spk_versions['torch']}, ase "
@@ -494,33 +541,47 @@ def header(args: argparse.Namespace, info: dict[str, Any], rows: Sequence[dict[s
                      f"{spk_versions['torch_threads']}")  # fmt: skip
     lines += [
         f"system: fcc Cu, bulk('Cu', cubic=True).repeat(n), positions + N(0, {POSITION_NOISE} Å) (seed {args.seed}); "
-        f"NVE velocity Verlet, {TIMESTEP_FS:g} fs, Maxwell-Boltzmann {TEMPERATURE_K:g} K; float32, CPU",
+        f"NVE velocity Verlet, {TIMESTEP_FS:g} fs, Maxwell-Boltzmann {TEMPERATURE_K:g} K; float32, "
+        f"{', '.join(info['environment'].get('devices', []))}",
         f"model: {args.model} ({args.features} features, {args.interactions} interactions, {CUTOFF:g} Å cosine cutoff, "
         f"{N_RBF} Gaussians; {info['spk_params']} parameters) with random weights — timing only, no trained model "
-        "needed: SchNetPack's initialisation (seed) imported into jaxatom by jaxatom.interop.schnetpack.import_model",
+        "needed: "
+        + (
+            "SchNetPack's initialisation (seed) imported into jaxatom by jaxatom.interop.schnetpack.import_model"
+            if info.get("weights") == "schnetpack"
+            else "jaxatom's Potential.create (seed); SchNetPack not here"
+        ),
         f"steps run: 1 + {args.warmup} warm-up + {args.steps} timed, fewer timed above {args.atom_steps:g} atom-steps "
         f"(at least {MIN_STEPS}); jaxatom the same total as one stride, compilation timed apart; neighbour skin / "
         f"shell {SKIN:g} Å",
         f"limits per size and code: {args.budget_s:g} s wall clock, {args.max_rss_gib:g} GiB resident memory "
         f"(machine: {info['memory_gib']:.1f} GiB); each size in a fresh process",
-        f"matmul reference: jitted jnp.dot float32 2048², {cell(info.get('xla_dot_gflops'), '.1f')} GFLOP/s; GFLOP "
-        "per step = XLA cost analysis of jaxatom's force evaluation (padded edges; the list update not counted)",
+        "work per step = XLA cost analysis of jaxatom's force evaluation (padded edges; the list update not "
+        "counted), also the work count of the other codes' rows",
     ]
+    if info.get("spk_note"):
+        lines.append(info["spk_note"])
     check = energy_check(rows)
     if check:
         lines.append(check)
-    start, end = info["load"]["start"], info["load"].get("end")
-    if start is not None:
-        lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
-        if start > 0.5 * info["cores"]:
-            lines.append("WARNING: the machine was busy before the run started; timings may be inflated and noisy")
-    return "\n".join(lines)
+    load = busy_warning(info["load"]["start"], info["load"].get("end"))
+    return "\n".join([*lines, load] if load else lines)
 
 
-def report(args: argparse.Namespace, info: dict[str, Any], results: dict[str, Any]) -> str:
+def tables(args: argparse.Namespace, results: dict[str, Any], limits: dict | None) -> str:
+    """The tables: MD per size (with how far each code got) and NPT vs NVT."""
+    rows = results["rows"]
+    parts = [md_table(rows, limits), "", *reach(rows, args.codes)]
+    if results["npt"]:
+        parts += ["", "NPT (stochastic cell rescaling, 0 GPa) vs NVT (Langevin), jaxatom, neighbors='list':", "",
+                  npt_table(results["npt"])]  # fmt: skip
+    return "\n".join(parts)
+
+
+def report(args: argparse.Namespace, info: dict[str, Any], results: dict[str, Any], limits: dict | None) -> str:
     """The whole markdown report."""
     rows = results["rows"]
-    parts = [header(args, info, rows), "", "## MD per size", "", md_table(rows, info.get("xla_dot_gflops")), "",
+    parts = [header(args, info, rows), "", "## MD per size", "", md_table(rows, limits), "",
              *reach(rows, args.codes)]  # fmt: skip
     if results["npt"]:
         parts += ["", "## NPT (stochastic cell rescaling, 0 GPa) vs NVT (Langevin), jaxatom, neighbors='list'", "",
@@ -528,27 +589,11 @@ def report(args: argparse.Namespace, info: dict[str, Any], results: dict[str, An
     return "\n".join(parts) + "\n"
 
 
-def environment() -> dict[str, Any]:
-    """Machine, versions and command of the driver process."""
-    import ase
-    import jax
-    import psutil
-    from bench_properties import cpu_flags
-
-    import jaxatom
-
-    return {"cpu": cpu_model(), "cores": core_count(), "cpu_flags": cpu_flags(), "command": command_line(),
-            "jaxatom": jaxatom.__version__, "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-            "numpy": np.__version__, "ase": ase.__version__, "python": platform.python_version(),
-            "memory_gib": psutil.virtual_memory().total / 2**30}  # fmt: skip
-
-
 # ------------------------------------------------------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (shared by the driver and the workers)."""
-    default_spk = DEFAULT_SPK_PYTHON if DEFAULT_SPK_PYTHON.exists() else Path(sys.executable)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--sizes", type=int, nargs="+", help=f"atom counts (default {DEFAULT_SIZES})")
     parser.add_argument("--npt-sizes", type=int, nargs="*", help=f"NPT vs NVT sizes (default {DEFAULT_NPT_SIZES})")
@@ -568,12 +613,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="resident memory limit of one code at one size (default: 90%% of the machine's memory)",
     )
     parser.add_argument("--threads", type=int, default=core_count(), help="torch threads (default: all cores)")
-    parser.add_argument(
-        "--spk-python",
-        type=Path,
-        default=default_spk,
-        help="python of the SchNetPack env (default: .venv-schnetpack if present, else this one)",
-    )
+    parser.add_argument("--spk-python", type=Path, help="python with schnetpack (default: this one, if it has it)")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--spk-neighbor-list", choices=["matscipy", "ase", "torch", "vesin"], default="vesin",
                         help="SchNetPack's neighbour list transform inside NeighborListMD")  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown output (JSON beside it)")
@@ -597,30 +638,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
+    """Every code and size in its own process; returns ``{"meta", "info", "rows", "npt", "header", "markdown"}``
+    (``markdown``: the tables only; ``report``: the whole text). ``limits``: the machine's roofline limits."""
+    import psutil
+
+    info: dict[str, Any] = {"load": {"start": load_average()}, "environment": environment(),
+                            "command": command_line(), "memory_gib": psutil.virtual_memory().total / 2**30}  # fmt: skip
+    args.max_rss_gib = args.max_rss_gib or round(0.9 * info["memory_gib"], 1)
+    if "schnetpack" in args.codes:
+        args.spk_python, note = spk_python(args.spk_python)
+        if args.spk_python is None:
+            args.codes = [code for code in args.codes if code != "schnetpack"]
+            info["spk_note"] = note
+    with tempfile.TemporaryDirectory(prefix="bench_large_model_") as tmp:
+        info.update(prepare_model(args, Path(tmp)))
+        results = run_all(args)
+    info["load"]["end"] = load_average()
+    hidden = {"worker", "worker_out", "repeat", "ensemble", "model_dir"}
+    meta = json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in hidden}, default=str))
+    return {"meta": meta, "info": info, **results, "header": header(args, info, results["rows"]),
+            "markdown": tables(args, results, limits), "report": report(args, info, results, limits)}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every code and size in its own process, print the markdown report and write it with the JSON."""
     args = parse_args(argv)
     if args.worker:
         run_worker_mode(args)
         return
-    info: dict[str, Any] = {"load": {"start": load_average()}, **environment()}
-    args.max_rss_gib = args.max_rss_gib or round(0.9 * info["memory_gib"], 1)
-    with tempfile.TemporaryDirectory(prefix="bench_large_model_") as tmp:
-        info.update(prepare_model(args, Path(tmp)))
-        if "jaxatom" in args.codes:
-            from bench_properties import matmul_rates
+    limits = None
+    if not args.no_roofline:
+        from _roofline import machine_limits
 
-            info.update(matmul_rates())
-        results = run_all(args)
-    info["load"]["end"] = load_average()
-    text = report(args, info, results)
-    print(text)
+        limits = machine_limits()
+    result = run(args, limits)
+    print(result["report"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    hidden = {"worker", "worker_out", "repeat", "ensemble", "model_dir"}
-    meta = {key: value for key, value in vars(args).items() if key not in hidden}
-    meta = json.loads(json.dumps(meta, default=str))
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "info": info, **results}, indent=2))
+    args.out.write_text(result["report"])
+    write_json(args.out.with_suffix(".json"), {**result, "limits": limits})
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 

@@ -47,22 +47,24 @@ through SchNetPack).
 The energy drift of a long NVE run is not measured here for SchNetPack; its NVE rows only report the largest change
 of the total energy over the short run, as a check of the set-up (units, float32).
 
+The structure is the first frame of the shipped aspirin data unless ``--structure`` names a file; SchNetPack runs in
+``--spk-python``, by default this Python when it imports schnetpack (else its rows are skipped with a note). jaxatom's
+rows carry the roofline columns of ``benchmarks/_roofline.py`` per MD step (XLA's cost analysis of the compiled chunk,
+read where the driver compiles it); SchNetPack's and ASE's GFLOP/s count jaxatom's FLOPs per step for the same work.
+
 Usage (from the repository root)::
 
-    python benchmarks/bench_md.py --spk-python .venv-schnetpack/bin/python --json benchmarks/out/md.json
+    python benchmarks/bench_md.py --json benchmarks/out/md.json
     python benchmarks/bench_md.py --skip-jaxatom --models schnet --cases md1 rpmd8
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,18 +76,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import (  # noqa: E402
-    CUTOFF,
-    DEFAULT_SPK_PYTHON,
-    DEFAULT_STRUCTURE,
-    MODELS,
-    N_ATOM_BASIS,
-    N_RBF,
-    build_spk_model,
+from _common import (  # noqa: E402
+    Column,
+    busy_warning,
+    command_line,
     core_count,
+    cpu_flags,
     cpu_model,
+    environment,
     load_average,
+    markdown_table,
+    read_structure,
+    run_spk_worker,
+    schnetpack_side,
+    structure_file,
+    torch_device,
+    torch_sync,
+    write_json,
 )
+from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, build_spk_model  # noqa: E402
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -103,9 +112,6 @@ CASE_TITLES: dict[str, str] = {
     f"rpmd{N_BEADS}": f"RPMD, {N_BEADS} beads",
 }
 FRAMEWORKS: dict[str, str] = {"jaxatom": "jaxatom", "schnetpack.md": "SchNetPack MD", "ase": "ASE + SpkCalculator"}
-#: Environment variables that change timings and are printed with the command.
-TIMING_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
-              "MALLOC_TRIM_THRESHOLD_")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------- shared
@@ -123,16 +129,9 @@ def thermalize(atoms, seed: int) -> None:
     velocitydistribution.Stationary(atoms)
 
 
-def load_structure(structure: Path) -> Atoms:
-    """The benchmark molecule, without cell or periodicity."""
-    from ase.io import read
-
-    if not structure.is_file():
-        raise SystemExit(
-            f"structure file not found: {structure}\n"
-            "pass --structure PATH to an aspirin geometry (e.g. shared/structures/aspirin.xyz); no fallback is used"
-        )
-    atoms = read(structure)
+def load_structure(structure: Path | None) -> Atoms:
+    """The benchmark molecule (``structure``, or the shipped aspirin), without cell or periodicity."""
+    atoms = read_structure(structure)
     atoms.pbc = False
     atoms.cell = None
     return atoms
@@ -191,10 +190,12 @@ def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: arg
     from schnetpack.md.calculators import SchNetPackCalculator
     from schnetpack.md.simulation_hooks import PILELocalThermostat, SimulationHook
 
+    sync = torch_sync(torch_device(args.spk_device))
+
     def total_energy(system) -> np.ndarray:
         """Kinetic + potential energy (eV) of every molecule (and bead)."""
         etot = system.kinetic_energy + system.energy
-        return etot.detach().double().numpy().ravel() / spk_units.unit2internal("eV")
+        return etot.detach().double().cpu().numpy().ravel() / spk_units.unit2internal("eV")
 
     class StepClock(SimulationHook):
         """Stamps the wall clock at the end of every step (after the thermostat, before the next step); keeps the
@@ -209,6 +210,7 @@ def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: arg
             self.energy_start = total_energy(simulator.system)
 
         def on_step_finalize(self, simulator) -> None:
+            sync(None)  # CUDA runs asynchronously: the step is done when its queued work is
             self.stamps.append(time.perf_counter())
 
     rpmd = case.startswith("rpmd")
@@ -233,7 +235,7 @@ def spk_md_case(model_file: Path, atoms: Atoms, model: str, case: str, args: arg
         integrator = md.integrators.VelocityVerlet(TIMESTEP_FS)
     clock = StepClock()
     simulator = md.Simulator(system, integrator, calculator, simulator_hooks=[*hooks, clock], progress=False)
-    simulator = simulator.to(torch.float32)
+    simulator = simulator.to(torch.float32).to(torch_device(args.spk_device))
 
     start = time.perf_counter()
     simulator.simulate(1 + warmup + steps)
@@ -291,7 +293,7 @@ def ase_extrapolated(row: dict[str, Any]) -> dict[str, Any]:
             "median_step_s": row["median_step_s"] * copies, "extrapolated": True}  # fmt: skip
 
 
-def run_spk_worker(args: argparse.Namespace) -> None:
+def run_spk_worker_mode(args: argparse.Namespace) -> None:
     """Worker mode: benchmark SchNetPack's MD and ASE + ``SpkCalculator``, write the results as JSON."""
     import ase
     import schnetpack as spk
@@ -328,36 +330,26 @@ def run_spk_worker(args: argparse.Namespace) -> None:
         numpy=np.__version__,
         python=platform.python_version(),
         torch_threads=torch.get_num_threads(),
+        device=torch_device(args.spk_device),
         torch_interop_threads=torch.get_num_interop_threads(),
         pairs_start=pairs_within_cutoff(atoms.positions),
         checksum=float(np.sum(atoms.positions)),
     )
-    Path(args.worker_out).write_text(json.dumps({"info": info, "rows": rows}))
+    write_json(args.worker_out, {"info": info, "rows": rows})
 
 
-def run_spk_subprocess(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
-    """Run this file in SchNetPack worker mode with ``--spk-python`` and return its rows and info."""
-    if not Path(args.spk_python).exists():
-        raise SystemExit(
-            f"SchNetPack python not found: {args.spk_python}\n"
-            "create it with benchmarks/setup_schnetpack_env.sh, pass --spk-python PATH, or use --skip-spk"
-        )
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+def run_spk_subprocess(args: argparse.Namespace, python: str, atoms: Atoms) -> tuple[list[dict[str, Any]], dict]:
+    """Run this file in SchNetPack worker mode with ``python`` on the driver's structure; its rows and info."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "schnetpack.json"
-        command = [
-            str(args.spk_python), str(Path(__file__).resolve()), "--worker", "schnetpack", "--worker-out", str(out),
-            "--structure", str(args.structure), "--seed", str(args.seed), "--threads", str(args.threads),
+        structure = args.structure or structure_file(atoms, tmp)
+        data = run_spk_worker(__file__, python, [
+            "--structure", str(structure), "--seed", str(args.seed),
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--steps-batch", str(args.steps_batch),
             "--warmup-batch", str(args.warmup_batch), "--spk-neighbor-list", args.spk_neighbor_list,
             "--cutoff-shell", str(args.cutoff_shell), "--rpmd-thermostat", args.rpmd_thermostat,
             "--pile-time-constant-fs", str(args.pile_time_constant_fs), "--models", *args.models,
-            "--cases", *args.cases, *(["--skip-ase"] if args.skip_ase else []),
-        ]  # fmt: skip
-        result = subprocess.run(command, env=env, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"SchNetPack worker failed with exit code {result.returncode}: {shlex.join(command)}")
-        data = json.loads(out.read_text())
+            "--cases", *args.cases, *(["--skip-ase"] if args.skip_ase else []), "--spk-device", args.spk_device,
+        ], args.threads)  # fmt: skip
     return data["rows"], data["info"]
 
 
@@ -392,7 +384,10 @@ def jaxatom_potential(name: str, atoms: Atoms, seed: int, weights: str):
 
 def run_jaxatom_case(potential, atoms: Atoms, case: str, steps: int, args: argparse.Namespace) -> dict[str, float]:
     """Run ``case`` with ``jaxatom.md.simulate``; return its ``timing`` dict (``compile_s``, ``steps_per_s``,
-    ``wall_s``, ...). The only place that calls the MD API: adjust here if it changes."""
+    ``wall_s``, ...) with XLA's cost of one step (``flops``, ``bytes``) from the compiled chunk. The only place that
+    calls the MD API: adjust here if it changes."""
+    from _roofline import capture_md_chunks, md_step_cost
+
     from jaxatom.md import simulate
 
     if case.startswith("rpmd"):
@@ -401,9 +396,11 @@ def run_jaxatom_case(potential, atoms: Atoms, case: str, steps: int, args: argpa
                    "centroid_tau_fs": args.pile_time_constant_fs}  # fmt: skip
     else:
         options = {"ensemble": "nve", "n_replicas": CASES[case]}
-    run = simulate(potential, atoms, steps=stride_steps(steps), timestep_fs=TIMESTEP_FS, temperature_K=TEMPERATURE_K,
-                   stride=STRIDE, output=None, seed=args.seed, progress=False, **options)  # fmt: skip
-    return dict(run.timing)
+    with capture_md_chunks() as chunks:
+        run = simulate(potential, atoms, steps=stride_steps(steps), timestep_fs=TIMESTEP_FS,
+                       temperature_K=TEMPERATURE_K, stride=STRIDE, output=None, seed=args.seed, progress=False,
+                       **options)  # fmt: skip
+    return {**run.timing, **(md_step_cost(chunks) or {})}
 
 
 def stride_steps(steps: int) -> int:
@@ -411,7 +408,7 @@ def stride_steps(steps: int) -> int:
     return STRIDE * math.ceil(steps / STRIDE)
 
 
-def run_jaxatom(args: argparse.Namespace, atoms: Atoms) -> tuple[list[dict[str, Any]], dict]:
+def run_jaxatom(args: argparse.Namespace, atoms: Atoms, weights: str) -> tuple[list[dict[str, Any]], dict]:
     """Benchmark jaxatom in-process; returns result rows and environment info."""
     import flax
     import jax
@@ -420,7 +417,7 @@ def run_jaxatom(args: argparse.Namespace, atoms: Atoms) -> tuple[list[dict[str, 
 
     rows, info = [], {}
     for name in args.models:
-        potential = jaxatom_potential(name, atoms, args.seed, args.jaxatom_weights)
+        potential = jaxatom_potential(name, atoms, args.seed, weights)
         info[f"{name}_params"] = sum(int(np.size(p)) for p in jax.tree.leaves(potential.params))
         for case in args.cases:
             print(f"[jaxatom] {name} {case}", file=sys.stderr, flush=True)
@@ -439,6 +436,8 @@ def run_jaxatom(args: argparse.Namespace, atoms: Atoms) -> tuple[list[dict[str, 
                     "steps_per_s": timing["steps_per_s"],
                     "replica_steps_per_s": copies * timing["steps_per_s"],
                     "extrapolated": False,
+                    "flops": timing.get("flops"),
+                    "bytes": timing.get("bytes"),
                     "timing": timing,
                 }
             )
@@ -465,40 +464,52 @@ def find_row(rows: Sequence[dict[str, Any]], framework: str, model: str, case: s
     return None
 
 
-def markdown(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Sequence[str]) -> str:
-    """The results table; the ratio is steps/s over SchNetPack MD's steps/s for the same model and case."""
-    lines = [
-        "| model | case | framework | first step / compile (s) | steady steps/s | replica-steps/s | vs SchNetPack MD |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
+def table_rows(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Sequence[str],
+               limits: dict | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of the table in order, each with its ratio to SchNetPack MD and, with ``limits``, the roofline of
+    one MD step (jaxatom's FLOPs and bytes per step, also as the work count of the other frameworks' rows)."""
+    from _roofline import with_roofline
+
+    table = []
     for model in models:
         for case in cases:
             reference = find_row(rows, "schnetpack.md", model, case)
+            work = find_row(rows, "jaxatom", model, case) or {}
             for framework, title in FRAMEWORKS.items():
                 row = find_row(rows, framework, model, case)
                 if row is None:
                     continue
-                first = "—" if row["first_s"] is None else f"{row['first_s']:.3f}"
-                ratio = f"{row['steps_per_s'] / reference['steps_per_s']:.2f}x" if reference else "—"
                 mark = " (extrapolated: 64 x 1 copy)" if row["extrapolated"] else ""
-                lines.append(
-                    f"| {model} | {CASE_TITLES[case]} | {title}{mark} | {first} | {row['steps_per_s']:.2f} | "
-                    f"{row['replica_steps_per_s']:.1f} | {ratio} |"
-                )
-    return "\n".join(lines)
+                out = {**row, "case_title": CASE_TITLES[case], "title": title + mark,
+                       "ratio": row["steps_per_s"] / reference["steps_per_s"] if reference else None,
+                       "flops": work.get("flops"),  # jaxatom's FLOPs per step are every row's work count
+                       "bytes": work.get("bytes") if framework == "jaxatom" else None}  # fmt: skip
+                table.append(with_roofline(out, 1.0 / row["steps_per_s"], limits) if limits else out)
+    return table
 
 
-def command_line() -> str:
-    """The command as run, with the environment variables that affect timings."""
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in TIMING_ENV if k in os.environ)
-    return f"{env + ' ' if env else ''}python {shlex.join(sys.argv)}"
+def markdown(table: Sequence[dict[str, Any]], roofline: bool = False) -> str:
+    """The results table; the ratio is steps/s over SchNetPack MD's steps/s for the same model and case."""
+    from _roofline import COLUMNS
+
+    columns = [
+        Column("model", "model", numeric=False),
+        Column("case", "case_title", numeric=False),
+        Column("framework", "title", numeric=False),
+        Column("first step / compile (s)", "first_s", ".3f"),
+        Column("steady steps/s", "steps_per_s", ".2f"),
+        Column("replica-steps/s", "replica_steps_per_s", ".1f"),
+        Column("vs SchNetPack MD", lambda r: r["ratio"] and f"{r['ratio']:.2f}x"),
+    ]
+    return markdown_table([*columns, *(COLUMNS if roofline else ())], table)
 
 
 def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
     """Environment, command and set-up printed above the table."""
     jax_info, spk_info = info.get("jaxatom", {}), info.get("schnetpack", {})
     lines = [
-        f"CPU: {cpu_model()} ({core_count()} cores available); OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+        f"CPU: {cpu_model()} ({core_count()} cores available; flags: {cpu_flags()}); "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         f"command: {command_line()}",
     ]
     if jax_info:
@@ -513,11 +524,14 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
             f"{spk_info['matscipy']}, numpy {spk_info['numpy']}, python {spk_info['python']}; torch threads "
             f"{spk_info['torch_threads']} (--threads {args.threads}), interop {spk_info['torch_interop_threads']}"
         )
+    else:
+        lines.append(info.get("spk_note", "SchNetPack not run"))
     shell = f"{args.cutoff_shell:g} Å shell"
+    source = args.structure.resolve() if args.structure else 'jaxatom.data.load_builtin("aspirin"), frame 0'
     thermostat = (f"PILE-L (centroid time constant {args.pile_time_constant_fs:g} fs)"
                   if args.rpmd_thermostat == "pile-l" else "none (plain RPMD)")  # fmt: skip
     lines += [
-        f"structure: {args.structure.resolve()}; float32; time step {TIMESTEP_FS} fs; Maxwell-Boltzmann "
+        f"structure: {source}; float32; time step {TIMESTEP_FS} fs; Maxwell-Boltzmann "
         f"{TEMPERATURE_K:g} K (seed {args.seed}); {N_COPIES} copies = same positions, different velocities",
         f"steps: {args.steps} timed after 1 + {args.warmup} warm-up (md1, rpmd{N_BEADS}), {args.steps_batch} timed "
         f"after 1 + {args.warmup_batch} (md{N_COPIES}); jaxatom: the same totals rounded up to multiples of 10",
@@ -526,7 +540,7 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
     ]
     if jax_info:
         weights = {"schnetpack": "SchNetPack's model, same seed, imported", "fresh": "Potential.create, own init"}
-        lines.append(f"jaxatom weights: {weights[args.jaxatom_weights]}")
+        lines.append(f"jaxatom weights: {weights[info['weights']]}")
     for name in args.models:
         counts = [f"{framework} {side[f'{name}_params']}" for framework, side in (("jaxatom", jax_info),
                   ("SchNetPack", spk_info)) if side]  # fmt: skip
@@ -534,12 +548,8 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
             lines.append(
                 f"{name} ({N_ATOM_BASIS} features, {MODELS[name]} interactions) parameters: {', '.join(counts)}"
             )
-    start, end = info["load"]["start"], info["load"].get("end")
-    if start is not None:
-        lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
-        if start > 0.5 * core_count():
-            lines.append("WARNING: the machine was busy before the run started; timings may be inflated and noisy")
-    return "\n".join(lines)
+    load = busy_warning(info["load"]["start"], info["load"].get("end"))
+    return "\n".join([*lines, load] if load else lines)
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -548,7 +558,7 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (shared by the driver and the worker)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE, help="aspirin geometry (any ASE format)")
+    parser.add_argument("--structure", type=Path, help="aspirin geometry (any ASE format; default: the shipped one)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases to run")
     parser.add_argument("--steps", type=int, default=300, help=f"timed steps of md1 and rpmd{N_BEADS}")
@@ -557,7 +567,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-batch", type=int, default=2, help=f"untimed steps after the first (md{N_COPIES})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model weights and the initial velocities")
     parser.add_argument("--threads", type=int, default=core_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--spk-python", type=Path, default=DEFAULT_SPK_PYTHON, help="python of the SchNetPack env")
+    parser.add_argument("--spk-python", type=Path, help="python with schnetpack (default: this one, if it has it)")
     parser.add_argument("--spk-neighbor-list", choices=["matscipy", "ase", "torch", "vesin"], default="vesin",
                         help="SchNetPack neighbour list transform (NeighborListMD base, SpkCalculator)")  # fmt: skip
     parser.add_argument("--cutoff-shell", type=float, default=1.0, help="NeighborListMD buffer (Å)")
@@ -565,13 +575,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pile-time-constant-fs", type=float, default=100.0, help="PILE-L centroid time constant")
     parser.add_argument(
         "--jaxatom-weights",
-        choices=["schnetpack", "fresh"],
-        default="schnetpack",
-        help="jaxatom model: SchNetPack's (same seed, imported) or a fresh Potential.create",
+        choices=["auto", "schnetpack", "fresh"],
+        default="auto",
+        help="jaxatom model: SchNetPack's (same seed, imported) or a fresh Potential.create (auto: SchNetPack's "
+        "where torch and schnetpack import here)",
     )
     parser.add_argument("--skip-spk", action="store_true", help="do not run the SchNetPack worker")
+    parser.add_argument("--spk-device", default="auto", help="torch device of SchNetPack MD (auto: cuda if available)")
     parser.add_argument("--skip-ase", action="store_true", help="do not run ASE + SpkCalculator")
     parser.add_argument("--skip-jaxatom", action="store_true", help="do not run jaxatom")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all results and environment info to this file")
     parser.add_argument("--worker", choices=["schnetpack"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -583,41 +596,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the SchNetPack worker (subprocess) and then jaxatom, print the markdown table, optionally write JSON."""
-    args = parse_args(argv)
-    if args.worker == "schnetpack":
-        run_spk_worker(args)
-        return
+def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
+    """Run the SchNetPack worker (subprocess, when a Python with schnetpack is found) and then jaxatom; returns
+    ``{"meta", "info", "rows", "table", "header", "markdown"}``. ``limits``: the machine's roofline limits."""
+    import importlib.util
+
     atoms = load_structure(args.structure)
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"load": {"start": load_average()}}
-    if not args.skip_spk:
-        rows, info["schnetpack"] = run_spk_subprocess(args)
-        if not np.isclose(info["schnetpack"]["checksum"], float(np.sum(atoms.positions)), rtol=0, atol=1e-6):
-            raise SystemExit("the SchNetPack worker saw different input positions than the driver")
+    info["weights"] = args.jaxatom_weights
+    if args.jaxatom_weights == "auto":
+        local = all(importlib.util.find_spec(m) is not None for m in ("torch", "schnetpack"))
+        info["weights"] = "schnetpack" if local else "fresh"
+    skip = "SchNetPack rows skipped (--skip-spk)" if args.skip_spk else None
+    rows, spk_info, info["spk_note"] = schnetpack_side(
+        skip, args.spk_python, lambda python: run_spk_subprocess(args, python, atoms), float(np.sum(atoms.positions))
+    )
+    if spk_info is not None:
+        info["schnetpack"] = spk_info
     if not args.skip_jaxatom:
-        jax_rows, info["jaxatom"] = run_jaxatom(args, atoms)
+        jax_rows, info["jaxatom"] = run_jaxatom(args, atoms, info["weights"])
         rows.extend(jax_rows)
     info["load"]["end"] = load_average()
-    print(header(args, info))
-    print()
-    print(markdown(rows, args.models, args.cases))
-    if args.json:
-        meta = {
-            "command": command_line(),
-            "cpu": cpu_model(),
-            "cores": core_count(),
-            "structure": str(args.structure.resolve()),
-            "timestep_fs": TIMESTEP_FS,
-            "temperature_K": TEMPERATURE_K,
-            "cutoff_shell_angstrom": args.cutoff_shell,
-            **{key: getattr(args, key) for key in ("threads", "seed", "steps", "warmup", "steps_batch",
-               "warmup_batch", "spk_neighbor_list", "rpmd_thermostat", "pile_time_constant_fs", "jaxatom_weights")},
-        }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "info": info, "rows": rows}, indent=2))
-        print(f"\nwrote {args.json}")
+    table = table_rows(rows, args.models, args.cases, limits)
+    meta = {
+        "command": command_line(),
+        "environment": environment(with_jax=not args.skip_jaxatom),
+        "structure": str(args.structure or "builtin:aspirin[0]"),
+        "timestep_fs": TIMESTEP_FS,
+        "temperature_K": TEMPERATURE_K,
+        "cutoff_shell_angstrom": args.cutoff_shell,
+        **{key: getattr(args, key) for key in ("threads", "seed", "steps", "warmup", "steps_batch",
+           "warmup_batch", "spk_neighbor_list", "rpmd_thermostat", "pile_time_constant_fs")},
+    }  # fmt: skip
+    return {"meta": meta, "info": info, "rows": rows, "table": table, "header": header(args, info),
+            "markdown": markdown(table, roofline=limits is not None)}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark, print the header and the markdown table, optionally write JSON."""
+    args = parse_args(argv)
+    if args.worker == "schnetpack":
+        run_spk_worker_mode(args)
+        return
+    from _roofline import run_and_report
+
+    run_and_report(run, args, not args.no_roofline and not args.skip_jaxatom, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What recording the dipole moment and the polarizability along MD costs: jaxatom vs SchNetPack's MD, one process.
 
-Work: NVE (velocity Verlet) of aspirin (``../shared/structures/aspirin.xyz``, the geometry ``bench_md.py`` uses) in
+Work: NVE (velocity Verlet) of aspirin (the shipped structure, frame 0, as ``bench_md.py`` uses) in
 vacuum, 0.5 fs, float32, Maxwell-Boltzmann velocities at 300 K (seed 0), 1 molecule and ``--replicas`` independent
 copies advanced together. Model: PaiNN with ``bench_md``'s sizes (128 features, 3 interactions, 5 Å cosine cutoff, 20
 Gaussians), random weights, in two variants built from the same seed, so that the representation and the energy head
@@ -71,14 +71,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Column, command_line, core_count, cpu_flags, cpu_model, markdown_table  # noqa: E402
 from bench_inference import (  # noqa: E402
     CUTOFF,
-    DEFAULT_STRUCTURE,
     MODELS,
     N_ATOM_BASIS,
     N_RBF,
-    core_count,
-    cpu_model,
 )
 from bench_md import (  # noqa: E402
     TEMPERATURE_K,
@@ -87,7 +85,7 @@ from bench_md import (  # noqa: E402
     pairs_within_cutoff,
     spk_neighbor_list,
 )
-from bench_training import command_line, versions  # noqa: E402
+from bench_training import versions  # noqa: E402
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -203,15 +201,20 @@ def force_flops_spy() -> dict[str, float]:
 
 
 def jax_run(row: str, potential, atoms: Atoms, replicas: int, steps: int, args, tmp: Path, spy: dict) -> dict:
-    """One jaxatom row: ``simulate`` of ``steps`` (a multiple of the stride); returns its measurements."""
+    """One jaxatom row: ``simulate`` of ``steps`` (a multiple of the stride); returns its measurements (with XLA's
+    cost of one step of the compiled chunk, ``step_cost``)."""
+    from _roofline import capture_md_chunks, md_step_cost
+
     from jaxatom.md import read_trajectory, simulate
 
     observables = OBSERVABLES if row in ("c0", "c") else []
     output = tmp / f"{row}_{replicas}.h5" if row == "c" else None
     spy.clear()
-    run = simulate(potential, atoms, steps=steps, timestep_fs=TIMESTEP_FS, ensemble="nve", temperature_K=TEMPERATURE_K,
-                   n_replicas=replicas, stride=args.stride, frames_per_chunk=BUFFER, output=output, overwrite=True,
-                   seed=args.seed, neighbors="all_pairs", observables=observables, progress=False)  # fmt: skip
+    with capture_md_chunks() as chunks:
+        run = simulate(potential, atoms, steps=steps, timestep_fs=TIMESTEP_FS, ensemble="nve",
+                       temperature_K=TEMPERATURE_K, n_replicas=replicas, stride=args.stride, frames_per_chunk=BUFFER,
+                       output=output, overwrite=True, seed=args.seed, neighbors="all_pairs", observables=observables,
+                       progress=False)  # fmt: skip
     timing = dict(run.timing)
     frames = read_trajectory(output) if output is not None else run.frames
     recorded = {name: list(np.shape(frames[name])) for name in OBSERVABLES if name in frames}
@@ -228,6 +231,7 @@ def jax_run(row: str, potential, atoms: Atoms, replicas: int, steps: int, args, 
         "file_bytes": output.stat().st_size if output is not None else None,
         "pairs_end_mean": float(np.mean([pairs_within_cutoff(p) for p in positions])),
         "flops_per_step": spy.get("flops"),
+        "step_cost": md_step_cost(chunks),
     }
     if output is not None:
         output.unlink()
@@ -359,18 +363,19 @@ def summary(rows: Sequence[dict], replicas: int, row: str) -> dict[str, float] |
         return None
     rates = [r["steps_per_s"] for r in found]
     flops = [r["flops_per_step"] for r in found if r.get("flops_per_step")]
+    cost = next((r["step_cost"] for r in found if r.get("step_cost")), {})
     return {"steps_per_s": statistics.fmean(rates), "spread": max(rates) / min(rates) - 1,
             "first_s": statistics.fmean(r["first_s"] for r in found), "flops": flops[0] if flops else None,
-            "rounds": len(found)}  # fmt: skip
+            "rounds": len(found), "step_cost": cost}  # fmt: skip
 
 
-def markdown(rows: Sequence[dict], replica_counts: Sequence[int], peaks: dict[str, float]) -> str:
-    """The results table."""
-    lines = [
-        "| replicas | row | framework | model | records | compile / first step (s) | steps/s | molecule-steps/s | "
-        "round spread | vs own energy-only | vs other framework | GFLOP/step | of matmul peak |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def markdown(rows: Sequence[dict], replica_counts: Sequence[int], peaks: dict[str, float],
+             limits: dict | None = None) -> str:  # fmt: skip
+    """The results table; with ``limits`` the roofline of one MD step (XLA's cost of jaxatom's compiled chunk, for
+    SchNetPack's rows that of the jaxatom row doing the same work, FLOPs only)."""
+    from _roofline import COLUMNS, with_roofline
+
+    table = []
     for replicas in replica_counts:
         for row in TABLE_ORDER:
             s = summary(rows, replicas, row)
@@ -378,26 +383,39 @@ def markdown(rows: Sequence[dict], replica_counts: Sequence[int], peaks: dict[st
                 continue
             framework, model, records = ROWS[row]
             base, other = summary(rows, replicas, BASELINE[row]), summary(rows, replicas, COUNTERPART[row])
-            own = f"{s['steps_per_s'] / base['steps_per_s']:.2f}" if base and row != BASELINE[row] else "1"
-            versus = f"{s['steps_per_s'] / other['steps_per_s']:.2f}x ({COUNTERPART[row]})" if other else "—"
             peak = peaks["xla_dot_gflops"] if framework == "jaxatom" else peaks["torch_mm_gflops"]
-            if s["flops"]:
-                gflop = f"{s['flops'] / 1e9:.3f}" + ("" if framework == "jaxatom" else " (matmuls)")
-                fraction = f"{100 * s['flops'] * s['steps_per_s'] / 1e9 / peak:.1f} %"
-            else:
-                gflop, fraction = "—", "—"
-            lines.append(
-                f"| {replicas} | {row} | {framework} | {model} | {records} | {s['first_s']:.2f} | "
-                f"{s['steps_per_s']:.1f} | {replicas * s['steps_per_s']:.0f} | {100 * s['spread']:.0f} % | {own} | "
-                f"{versus} | {gflop} | {fraction} |"
+            cost = (
+                s["step_cost"] if framework == "jaxatom" else {"flops": (other or {}).get("step_cost", {}).get("flops")}
             )
-    return "\n".join(lines)
+            out = {"replicas": replicas, "row": row, "framework": framework, "model": model, "records": records,
+                   "first_s": s["first_s"], "steps_per_s": s["steps_per_s"],
+                   "molecule_steps": replicas * s["steps_per_s"], "spread": f"{100 * s['spread']:.0f} %",
+                   "own": f"{s['steps_per_s'] / base['steps_per_s']:.2f}" if base and row != BASELINE[row] else "1",
+                   "versus": f"{s['steps_per_s'] / other['steps_per_s']:.2f}x ({COUNTERPART[row]})" if other else None,
+                   "gflop": s["flops"] and f"{s['flops'] / 1e9:.3f}" + ("" if framework == "jaxatom" else " (matmuls)"),
+                   "fraction": s["flops"] and f"{100 * s['flops'] * s['steps_per_s'] / 1e9 / peak:.1f} %",
+                   **cost}  # fmt: skip
+            table.append(with_roofline(out, 1.0 / s["steps_per_s"], limits) if limits else out)
+    columns = [
+        Column("replicas", "replicas", "d"),
+        Column("row", "row", numeric=False),
+        Column("framework", "framework", numeric=False),
+        Column("model", "model", numeric=False),
+        Column("records", "records", numeric=False),
+        Column("compile / first step (s)", "first_s"),
+        Column("steps/s", "steps_per_s", ".1f"),
+        Column("molecule-steps/s", "molecule_steps", ".0f"),
+        Column("round spread", "spread"),
+        Column("vs own energy-only", "own"),
+        Column("vs other framework", "versus"),
+        Column("force GFLOP/step", "gflop"),
+        Column("of own matmul peak", "fraction"),
+    ]
+    return markdown_table([*columns, *(COLUMNS if limits else ())], table)
 
 
 def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
     """Environment, command and set-up printed above the table."""
-    from bench_properties import cpu_flags
-
     v = info["versions"]
     start, end = info["load"]["start"], info["load"]["end"]
     peaks = info["matmul"]
@@ -410,7 +428,8 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
         f"command: {command_line()}",
         f"load averages (1/5/15 min): {' / '.join(f'{x:.2f}' for x in start)} before, "
         f"{' / '.join(f'{x:.2f}' for x in end)} after",
-        f"structure: {args.structure.resolve()}; NVE {TIMESTEP_FS} fs, float32, Maxwell-Boltzmann {TEMPERATURE_K:g} "
+        f"structure: {args.structure.resolve() if args.structure else 'shipped aspirin, frame 0'}; NVE {TIMESTEP_FS} "
+        f"fs, float32, Maxwell-Boltzmann {TEMPERATURE_K:g} "
         f"K (seed {args.seed}); PaiNN {N_ATOM_BASIS} features, {MODELS[MODEL]} interactions, {CUTOFF:g} Å, {N_RBF} "
         f"Gaussians; jaxatom weights: {args.jaxatom_weights}; frames every {args.stride} steps",
         f"steps: 1 replica {args.steps} timed after 1 + {args.warmup} warm-up; more replicas {args.steps_batch} "
@@ -436,7 +455,7 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE, help="aspirin geometry (any ASE format)")
+    parser.add_argument("--structure", type=Path, help="aspirin geometry (any ASE format; default: the shipped one)")
     parser.add_argument("--replicas", nargs="+", type=int, default=[1, 16], help="replica counts to run")
     parser.add_argument("--stride", type=int, default=2, help="steps between recorded frames (both frameworks)")
     parser.add_argument("--steps", type=int, default=600, help="timed steps with 1 replica")
@@ -451,6 +470,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jaxatom-weights", choices=["schnetpack", "fresh"], default="schnetpack",
                         help="jaxatom model: SchNetPack's (imported) or a fresh Potential.create")  # fmt: skip
     parser.add_argument("--tmpdir", type=Path, help="where the trajectories are written (default: the system's)")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all results and environment info to this file")
     args = parser.parse_args(argv)
     if min(args.steps, args.steps_batch, args.rounds, args.stride, args.threads, *args.replicas) < 1:
@@ -461,10 +481,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run, print the header and the table, optionally write JSON."""
     args = parse_args(argv)
+    limits = None
+    if not args.no_roofline:
+        from _roofline import machine_limits
+
+        import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
+
+        limits = machine_limits()
     rows, info = run(args)
     print(header(args, info))
     print()
-    print(markdown(rows, args.replicas, info["matmul"]))
+    print(markdown(rows, args.replicas, info["matmul"], limits))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"command": command_line(), "cpu": cpu_model(), "cores": core_count(), **{k: str(v) if isinstance(

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -60,22 +59,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    Column,
+    busy_warning,
+    command_line,
+    core_count,
+    cpu_flags,
+    cpu_model,
+    environment,
+    load_average,
+    markdown_table,
+)
 from bench_inference import (  # noqa: E402
     CUTOFF,
     MODELS,
     N_ATOM_BASIS,
     N_RBF,
     build_spk_model,
-    core_count,
-    cpu_model,
-    load_average,
 )
 from bench_training import (  # noqa: E402
     SpkStructures,
     Splits,
     StepTiming,
     batch_indices,
-    command_line,
     jax_history,
     recipe,
     spk_epochs,
@@ -122,14 +128,6 @@ def case_recipe(case: str, batch_size: int, seed: int, dipole_weight: float, max
 
 
 # ------------------------------------------------------------------------------------------------------ timing
-
-
-def cpu_flags() -> str:
-    """``bench_resilience.cpu_flags``, imported late: that module imports ``jaxatom.md``, which starts JAX, and
-    ``jaxatom.tune_cpu_allocator()`` only works before that."""
-    from bench_resilience import cpu_flags as flags
-
-    return flags()
 
 
 def timed_steps(step: Callable[[int], None], n_distinct: int, steps: int, start: int = 0) -> list[float]:
@@ -196,7 +194,7 @@ class JaxStepper:
     indices: list[np.ndarray]
     n_distinct: int
     padded_shapes: int
-    flops: Callable[[], float]
+    work: Callable[[], dict[str, float]]
 
 
 def jax_stepper(case: str, splits: Splits, batch_size: int, n_batches: int, seed: int, dipole_weight: float):
@@ -223,16 +221,19 @@ def jax_stepper(case: str, splits: Splits, batch_size: int, n_batches: int, seed
         state, sums = train_step(state, graph, labels, potential.model, scales, config.step)
         jax.block_until_ready((state, sums))
 
-    def flops() -> float:
-        """XLA's FLOP count of the step on the first batch; raises if a timed step was not finite."""
+    def work() -> dict[str, float]:
+        """XLA's cost analysis (``flops``, ``bytes``) of the compiled step on the first batch; raises if a timed step
+        was not finite."""
+        from _roofline import cost
+
         if int(state.nan_step) >= 0:
             raise RuntimeError(f"jaxatom {case}: the loss became NaN at step {int(state.nan_step)}")
         graph, labels = batches[0]
         lowered = train_step.lower(state, graph, labels, model=potential.model, scaling=scales, config=config.step)
-        return float(lowered.cost_analysis().get("flops", float("nan")))
+        return cost(lowered.compile())
 
     shapes = {(graph.positions.shape, graph.senders.shape) for graph, _ in batches}
-    return JaxStepper(step, indices, len(batches), len(shapes), flops)
+    return JaxStepper(step, indices, len(batches), len(shapes), work)
 
 
 def jax_budget(case: str, splits: Splits, batch_size: int, seconds: float, seed: int, dipole_weight: float):
@@ -458,7 +459,8 @@ def run_throughput(args: argparse.Namespace, name: str, splits: Splits, peaks: d
         for r in range(args.rounds):
             for framework, step in steppers.items():
                 times[framework] += timed_steps(step, jax_run.n_distinct, args.steps, start=r * args.steps)
-        counted = {"jaxatom": jax_run.flops(), "schnetpack": spk_run.matmul_flops()}  # after the timings
+        work = jax_run.work()  # after the timings
+        counted = {"jaxatom": work["flops"], "schnetpack": spk_run.matmul_flops()}
         for framework, peak in (("jaxatom", peaks["xla_dot_gflops"]), ("schnetpack", peaks["torch_mm_gflops"])):
             flops = counted[framework]
             timing = StepTiming(first_s=first[framework], warmup_steps=jax_run.n_distinct - 1,
@@ -471,7 +473,9 @@ def run_throughput(args: argparse.Namespace, name: str, splits: Splits, peaks: d
                          "flops_per_step": flops, "flops_counted": "XLA cost analysis (all ops)"
                          if framework == "jaxatom" else "torch flop_registry (matmuls)",
                          "gflops_per_s": flops / timing.median_s / 1e9,
-                         "peak_fraction": flops / timing.median_s / 1e9 / peak, "load_1min": load})  # fmt: skip
+                         "peak_fraction": flops / timing.median_s / 1e9 / peak, "load_1min": load,
+                         "flops": work["flops"],
+                         "bytes": work["bytes"] if framework == "jaxatom" else None})  # fmt: skip
         print(f"[throughput] {name} {case}: " + ", ".join(
             f"{r['framework']} {1e3 * r['median_s']:.1f} ms" for r in rows[-2:]), flush=True)  # fmt: skip
     return rows
@@ -529,44 +533,52 @@ def header(args: argparse.Namespace, info: dict[str, Any], data: dict[str, Split
             f"measured float32 matmul ({peaks['size']}², best of 10): torch.mm {peaks['torch_mm_gflops']:.1f} "
             f"GFLOP/s, XLA jnp.dot {peaks['xla_dot_gflops']:.1f} GFLOP/s"
         )
-    start, end = info["load"]["start"], info["load"].get("end")
-    if start is not None:
-        lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
-        if start > 0.5 * core_count():
-            lines.append("WARNING: the machine was busy before the run started; timings may be inflated and noisy")
-    return "\n".join(lines)
+    load = busy_warning(info["load"]["start"], info["load"].get("end"))
+    return "\n".join([*lines, load] if load else lines)
 
 
-def throughput_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Per data set and case: first step, steady step, throughput, ratio, cost over energy-only and FLOP rates."""
-    lines = [
-        "| data | case | framework | first step (s) | steady step, median (ms) | mean (ms) | structures/s | steps/s | "
-        "jaxatom / SchNetPack | step vs energy only | GFLOP per step | GFLOP/s | of matmul peak |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def throughput_table(rows: Sequence[dict[str, Any]], limits: dict | None = None) -> str:
+    """Per data set and case: first step, steady step, throughput, ratio, cost over energy-only and FLOP rates; with
+    ``limits`` the roofline of one optimiser step (XLA's cost of jaxatom's step, the work count of both rows)."""
+    from _roofline import COLUMNS, with_roofline
+
     index = {(r["data"], r["case"], r["framework"]): r for r in rows}
+    table = []
     for r in rows:
         other = index.get((r["data"], r["case"], "schnetpack"))
-        ratio = f"{r['structures_per_s'] / other['structures_per_s']:.2f}x" if r["framework"] == "jaxatom" else ""
         base = index.get((r["data"], "energy", r["framework"]))
-        vs = f"{r['median_s'] / base['median_s']:.2f}x" if base and r["case"] != "energy" else ""
-        lines.append(
-            f"| {r['data']} | {CASE_LABELS[r['case']]} | {r['framework']} | {r['first_s']:.2f} | "
-            f"{1e3 * r['median_s']:.1f} | {1e3 * r['mean_s']:.1f} | {r['structures_per_s']:.1f} | "
-            f"{r['steps_per_s']:.2f} | {ratio} | {vs} | {r['flops_per_step'] / 1e9:.2f} | {r['gflops_per_s']:.1f} | "
-            f"{100 * r['peak_fraction']:.0f} % |"
-        )
+        jax_ratio, vs_energy = r["framework"] == "jaxatom" and other, base and r["case"] != "energy"
+        out = {**r, "label": CASE_LABELS[r["case"]],
+               "ratio": f"{r['structures_per_s'] / other['structures_per_s']:.2f}x" if jax_ratio else None,
+               "vs": f"{r['median_s'] / base['median_s']:.2f}x" if vs_energy else None}  # fmt: skip
+        table.append(with_roofline(out, r["median_s"], limits) if limits else out)
+    columns = [
+        Column("data", "data", numeric=False),
+        Column("case", "label", numeric=False),
+        Column("framework", "framework", numeric=False),
+        Column("first step (s)", "first_s"),
+        Column("steady step, median (ms)", lambda r: 1e3 * r["median_s"], ".1f"),
+        Column("mean (ms)", lambda r: 1e3 * r["mean_s"], ".1f"),
+        Column("structures/s", "structures_per_s", ".1f"),
+        Column("steps/s", "steps_per_s"),
+        Column("jaxatom / SchNetPack", "ratio"),
+        Column("step vs energy only", "vs"),
+        Column("own GFLOP per step", lambda r: r["flops_per_step"] / 1e9),
+        Column("own GFLOP/s", "gflops_per_s", ".1f"),
+        Column("of own matmul peak", lambda r: f"{100 * r['peak_fraction']:.0f} %"),
+    ]
     first, shapes = rows[0], [r for r in rows if r["padded_shapes"]]
-    lines += [
+    return "\n".join([
+        markdown_table([*columns, *(COLUMNS if limits else ())], table),
         "",
         f"Steady state: median of {first['steps']} timed steps per framework (alternating rounds) after the first "
         f"step and {first['warmup_steps']} untimed warm-up steps; jaxatom compiled "
         + ", ".join(f"{r['padded_shapes']} padded shape(s) for {r['data']}/{r['case']}" for r in shapes)
-        + ". GFLOP per step: jaxatom = XLA's cost analysis of its step (every operation, padded edges); "
-        "SchNetPack = torch's FLOP formulas (matrix products only). Matmul peak: the measured rate of the same "
-        "library (XLA dot / torch.mm) on 2048² matrices.",
-    ]
-    return "\n".join(lines)
+        + ". Own GFLOP per step: jaxatom = XLA's cost analysis of its step (every operation, padded edges); "
+        "SchNetPack = torch's FLOP formulas (matrix products only); own matmul peak: the measured rate of the same "
+        "library (XLA dot / torch.mm) on 2048² matrices. The roofline columns count XLA's FLOPs of jaxatom's step "
+        "for both rows (its bytes for jaxatom's only).",
+    ])  # fmt: skip
 
 
 def budget_table(rows: Sequence[dict[str, Any]], minutes: float) -> str:
@@ -613,6 +625,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=500, help="test structures")
     parser.add_argument("--threads", type=int, default=core_count(), help="torch threads (default: all cores)")
     parser.add_argument("--tune-allocator", action="store_true", help="call jaxatom.tune_cpu_allocator() first")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all results and environment info to this file")
     args = parser.parse_args(argv)
     if min(args.steps, args.rounds, args.batch_size, args.train, args.val, args.test, args.threads) < 1:
@@ -624,16 +637,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the chosen modes, print the header and the markdown tables, optionally write JSON."""
-    args = parse_args(argv)
+def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
+    """Run the chosen modes (both frameworks in this process); returns ``{"meta", "info", "throughput", "budget",
+    "header", "markdown"}``. ``limits``: the machine's roofline limits (throughput tables)."""
+    import importlib.util
     import os
 
-    import jaxatom
+    from jaxatom.runtime import cpu_allocator_tuned, tune_cpu_allocator
 
-    tuned = jaxatom.tune_cpu_allocator() if args.tune_allocator else False
+    if not all(importlib.util.find_spec(m) is not None for m in ("torch", "schnetpack")):
+        raise SystemExit("skipped: this benchmark compares with SchNetPack in its own process, which lacks it")
     import torch
 
+    tuned = cpu_allocator_tuned() or (args.tune_allocator and tune_cpu_allocator())
     torch.set_num_threads(args.threads)
     info: dict[str, Any] = {"load": {"start": load_average()}, "allocator_tuned": tuned, "versions": versions(),
                             "omp": os.environ.get("OMP_NUM_THREADS"), "cpu_flags": cpu_flags()}  # fmt: skip
@@ -649,21 +665,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name, splits in data.items():
             results["budget"] += run_budget(args, name, splits)
     info["load"]["end"] = load_average()
-    print(header(args, info, data))
+    tables = []
     if results["throughput"]:
-        print()
-        print(throughput_table(results["throughput"]))
+        tables.append(throughput_table(results["throughput"], limits))
     if results["budget"]:
-        print()
-        print(budget_table(results["budget"], args.minutes))
-    if args.json:
-        meta = {"mode": args.mode, "command": command_line(), "cpu": cpu_model(), "cores": core_count(),
-                "threads": args.threads, "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps,
-                "rounds": args.rounds, "minutes": args.minutes, "dipole_weight": args.dipole_weight,
-                "sizes": {"train": args.train, "val": args.val, "test": args.test},
-                "energy_shift_eV_per_atom": {name: s.energy_shift for name, s in data.items()}}  # fmt: skip
-        args.json.write_text(json.dumps({"meta": meta, "info": info, **results}, indent=2))
-        print(f"\nwrote {args.json}")
+        tables.append(budget_table(results["budget"], args.minutes))
+    meta = {"mode": args.mode, "command": command_line(), "environment": environment(), "threads": args.threads,
+            "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps, "rounds": args.rounds,
+            "minutes": args.minutes, "dipole_weight": args.dipole_weight,
+            "sizes": {"train": args.train, "val": args.val, "test": args.test},
+            "energy_shift_eV_per_atom": {name: s.energy_shift for name, s in data.items()}}  # fmt: skip
+    return {"meta": meta, "info": info, **results, "header": header(args, info, data), "markdown": "\n\n".join(tables)}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the chosen modes, print the header and the markdown tables, optionally write JSON."""
+    args = parse_args(argv)
+    from _roofline import run_and_report
+
+    import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
+
+    run_and_report(run, args, args.mode != "budget" and not args.no_roofline, args.json)
 
 
 if __name__ == "__main__":

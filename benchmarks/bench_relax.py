@@ -38,16 +38,8 @@ import time
 
 import numpy as np
 
-
-def cpu_flags() -> str:
-    """The vector-instruction flags of this CPU that matter for XLA and torch (from ``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
-    except OSError:
-        return "unknown"
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
-    return " ".join(flag for flag in wanted if f" {flag}" in flags) or "none of avx2/avx512"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cpu_flags  # noqa: E402
 
 
 def uptime() -> str:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import core_count, cpu_model, load_average  # noqa: E402
+from _common import core_count, cpu_flags, cpu_model, load_average  # noqa: E402
 
 import jaxatom  # noqa: E402
 from jaxatom.data import load_builtin  # noqa: E402
@@ -46,16 +46,6 @@ PROTOCOL = {
     "checkpoint": (driver, "_save_checkpoint"),
     "space checks": (driver, "_require_space"),
 }
-
-
-def cpu_flags() -> str:
-    """The vector extensions that decide SchNetPack's and XLA's CPU speed."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
-    return " ".join(flag for flag in wanted if f" {flag}" in flags) or "none of avx2/avx512"
 
 
 def timed_protocol() -> dict[str, float]:

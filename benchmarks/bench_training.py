@@ -35,10 +35,8 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -52,25 +50,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import (  # noqa: E402
-    CUTOFF,
-    MODELS,
-    N_ATOM_BASIS,
-    N_RBF,
-    build_spk_model,
+from _common import (  # noqa: E402
+    Column,
+    busy_warning,
+    command_line,
     core_count,
+    cpu_flags,
     cpu_model,
+    environment,
     load_average,
+    markdown_table,
+    spk_python,
 )
+from bench_inference import CUTOFF, MODELS, N_ATOM_BASIS, N_RBF, build_spk_model  # noqa: E402
 
 if TYPE_CHECKING:
     from jaxatom.data import Dataset
     from jaxatom.potential import Potential
     from jaxatom.train import TrainConfig
-
-#: Environment variables that change timings and are printed with the command.
-TIMING_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
-              "MALLOC_TRIM_THRESHOLD_")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------ data
@@ -181,12 +178,14 @@ def jax_param_count(potential: Potential) -> int:
 
 def jax_throughput(
     name: str, splits: Splits, batch_size: int, steps: int, seed: int
-) -> tuple[StepTiming, list[np.ndarray], int]:
+) -> tuple[StepTiming, list[np.ndarray], int, dict[str, float]]:
     """Time jaxatom's jitted ``train_step`` on device-resident ``GraphLoader`` batches of the training split.
 
-    Returns the timing, the structure indices of the batches used (for SchNetPack to use the same) and the number
-    of distinct padded shapes among them (each compiled once, the first in the first step, the others in warm-up)."""
+    Returns the timing, the structure indices of the batches used (for SchNetPack to use the same), the number
+    of distinct padded shapes among them (each compiled once, the first in the first step, the others in warm-up)
+    and XLA's cost analysis of one optimiser step on the first batch (``flops``, ``bytes``)."""
     import jax
+    from _roofline import cost
 
     from jaxatom.data import GraphLoader
     from jaxatom.train import init_state, train_step
@@ -210,7 +209,9 @@ def jax_throughput(
     if int(state.nan_step) >= 0:
         raise RuntimeError(f"jaxatom {name}: the loss became NaN at step {int(state.nan_step)}")
     shapes = {(graph.positions.shape, graph.senders.shape) for graph, _ in batches}
-    return timing, indices, len(shapes)
+    graph, labels = batches[0]
+    work = cost(train_step.lower(state, graph, labels, potential.model, scales, config.step).compile())
+    return timing, indices, len(shapes), work
 
 
 def jax_history(run_dir: Path) -> list[dict[str, float]]:
@@ -403,30 +404,29 @@ def versions() -> dict[str, str]:
     """Versions of everything that runs, and the thread settings."""
     import flax
     import jax
-    import schnetpack as spk
-    import torch
 
     import jaxatom
 
-    return {"jaxatom": jaxatom.__version__, "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-            "flax": flax.__version__, "schnetpack": spk.__version__, "torch": torch.__version__,
-            "torch_ema": metadata.version("torch_ema"), "numpy": np.__version__, "python": platform.python_version(),
-            "backend": f"{jax.default_backend()} ({jax.device_count()} device)",
-            "torch_threads": str(torch.get_num_threads()),
+    found = {"jaxatom": jaxatom.__version__, "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+             "flax": flax.__version__, "numpy": np.__version__, "python": platform.python_version(),
+             "backend": f"{jax.default_backend()} ({jax.device_count()} device)", "schnetpack": "—", "torch": "—",
+             "torch_ema": "—", "torch_threads": "—", "torch_interop_threads": "—"}  # fmt: skip
+    try:
+        import schnetpack as spk
+        import torch
+    except ImportError:
+        return found
+    return {**found, "schnetpack": spk.__version__, "torch": torch.__version__,
+            "torch_ema": metadata.version("torch_ema"), "torch_threads": str(torch.get_num_threads()),
             "torch_interop_threads": str(torch.get_num_interop_threads())}  # fmt: skip
-
-
-def command_line() -> str:
-    """The command as run, with the environment variables that affect timings."""
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in TIMING_ENV if k in os.environ)
-    return f"{env + ' ' if env else ''}python {shlex.join(sys.argv)}"
 
 
 def header(args: argparse.Namespace, info: dict[str, Any], splits: Splits) -> str:
     """Environment, command and data description printed above the tables."""
     v = info["versions"]
     lines = [
-        f"CPU: {cpu_model()} ({core_count()} cores available); OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
+        f"CPU: {cpu_model()} ({core_count()} cores available; flags: {cpu_flags()}); "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
         f"torch threads {v['torch_threads']} (interop {v['torch_interop_threads']}), XLA's own CPU thread pool; "
         f"allocator tuned: {info['allocator_tuned']}",
         f"jaxatom {v['jaxatom']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']} ({v['backend']}); "
@@ -440,46 +440,57 @@ def header(args: argparse.Namespace, info: dict[str, Any], splits: Splits) -> st
     ]
     for name, counts in info["params"].items():
         lines.append(f"{name} ({N_ATOM_BASIS} features, {MODELS[name]} interactions) parameters: "
-                     f"jaxatom {counts['jaxatom']}, SchNetPack {counts['schnetpack']}")  # fmt: skip
-    start, end = info["load"]["start"], info["load"].get("end")
-    if start is not None:
-        lines.append(f"1-min load average: {start:.2f} before the run, {end:.2f} after")
-        if start > 0.5 * core_count():
-            lines.append(
-                "WARNING: the machine was busy before the run started; timings may be inflated and noisy (torch's "
-                "OpenMP threads slow down far more than XLA's when cores are shared: do not compare such numbers)"
-            )
+                     f"jaxatom {counts['jaxatom']}, SchNetPack {counts.get('schnetpack', '—')}")  # fmt: skip
+    if not info.get("spk"):
+        lines.append(info.get("spk_note", "SchNetPack not run"))
+    load = busy_warning(info["load"]["start"], info["load"].get("end"))
+    if load:
+        lines.append(load)
+        if "WARNING" in load:
+            lines.append("(torch's OpenMP threads slow down far more than XLA's when cores are shared: do not compare "
+                         "such numbers)")  # fmt: skip
     return "\n".join(lines)
 
 
-def throughput_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Per model: first step, median steady step and structures per second of both frameworks."""
-    lines = [
-        "| model | framework | first step (s) | steady step, median (ms) | mean (ms) | structures/s | "
-        "jaxatom / SchNetPack throughput |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+def throughput_table(rows: Sequence[dict[str, Any]], limits: dict | None = None) -> str:
+    """Per model: first step, median steady step and structures per second of both frameworks; with ``limits`` the
+    roofline of one optimiser step (XLA's cost analysis of jaxatom's ``train_step``, also the work count of
+    SchNetPack's row)."""
+    from _roofline import COLUMNS, with_roofline
+
     by_model: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_model.setdefault(row["model"], {})[row["framework"]] = row
-    for model, frameworks in by_model.items():
+    table = []
+    for frameworks in by_model.values():
         jax_row, spk_row = frameworks.get("jaxatom"), frameworks.get("schnetpack")
-        ratio = f"{jax_row['structures_per_s'] / spk_row['structures_per_s']:.2f}x" if jax_row and spk_row else "—"
+        work = {k: jax_row.get(k) for k in ("flops", "bytes")} if jax_row else {}
         for framework, row in frameworks.items():
-            note = ratio if framework == "jaxatom" else ""
-            lines.append(
-                f"| {model} | {framework} | {row['first_s']:.2f} | {1e3 * row['median_s']:.1f} | "
-                f"{1e3 * row['mean_s']:.1f} | {row['structures_per_s']:.1f} | {note} |"
-            )
+            # SchNetPack's rows count jaxatom's FLOPs as their work; XLA's bytes say nothing about torch's traffic
+            out = {**row, **work, "ratio": None} if framework == "jaxatom" else {**row, "flops": work.get("flops")}
+            out.setdefault("ratio", None)
+            if framework == "jaxatom" and spk_row:
+                out["ratio"] = f"{jax_row['structures_per_s'] / spk_row['structures_per_s']:.2f}x"
+            table.append(with_roofline(out, row["median_s"], limits) if limits else out)
+    columns = [
+        Column("model", "model", numeric=False),
+        Column("framework", "framework", numeric=False),
+        Column("first step (s)", "first_s"),
+        Column("steady step, median (ms)", lambda r: 1e3 * r["median_s"], ".1f"),
+        Column("mean (ms)", lambda r: 1e3 * r["mean_s"], ".1f"),
+        Column("structures/s", "structures_per_s", ".1f"),
+        Column("jaxatom / SchNetPack throughput", "ratio"),
+    ]
     first = rows[0]
-    lines += [
+    return "\n".join([
+        markdown_table([*columns, *(COLUMNS if limits else ())], table),
         "",
         f"Steady state: {first['steps']} timed steps (median) after the first step and {first['warmup_steps']} "
         "untimed warm-up steps over the distinct batches; jaxatom compiled "
         + ", ".join(f"{r['padded_shapes']} padded shape(s) for {r['model']}" for r in rows if r["padded_shapes"])
-        + " (the first in the first step, any others during warm-up).",
-    ]
-    return "\n".join(lines)
+        + " (the first in the first step, any others during warm-up). FLOPs and bytes per optimiser step: XLA's "
+        "cost analysis of jaxatom's compiled train_step (used as the work count of SchNetPack's rows too).",
+    ])  # fmt: skip
 
 
 def budget_table(rows: Sequence[dict[str, Any]], minutes: float) -> str:
@@ -504,16 +515,21 @@ def budget_table(rows: Sequence[dict[str, Any]], minutes: float) -> str:
 # ------------------------------------------------------------------------------------------------------------ main
 
 
-def run_throughput(args: argparse.Namespace, splits: Splits) -> list[dict[str, Any]]:
-    """Throughput rows for every model: jaxatom, then SchNetPack on the same batches."""
+def run_throughput(args: argparse.Namespace, splits: Splits, with_spk: bool = True) -> list[dict[str, Any]]:
+    """Throughput rows for every model: jaxatom, then SchNetPack on the same batches (``with_spk``)."""
     rows = []
     for name in args.models:
-        jax_timing, indices, shapes = jax_throughput(name, splits, args.batch_size, args.steps, args.seed)
-        spk_timing = spk_throughput(name, splits, indices, args.steps, args.batch_size, args.seed)
-        for framework, timing in (("jaxatom", jax_timing), ("schnetpack", spk_timing)):
+        jax_timing, indices, shapes, work = jax_throughput(name, splits, args.batch_size, args.steps, args.seed)
+        timings = [("jaxatom", jax_timing)]
+        if with_spk:
+            timings.append(
+                ("schnetpack", spk_throughput(name, splits, indices, args.steps, args.batch_size, args.seed))
+            )
+        for framework, timing in timings:
             rows.append({"framework": framework, "model": name, **asdict(timing),
                          "structures_per_s": timing.structures_per_s,
-                         "padded_shapes": shapes if framework == "jaxatom" else None})  # fmt: skip
+                         "padded_shapes": shapes if framework == "jaxatom" else None,
+                         **(work if framework == "jaxatom" else {})})  # fmt: skip
     return rows
 
 
@@ -527,11 +543,13 @@ def run_budget(args: argparse.Namespace, splits: Splits) -> list[dict[str, Any]]
     return rows
 
 
-def param_counts(models: Sequence[str], splits: Splits, seed: int) -> dict[str, dict[str, int]]:
+def param_counts(models: Sequence[str], splits: Splits, seed: int, with_spk: bool = True) -> dict[str, dict]:
     """Parameter counts of both frameworks' models (they should agree)."""
-    return {name: {"jaxatom": jax_param_count(jax_potential(name, splits, seed)),
-                   "schnetpack": sum(p.numel() for p in spk_model(name, seed).parameters())}
-            for name in models}  # fmt: skip
+    counts = {name: {"jaxatom": jax_param_count(jax_potential(name, splits, seed))} for name in models}
+    if with_spk:
+        for name in models:
+            counts[name]["schnetpack"] = sum(p.numel() for p in spk_model(name, seed).parameters())
+    return counts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -548,6 +566,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=500, help="test structures")
     parser.add_argument("--threads", type=int, default=core_count(), help="torch threads (default: all cores)")
     parser.add_argument("--tune-allocator", action="store_true", help="call jaxatom.tune_cpu_allocator() first")
+    parser.add_argument("--no-schnetpack", action="store_true", help="benchmark jaxatom only")
+    parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all results and environment info to this file")
     args = parser.parse_args(argv)
     if min(args.steps, args.batch_size, args.train, args.val, args.test, args.threads) < 1 or args.minutes <= 0:
@@ -557,35 +577,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the chosen mode, print the header and the markdown table, optionally write JSON."""
-    args = parse_args(argv)
-    import jaxatom
+def run(args: argparse.Namespace, limits: dict | None = None) -> dict[str, Any]:
+    """Run the chosen mode (SchNetPack in this process, when it imports here); returns ``{"meta", "info", "rows",
+    "header", "markdown"}``. ``limits``: the machine's roofline limits (throughput mode)."""
+    from jaxatom.runtime import cpu_allocator_tuned, tune_cpu_allocator
 
-    tuned = jaxatom.tune_cpu_allocator() if args.tune_allocator else False
-    import torch
+    tuned = cpu_allocator_tuned() or (args.tune_allocator and tune_cpu_allocator())
+    python, note = (None, "SchNetPack rows skipped (--no-schnetpack)") if args.no_schnetpack else spk_python()
+    with_spk = python == sys.executable
+    if with_spk:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    info: dict[str, Any] = {"load": {"start": load_average()}, "allocator_tuned": tuned, "versions": versions()}
+        torch.set_num_threads(args.threads)
+    elif python is not None:
+        note = "SchNetPack rows skipped: this benchmark runs SchNetPack in its own process, which lacks it"
+    info: dict[str, Any] = {"load": {"start": load_average()}, "allocator_tuned": tuned, "versions": versions(),
+                            "spk": with_spk, "spk_note": note}  # fmt: skip
     splits = load_splits(args.train, args.val, args.test, args.seed)
-    info["params"] = param_counts(args.models, splits, args.seed)
+    info["params"] = param_counts(args.models, splits, args.seed, with_spk)
     if args.mode == "throughput":
-        rows = run_throughput(args, splits)
-        table = throughput_table(rows)
+        rows = run_throughput(args, splits, with_spk)
+        table = throughput_table(rows, limits)
     else:
+        if not with_spk:
+            raise SystemExit(f"budget mode compares with SchNetPack: {note}")
         rows = run_budget(args, splits)
         table = budget_table(rows, args.minutes)
     info["load"]["end"] = load_average()
-    print(header(args, info, splits))
-    print()
-    print(table)
-    if args.json:
-        meta = {"mode": args.mode, "command": command_line(), "cpu": cpu_model(), "cores": core_count(),
-                "threads": args.threads, "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps,
-                "minutes": args.minutes, "sizes": {"train": args.train, "val": args.val, "test": args.test},
-                "energy_shift_eV_per_atom": splits.energy_shift}  # fmt: skip
-        args.json.write_text(json.dumps({"meta": meta, "info": info, "rows": rows}, indent=2))
-        print(f"\nwrote {args.json}")
+    meta = {"mode": args.mode, "command": command_line(), "environment": environment(), "threads": args.threads,
+            "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps, "minutes": args.minutes,
+            "sizes": {"train": args.train, "val": args.val, "test": args.test},
+            "energy_shift_eV_per_atom": splits.energy_shift}  # fmt: skip
+    return {"meta": meta, "info": info, "rows": rows, "header": header(args, info, splits), "markdown": table}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the chosen mode, print the header and the markdown table, optionally write JSON."""
+    args = parse_args(argv)
+    from _roofline import run_and_report
+
+    import jaxatom  # noqa: F401  (tunes the CPU allocator before JAX starts)
+
+    run_and_report(run, args, args.mode == "throughput" and not args.no_roofline, args.json)
 
 
 if __name__ == "__main__":
