@@ -61,6 +61,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -111,7 +112,12 @@ CASE_TITLES: dict[str, str] = {
     f"md{N_COPIES}": f"{N_COPIES} aspirin, NVE",
     f"rpmd{N_BEADS}": f"RPMD, {N_BEADS} beads",
 }
-FRAMEWORKS: dict[str, str] = {"jaxatom": "jaxatom", "schnetpack.md": "SchNetPack MD", "ase": "ASE + SpkCalculator"}
+FRAMEWORKS: dict[str, str] = {
+    "jaxatom": "jaxatom (auto: dense blocks)",
+    "jaxatom:all_pairs": "jaxatom, all-pairs edges",
+    "schnetpack.md": "SchNetPack MD",
+    "ase": "ASE + SpkCalculator",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------- shared
@@ -382,7 +388,8 @@ def jaxatom_potential(name: str, atoms: Atoms, seed: int, weights: str):
     return jaxatom.Potential.create(representation, elements=elements, seed=seed)
 
 
-def run_jaxatom_case(potential, atoms: Atoms, case: str, steps: int, args: argparse.Namespace) -> dict[str, float]:
+def run_jaxatom_case(potential, atoms: Atoms, case: str, steps: int, args: argparse.Namespace,
+                     neighbors: str = "auto") -> dict[str, float]:  # fmt: skip
     """Run ``case`` with ``jaxatom.md.simulate``; return its ``timing`` dict (``compile_s``, ``steps_per_s``,
     ``wall_s``, ...) with XLA's cost of one step (``flops``, ``bytes``) from the compiled chunk. The only place that
     calls the MD API: adjust here if it changes."""
@@ -399,7 +406,7 @@ def run_jaxatom_case(potential, atoms: Atoms, case: str, steps: int, args: argpa
     with capture_md_chunks() as chunks:
         run = simulate(potential, atoms, steps=stride_steps(steps), timestep_fs=TIMESTEP_FS,
                        temperature_K=TEMPERATURE_K, stride=STRIDE, output=None, seed=args.seed, progress=False,
-                       **options)  # fmt: skip
+                       neighbors=neighbors, **options)  # fmt: skip
     return {**run.timing, **(md_step_cost(chunks) or {})}
 
 
@@ -419,14 +426,14 @@ def run_jaxatom(args: argparse.Namespace, atoms: Atoms, weights: str) -> tuple[l
     for name in args.models:
         potential = jaxatom_potential(name, atoms, args.seed, weights)
         info[f"{name}_params"] = sum(int(np.size(p)) for p in jax.tree.leaves(potential.params))
-        for case in args.cases:
-            print(f"[jaxatom] {name} {case}", file=sys.stderr, flush=True)
+        for case, neighbors in itertools.product(args.cases, args.neighbors):
+            print(f"[jaxatom] {name} {case} {neighbors}", file=sys.stderr, flush=True)
             warmup, steps = case_steps(args, case)
-            timing = run_jaxatom_case(potential, atoms, case, 1 + warmup + steps, args)
+            timing = run_jaxatom_case(potential, atoms, case, 1 + warmup + steps, args, neighbors)
             copies = CASES[case]
             rows.append(
                 {
-                    "framework": "jaxatom",
+                    "framework": "jaxatom" if neighbors == "auto" else f"jaxatom:{neighbors}",
                     "model": name,
                     "case": case,
                     "copies": copies,
@@ -482,8 +489,9 @@ def table_rows(rows: Sequence[dict[str, Any]], models: Sequence[str], cases: Seq
                 mark = " (extrapolated: 64 x 1 copy)" if row["extrapolated"] else ""
                 out = {**row, "case_title": CASE_TITLES[case], "title": title + mark,
                        "ratio": row["steps_per_s"] / reference["steps_per_s"] if reference else None,
-                       "flops": work.get("flops"),  # jaxatom's FLOPs per step are every row's work count
-                       "bytes": work.get("bytes") if framework == "jaxatom" else None}  # fmt: skip
+                       # each jaxatom row's own FLOPs per step; the default's are the other frameworks' work count
+                       "flops": (row if framework.startswith("jaxatom") else work).get("flops"),
+                       "bytes": row.get("bytes") if framework.startswith("jaxatom") else None}  # fmt: skip
                 table.append(with_roofline(out, 1.0 / row["steps_per_s"], limits) if limits else out)
     return table
 
@@ -584,6 +592,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spk-device", default="auto", help="torch device of SchNetPack MD (auto: cuda if available)")
     parser.add_argument("--skip-ase", action="store_true", help="do not run ASE + SpkCalculator")
     parser.add_argument("--skip-jaxatom", action="store_true", help="do not run jaxatom")
+    parser.add_argument(
+        "--neighbors",
+        nargs="+",
+        choices=["auto", "all_pairs"],
+        default=["auto", "all_pairs"],
+        help="jaxatom's MD neighbour regimes to time (auto: dense blocks for aspirin)",
+    )
     parser.add_argument("--no-roofline", action="store_true", help="leave out the roofline columns")
     parser.add_argument("--json", type=Path, help="also write all results and environment info to this file")
     parser.add_argument("--worker", choices=["schnetpack"], help=argparse.SUPPRESS)
