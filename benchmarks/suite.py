@@ -88,7 +88,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "large": Benchmark(
         "Large periodic copper: time per atom-step from 10² to 10⁵ atoms",
         "bench_large",
-        full="",
+        full="--budget-s 60",
         quick="--sizes 32 --npt-sizes --steps 3 --warmup 1 --codes jaxatom,schnetpack",
         gpu="--sizes 1000 10000 100000 --npt-sizes --codes jaxatom,schnetpack --budget-s 45 --steps 100 "
         "--atom-steps 1e6",

@@ -352,7 +352,7 @@ def test_md_config_files_overrides_and_errors(tmp_path):
         (["rpmd_thermostat=gle"], "unknown ring-polymer thermostat 'gle'; choose one of pile_l, pile_g, trpmd"),
         (["velocities=random"], "velocities must be 'maxwell_boltzmann' or 'atoms', got 'random'"),
         (["tau_fs=50"], "tau_fs do not apply to the nve ensemble; remove them"),
-        (["neighbors=cells"], "neighbors must be one of auto, all_pairs, list, images, got 'cells'"),
+        (["neighbors=cells"], "neighbors must be one of auto, dense, all_pairs, list, images, got 'cells'"),
         (["steps"], "an override must look like key=value, got 'steps'"),
     ]
     for overrides, message in cases:
