@@ -37,6 +37,7 @@ from jaxatom.data.formats import read_dataset
 from jaxatom.data.loader import fidelity_of
 from jaxatom.data.splits import load_or_create_split
 from jaxatom.data.statistics import fit_standardisation
+from jaxatom.distributed import is_main_process, main_process_only, sync
 from jaxatom.errors import ConfigError
 from jaxatom.nn.heads import Atomwise, OutputSpec
 from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check_model
@@ -432,7 +433,12 @@ def run_split(config: RunConfig, dataset: Dataset) -> dict:
     data = config.data
     path = Path(config.run_dir) / "split.npz"
     try:
-        return load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
+        if is_main_process():  # in a multi-process run process 0 writes it and the others read it
+            split = load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
+        sync("jaxatom.run_split")
+        if not is_main_process():
+            split = load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
+        return split
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -556,10 +562,10 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
                                  heads=model.heads, scaling=scaling)  # fmt: skip
     if base is not None:
         potential = delta_potential(base, potential)
-    with run_lock(run_dir):
+    with main_process_only(run_lock(run_dir)):
         written = run_dir / "run_config.yaml"
-        if run_stop_reason(run_dir, training) is None or not written.exists():  # a finished run keeps its own
-            written.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if is_main_process() and (run_stop_reason(run_dir, training) is None or not written.exists()):
+            written.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))  # a finished run keeps its own
         trained = fit(potential, train, val, training, run_dir, resume=True, progress=progress)
         if isinstance(trained, PotentialEnsemble):
             trained = calibrate_run(trained, val, training, run_dir)
