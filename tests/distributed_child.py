@@ -1,5 +1,5 @@
 """One process of tests/test_distributed.py: trains a tiny PaiNN (one epoch, then resumed for a second) and runs a
-few Langevin MD steps of 4 replicas (to a trajectory, resumed for more steps, and in memory), then writes what it
+few Langevin MD steps of 4 replicas (to a trajectory, then resumed for more steps), then writes what it
 found. Usage: ``python distributed_child.py OUT NUM_PROCESSES PROCESS_ID PORT``; ``NUM_PROCESSES`` 1 is the
 reference: one process with two (forced) CPU devices, data-parallel training over them and MD on one device.
 """
@@ -48,14 +48,13 @@ md = dict(timestep_fs=0.5, ensemble="langevin", temperature_K=300.0, friction_pe
 trajectory = out / f"md_{n_processes}.h5"
 simulate(potential, atoms, steps=4, output=trajectory, **md)
 resumed = simulate(potential, atoms, steps=8, output=trajectory, **md)  # continues from the checkpoint
-memory = simulate(potential, atoms, steps=8, **md)
 
-local = [shard.data.shape for shard in memory.state.positions.addressable_shards]
+local = [shard.data.shape for shard in resumed.state.positions.addressable_shards]
 (out / f"process_{n_processes}_{process_id}.json").write_text(json.dumps({"local_positions": local}))
 final = distributed.gather(resumed.state.positions)
 if distributed.is_main_process():
     leaves = {f"param_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(trained.params))}
     written = read_trajectory(trajectory)
     np.savez(out / f"result_{n_processes}.npz", **leaves, trajectory=written["positions"],
-             trajectory_steps=written["step"], memory=memory.frames["positions"], final=final)  # fmt: skip
+             trajectory_steps=written["step"], final=final)  # fmt: skip
 print("ok", process_id)
