@@ -73,7 +73,8 @@ def test_two_processes_train_like_one(runs):
 
 def test_two_processes_run_md_like_one(runs):
     """Four Langevin replicas split over two processes (two each) follow the trajectories of one process, in the
-    trajectory process 0 wrote (also across a restart from its checkpoint) and in the final state."""
+    trajectory process 0 wrote (also across a restart from its checkpoint) and in the final state; so do periodic
+    replicas whose on-device neighbour list overflowed (and grew) before a restart."""
     one, two = np.load(runs / "result_1.npz"), np.load(runs / "result_2.npz")
     assert two["trajectory"].shape == (5, 4, 9, 3)  # the starting frame and 4 strided frames of all replicas
     np.testing.assert_array_equal(two["trajectory_steps"], [0, 2, 4, 6, 8])
@@ -81,6 +82,8 @@ def test_two_processes_run_md_like_one(runs):
         np.testing.assert_allclose(two[name], one[name], rtol=0, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(two["trajectory"][-1], two["final"], rtol=0, atol=1e-6)
     assert not (runs / "md_2.h5.ckpt.npz.tmp").exists()
+    np.testing.assert_allclose(two["argon"], one["argon"], rtol=0, atol=1e-5)  # overflow, rerun, restart
+    assert two["argon"].shape == (7, 2, 64, 3)
     for process in (0, 1):  # each process holds only its two replicas
         local = json.loads((runs / f"process_2_{process}.json").read_text())["local_positions"]
         assert local == [[2, 9, 3]]

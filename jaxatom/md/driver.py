@@ -893,16 +893,31 @@ def _open_shared_output(setup: _Setup, output: Path, overwrite: bool):
             state, writer, written = _open_output(setup, output, overwrite)
             counts = np.array([written, int(writer.initial_frame)], np.int64)
         except BaseException:  # tell the others, which would otherwise wait for the state
-            distributed.broadcast({"failed": np.ones((), bool)})
+            distributed.broadcast({"failed": np.ones((), bool), "capacity": _capacities(state)})
             raise
-    shared = distributed.broadcast({"failed": np.zeros((), bool)})
+    shared = distributed.broadcast({"failed": np.zeros((), bool), "capacity": _capacities(state)})
     if bool(shared["failed"]):
         raise SimulationFailed(f"process 0 could not open {output} (see its error); nothing was written here")
+    if not setup.writes and not np.array_equal(shared["capacity"], _capacities(state)):
+        # the checkpoint's neighbour lists grew: receive them into lists of its capacity
+        edges, (capacity, cell_capacity) = setup.force_field.edges, (int(x) for x in shared["capacity"])
+        flat = np.asarray(state.positions).reshape(-1, setup.plan.n_atoms, 3)
+        cells = None if state.cell is None else bead_cells(state.cell, len(flat))
+        state = state.replace(neighbors=edges.allocate(flat, capacity, max(cell_capacity, 0), cells))
     leaves, treedef = jax.tree.flatten(distributed.gather(state))
     shared = distributed.broadcast({"counts": counts, "leaves": leaves})
     state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in shared["leaves"]])
     written, initial = (int(x) for x in shared["counts"])
     return state, writer, written, initial
+
+
+def _capacities(state: MDState) -> np.ndarray:
+    """The edge and cell-list capacities of the state's neighbour lists (-1: none)."""
+    neighbors = state.neighbors
+    if neighbors is None:
+        return np.full(2, -1, np.int64)
+    cells = -1 if neighbors.cell_list_capacity is None else neighbors.cell_list_capacity
+    return np.array([neighbors.max_occupancy, cells], np.int64)
 
 
 def _constants(setup: _Setup) -> dict[str, np.ndarray]:
