@@ -115,7 +115,7 @@ def two_processes(monkeypatch):
         ({"data_parallel": False}, 16, "data-parallel"),
         ({"ensemble": {"size": 2}}, 16, "ensembles train in one process"),
         ({"batch_size": 3}, 16, "does not split evenly over the 2 devices in 2 processes"),
-        ({}, 2, "fewer than one batch"),
+        ({}, 1, "fewer than the 2 devices in 2 processes"),
     ],
 )
 def test_training_refuses_what_processes_cannot_share(two_processes, changes, n_train, message):

@@ -269,7 +269,7 @@ class _Training:
 def check_distributed(config: TrainConfig, n_train: int) -> None:
     """Refuse settings a run over several processes cannot train (before anything is built): training that is not
     data-parallel, ensembles, a batch that does not split evenly over all devices, or fewer training structures than
-    one batch."""
+    devices (no batch would give every device a structure)."""
     n_processes, n_devices = process_count(), jax.device_count()
     if n_processes == 1:
         return
@@ -285,9 +285,9 @@ def check_distributed(config: TrainConfig, n_train: int) -> None:
         raise ConfigError(
             f"batch_size {config.batch_size} does not split evenly over the {where}; use a multiple of {n_devices}"
         )
-    if n_train < config.batch_size:
-        raise ConfigError(f"the training set has {n_train} structures, fewer than one batch of {config.batch_size} "
-                          f"spread over the {where}; lower batch_size or add data")  # fmt: skip
+    if n_train < n_devices:
+        raise ConfigError(f"the training set has {n_train} structures, fewer than the {where}: every device needs "
+                          "at least one structure per batch; add data or use fewer devices")  # fmt: skip
 
 
 def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConfig) -> _Training:
@@ -473,7 +473,7 @@ def _epochs(
 
 
 def _learning_rate(training: _Training, value: float):
-    """The plateau's learning rate as the state's leaf (replicated on the mesh of a multi-process run)."""
+    """The plateau's learning rate as the state's leaf (replicated on the data-parallel mesh, if any)."""
     value = np.float32(value)
     return value if training.mesh is None else replicated(value, training.mesh)
 
