@@ -433,12 +433,7 @@ def run_split(config: RunConfig, dataset: Dataset) -> dict:
     data = config.data
     path = Path(config.run_dir) / "split.npz"
     try:
-        if is_main_process():  # in a multi-process run process 0 writes it and the others read it
-            split = load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
-        sync("jaxatom.run_split")
-        if not is_main_process():
-            split = load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
-        return split
+        return load_or_create_split(path, len(dataset), data.train, data.val, data.test, data.seed)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -548,7 +543,9 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
     config = _as_run_config(config)
     run_dir, training = Path(config.run_dir), config.training
     dataset = load_data(config.data)
-    split = run_split(config, dataset)
+    split = run_split(config, dataset) if is_main_process() else None  # in a multi-process run process 0 writes it
+    sync("jaxatom.train_run.split")
+    split = run_split(config, dataset) if split is None else split  # ... and the others read it
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
     indices = {"training": split["train_idx"], "validation": split["val_idx"]}
     check_training_data({"training": train, "validation": val}, training, indices)  # before neighbour lists, compiles
