@@ -102,9 +102,13 @@ def _train(args: argparse.Namespace) -> int:
     from jaxatom.train.run import evaluate_run, load_run_config, train_run
 
     try:
+        from jaxatom.distributed import is_main_process, sync
+
         config = load_run_config(args.config, args.overrides)
         train_run(config, progress=not args.quiet)
-        metrics = evaluate_run(config.run_dir) if config.data.test != 0 else None
+        # in a multi-process run process 0 evaluates (and writes the evaluation); the others are done
+        metrics = evaluate_run(config.run_dir) if config.data.test != 0 and is_main_process() else None
+        sync("jaxatom.train.evaluated")
     except (JaxAtomError, FileNotFoundError, KeyError) as err:
         print(f"jaxatom train: {err}", file=sys.stderr)
         return 2
@@ -153,11 +157,13 @@ def _md(args: argparse.Namespace) -> int:
     from jaxatom.inputs import check_md_files, read_md_settings
 
     check_md_files(read_md_settings(args.config, args.overrides))  # named before the MD code is imported
+    from jaxatom.distributed import is_main_process
     from jaxatom.md.run import load_md_config, md_run, report
 
     config = load_md_config(args.config, args.overrides)
     run = md_run(config, progress=not args.quiet)
-    _print_md(run, report(run.output, title=f"{run.settings['ensemble']} MD with {config.model}"))
+    if is_main_process():  # the one that wrote the trajectory reports it
+        _print_md(run, report(run.output, title=f"{run.settings['ensemble']} MD with {config.model}"))
     return 0
 
 
@@ -307,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("config", nargs="?", help="YAML configuration")
     md.add_argument("overrides", nargs="*", help="key=value settings, e.g. steps=20000 ensemble=langevin")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_distributed_options(md)
     md.set_defaults(run=_md)
 
     spectrum = commands.add_parser(
@@ -359,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="YAML with sections run_dir, data, model, training")
     train.add_argument("overrides", nargs="*", help="section.key=value settings, e.g. training.max_epochs=50")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_distributed_options(train)
     train.set_defaults(run=_train)
 
     learn = commands.add_parser(
@@ -400,6 +408,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator HOST:PORT --num-processes N --process-id I`` (or ``--distributed`` under SLURM/Open MPI):
+    one process of a run over several processes or hosts (docs/distributed.md)."""
+    group = parser.add_argument_group(
+        "distributed (several processes or hosts; also JAXATOM_COORDINATOR, JAXATOM_NUM_PROCESSES, JAXATOM_PROCESS_ID)"
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, reachable from every process")
+    group.add_argument("--num-processes", type=int, metavar="N", help="number of processes in the run")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0..N-1 (0 is the coordinator)")
+    group.add_argument("--distributed", action="store_true",
+                       help="join a distributed run whose settings JAX detects (srun under SLURM, mpirun)")  # fmt: skip
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    """Start JAX's distributed runtime if the command line or the environment asks for it (before any JAX work)."""
+    import os
+
+    from jaxatom import distributed
+
+    if not hasattr(args, "coordinator"):
+        return
+    coordinator = args.coordinator or os.environ.get(distributed.ENV_COORDINATOR)
+    count = args.num_processes if args.num_processes is not None else os.environ.get(distributed.ENV_NUM_PROCESSES)
+    index = args.process_id if args.process_id is not None else os.environ.get(distributed.ENV_PROCESS_ID)
+    if coordinator is None and count is None and index is None and not args.distributed:
+        return
+    try:
+        count, index = (None if v is None else int(v) for v in (count, index))
+    except ValueError as err:
+        from jaxatom.errors import ConfigError
+
+        raise ConfigError(f"the number of processes and the process id must be integers: {err}") from None
+    distributed.initialize(coordinator, count, index)
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line; ``key=value`` overrides may also follow options (``md run.yaml --quiet steps=10``)."""
     parser = build_parser()
@@ -418,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxatom.errors import JaxAtomError
 
     try:
+        _start_distributed(args)
         return args.run(args)
     except (JaxAtomError, FileNotFoundError, FileExistsError, PermissionError) as err:
         print(f"jaxatom {args.command}: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from jaxatom.data.dataset import Dataset, describe_structures
+from jaxatom.distributed import host_local_to_global
 from jaxatom.errors import ConfigError, DataError, StructureError
 from jaxatom.graph import Graph, HostGraph, batch_graphs, bucket_size, float_dtype
 from jaxatom.neighbors import host_graph
@@ -28,7 +29,9 @@ class GraphLoader:
 
     Neighbour lists are computed once, here; every batch has ``n_graph = batch_size + 1`` and bucketed node and edge
     counts, so an epoch compiles once per bucket. With ``n_shards > 1`` (data-parallel training) each batch is that
-    many equal shards stacked along a leading axis, padded to common shapes. Shuffling is seeded per epoch
+    many equal shards stacked along a leading axis, padded to common shapes; with ``local_shards`` (the shards of this
+    process in a multi-process run, :func:`jaxatom.distributed.local_shard_indices`) only those are built, padded to
+    the shapes of the whole batch, so every process agrees on them. Shuffling is seeded per epoch
     (``np.random.default_rng([seed, epoch])``), so a resumed run sees the same order.
 
     ``offsets`` (name -> ``[100]`` table per atomic number, in the property's unit) are subtracted in float64 before
@@ -54,12 +57,16 @@ class GraphLoader:
         n_shards: int = 1,
         offsets: Mapping[str, np.ndarray] | None = None,
         intensive: Collection[str] = (),
+        local_shards: Sequence[int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if batch_size % n_shards:
             raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of devices ({n_shards})")
         self.n_shards = n_shards
+        self.local_shards = None if local_shards is None else tuple(int(i) for i in local_shards)
+        if self.local_shards is not None and not all(0 <= i < n_shards for i in self.local_shards):
+            raise ConfigError(f"local_shards {list(self.local_shards)} must lie in 0..{n_shards - 1}")
         dataset.require(*properties)
         self.dataset, self.batch_size, self.properties = dataset, batch_size, tuple(properties)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -84,18 +91,22 @@ class GraphLoader:
 
     def batch(self, indices: Sequence[int]) -> Batch:
         """The padded graph and labels of the structures at ``indices``; with ``n_shards > 1``, that many equal
-        shards stacked along a leading axis (same padded shapes, for data-parallel training)."""
+        shards stacked along a leading axis (same padded shapes, for data-parallel training; only ``local_shards`` of
+        them if set)."""
         if self.n_shards == 1:
             return self._padded(indices, self.batch_size + 1)
-        return self.stacked(np.array_split(np.asarray(indices), self.n_shards), self.batch_size // self.n_shards + 1)
+        chunks = np.array_split(np.asarray(indices), self.n_shards)
+        return self.stacked(chunks, self.batch_size // self.n_shards + 1, self.local_shards)
 
-    def stacked(self, chunks: Sequence[Sequence[int]], n_graph: int) -> Batch:
+    def stacked(self, chunks: Sequence[Sequence[int]], n_graph: int, only: Sequence[int] | None = None) -> Batch:
         """The padded batches of the structures of each of ``chunks``, stacked along a leading axis ``[len(chunks),
         ...]`` with common shapes (``n_graph`` graphs each, bucketed node and edge counts): data-parallel shards, or
-        the batches of ensemble members."""
+        the batches of ensemble members. With ``only``, just those chunks are built (``[len(only), ...]``), with the
+        shapes all chunks need."""
         n_node = max(bucket_size(sum(self.graphs[i].n_node for i in c) + 1, 8) for c in chunks)
         n_edge = max(bucket_size(max(sum(self.graphs[i].n_edge for i in c), 1), 64) for c in chunks)
-        shards = [self._padded(c, n_graph, n_node, n_edge) for c in chunks]
+        chosen = chunks if only is None else [chunks[i] for i in only]
+        shards = [self._padded(c, n_graph, n_node, n_edge) for c in chosen]
         return jax.tree.map(lambda *xs: np.stack(xs), *shards)
 
     def _padded(self, indices: Sequence[int], n_graph: int, n_node: int | None = None, n_edge: int | None = None):
@@ -224,5 +235,11 @@ def _host_graph(dataset: Dataset, index: int, cutoff: float) -> HostGraph:
 
 
 def _next_on_device(batches: Iterator[Batch], sharding) -> Batch | None:
+    """The next batch on the device; with a sharding over several processes, this process's block of it becomes
+    its part of the global batch (:func:`jaxatom.distributed.host_local_to_global`)."""
     batch = next(batches, None)
-    return None if batch is None else jax.device_put(batch, sharding)
+    if batch is None:
+        return None
+    if sharding is not None and not sharding.is_fully_addressable:
+        return host_local_to_global(batch, sharding)
+    return jax.device_put(batch, sharding)

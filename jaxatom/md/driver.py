@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
+from jaxatom import distributed
 from jaxatom.errors import ConfigError, DiskFullError, JaxAtomError, OutputExistsError, StructureError
 from jaxatom.files import exclusive_lock, require_free_space
 from jaxatom.graph import float_dtype
@@ -341,9 +342,12 @@ def _observe_fn(plan: _Plan, integrator: Integrator, masses: jax.Array, dof: int
     return observe
 
 
-def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: int, gate: UncertaintyGate | None):
+def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: int, gate: UncertaintyGate | None,
+              placement: tuple | None = None):  # fmt: skip
     """The jitted chunk ``(params, state) -> (state, frames)``: ``n_frames`` frames of ``stride`` steps, with the
-    uncertainty ``gate`` applied after every step and its interval record added to every frame."""
+    uncertainty ``gate`` applied after every step and its interval record added to every frame. ``placement``
+    ``(mesh, n_replicas, params, state)``: the replicas are sharded over the mesh, and the chunk returns its state
+    and frames sharded alike (so the next chunk takes them as they are)."""
 
     def chunk(params, state: MDState):
         def step(_, s):
@@ -362,7 +366,13 @@ def _chunk_fn(integrator: Integrator, compute, observe, stride: int, n_frames: i
 
         return jax.lax.scan(frame, state.replace(overflow=jnp.zeros((), bool)), None, length=n_frames)
 
-    return jax.jit(chunk)
+    if placement is None:
+        return jax.jit(chunk)
+    mesh, n_replicas, params, state = placement
+    new_state, frames = jax.eval_shape(chunk, params, state)
+    state_shardings = jax.tree.map(lambda x: distributed.leading_sharding(x.shape, mesh, n_replicas), new_state)
+    frame_shardings = jax.tree.map(lambda x: distributed.leading_sharding(x.shape, mesh, n_replicas, 1), frames)
+    return jax.jit(chunk, out_shardings=(state_shardings, frame_shardings))
 
 
 def _settings_dict(plan: _Plan) -> dict:
@@ -504,6 +514,7 @@ def simulate(
     electric_field: Sequence[float] | None = None,
     uncertainty_threshold: float | str | None = None,
     uncertainty_action: str | None = None,
+    shard_replicas: bool | None = None,
     progress: bool = True,
     **ensemble_settings,
 ) -> MDRun:
@@ -566,6 +577,12 @@ def simulate(
             which any replica crossed). Checked after every step inside the compiled chunk; frames gain
             ``uncertainty``, ``flagged``, ``candidate_positions``, ``candidate_step`` (and ``candidate_cell``), see
             :mod:`jaxatom.md.gate` and :meth:`MDRun.flagged_structures`.
+        shard_replicas: split the replicas (with their beads) over every device of every process, each device
+            computing its block of them; ``None``: when several processes run (:mod:`jaxatom.distributed`), as they
+            must then. ``n_replicas`` must be a multiple of the number of devices. Every process calls ``simulate``
+            with the same arguments; process 0 alone writes the trajectory and the checkpoint (``output`` on a file
+            system it sees) and every process gets the same frames and the sharded final state. See
+            ``docs/distributed.md``.
         progress: show a progress bar with steps/s and ns/day.
         **ensemble_settings: the settings of a named ``ensemble`` (see above).
     """
@@ -587,6 +604,7 @@ def simulate(
     _warn_spectral_stride(observables, stride, timestep_fs)
     field = None if electric_field is None else tuple(float(x) for x in field_array(electric_field))
     _check_ensemble_fits(ensemble, structures[0])
+    mesh = _replica_mesh(n_replicas, shard_replicas)
     model = model if isinstance(model, ForceField) else _potential(model)
     gate = uncertainty_gate(model, uncertainty_threshold, uncertainty_action)
     replicas = ReplicaAtoms.from_structures(structures) if is_heterogeneous(structures) else None
@@ -628,14 +646,34 @@ def simulate(
         integrator = ensemble.padded_integrator(masses, plan.timestep_fs * FS, dof, jnp.asarray(replicas.mask))
         compute = _replica_compute_fn(force_field, replicas, dtype)
     observe = _observe_fn(plan, integrator, masses, dof)
-    params = jax.device_put(force_field.params)
+    params = jax.device_put(force_field.params) if mesh is None else distributed.replicated(force_field.params, mesh)
 
-    setup = _Setup(plan, structures, masses, force_field, integrator, dof, compute, observe, params, velocities)
+    setup = _Setup(plan, structures, masses, force_field, integrator, dof, compute, observe, params, velocities, mesh)
     output = None if output is None else Path(output)
     with contextlib.ExitStack() as stack:
-        if output is not None:
+        if output is not None and setup.writes:
             stack.enter_context(exclusive_lock(output, f"the MD trajectory {output}"))
-        return _drive(setup, steps // stride, output, overwrite, progress)
+        return _drive(setup, steps // stride, output, overwrite, progress and setup.writes)
+
+
+def _replica_mesh(n_replicas: int, shard_replicas: bool | None):
+    """The mesh ``"replicas"`` over every device of every process that the replicas are split over, or None (one
+    device). Several processes need it; ``n_replicas`` must split evenly over the devices."""
+    n_processes, n_devices = distributed.process_count(), jax.device_count()
+    if shard_replicas is None:
+        shard_replicas = n_processes > 1
+    if not shard_replicas:
+        if n_processes > 1:
+            raise ConfigError(f"{n_processes} processes run MD together only with the replicas split over them: leave "
+                              "shard_replicas at None (or True), or run one process")  # fmt: skip
+        return None
+    if n_replicas % n_devices:
+        where = f"{n_devices} devices" + (f" in {n_processes} processes" if n_processes > 1 else "")
+        raise ConfigError(
+            f"{n_replicas} replicas do not split evenly over the {where}; run a multiple of {n_devices} replicas "
+            "(n_replicas)"
+        )
+    return distributed.global_mesh("replicas")
 
 
 @dataclass(frozen=True)
@@ -652,6 +690,21 @@ class _Setup:
     observe: Any
     params: Any
     velocities: str
+    #: The mesh the replicas are split over (``simulate(shard_replicas=...)``), or None.
+    mesh: Any = None
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (process 0, or the only one)."""
+        return self.mesh is None or distributed.is_main_process()
+
+    def placed(self, state: MDState) -> MDState:
+        """``state`` with its replicas split over the mesh (as it is without one)."""
+        return state if self.mesh is None else distributed.shard_leading(state, self.mesh, self.plan.n_replicas)
+
+    def host(self, tree: Any) -> Any:
+        """``tree`` as numpy arrays on every process (all-gathered across processes: every process must call it)."""
+        return distributed.gather(tree) if self.mesh is not None else jax.device_get(tree)
 
     @functools.cached_property
     def model_fingerprint(self) -> str:
@@ -683,11 +736,14 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
     checkpointing each (or collecting them in memory). A trajectory of format version 1 (no starting frame) is
     continued in its own layout."""
     plan = setup.plan
-    if output is not None:
+    if output is not None and setup.mesh is not None:
+        state, writer, written, initial = _open_shared_output(setup, output, overwrite)
+    elif output is not None:
         state, writer, written = _open_output(setup, output, overwrite)
         initial = int(writer.initial_frame)
     else:
         state, writer, written, initial = setup.initial_state(), None, 0, 1
+    state = setup.placed(state)
     done_frames = max(written - initial, 0)  # strided frames, those after the starting frame
     compiled: dict[int, Any] = {}
     timing = {"compile_s": 0.0, "run_s": 0.0, "reruns": 0}
@@ -701,7 +757,7 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
             _require_space(writer, output, total_frames - done_frames + needs_start, int(state.step))
         if needs_start:
             _start_frame(setup, state, timing, writer, output, collected)
-        while done_frames < total_frames and not (plan.gate is not None and plan.gate.halted(state)):
+        while done_frames < total_frames and not _halted(setup, state):
             n_frames = min(plan.frames_per_chunk - done_frames % plan.frames_per_chunk, total_frames - done_frames)
             tic, compile_before = time.perf_counter(), timing["compile_s"]
             if writer is not None:
@@ -712,9 +768,11 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
             _check_cell(state, setup, done_frames * plan.stride, output)
             if writer is not None:
                 kept = int(frames["step"][0]) - plan.stride
-                _write(writer, output, frames, state, initial + done_frames + n_frames, setup, kept)
-            else:
+                _write(writer, output, frames, _saved(setup, state), initial + done_frames + n_frames, setup, kept)
+            elif output is None:
                 collected.append(frames)
+            else:  # another process writes: it gathers the state for its checkpoint with this one
+                _saved(setup, state)
             done_frames += n_frames
             timing["run_s"] += time.perf_counter() - tic - (timing["compile_s"] - compile_before)
             _advance(bar, n_frames * plan.stride, timing, plan.timestep_fs)
@@ -730,9 +788,15 @@ def _drive(setup: _Setup, total_frames: int, output: Path | None, overwrite: boo
     frames = None
     if writer is None:
         frames = {k: np.concatenate([c[k] for c in collected]) for k in collected[0]} if collected else {}
-    stopped = None if state.gate is None else np.asarray(state.gate["stopped"])
+    stopped = None if state.gate is None else np.asarray(setup.host(state.gate["stopped"]))
     return MDRun(state=state, frames=frames, output=output, timing=timing, settings=_settings_dict(plan),
                  stopped=stopped)  # fmt: skip
+
+
+def _halted(setup: _Setup, state: MDState) -> bool:
+    """Whether the uncertainty gate ends the run here (its record gathered to every process)."""
+    gate = setup.plan.gate
+    return gate is not None and gate.halted(state.replace(gate=setup.host(state.gate)))
 
 
 def _start_frame(setup: _Setup, state: MDState, timing: dict, writer, output: Path | None, collected: list) -> None:
@@ -741,10 +805,18 @@ def _start_frame(setup: _Setup, state: MDState, timing: dict, writer, output: Pa
     tic = time.perf_counter()
     frame = _initial_frame(setup, state)
     timing["compile_s"] += time.perf_counter() - tic
-    if writer is None:
+    if writer is not None:
+        _write(writer, output, frame, _saved(setup, state), 1, setup, int(state.step))
+    elif output is None:
         collected.append(frame)
     else:
-        _write(writer, output, frame, state, 1, setup, int(state.step))
+        _saved(setup, state)
+
+
+def _saved(setup: _Setup, state: MDState) -> MDState:
+    """The state a checkpoint saves: as it is in one process, gathered to the host across processes (every
+    process calls this for every checkpoint, since gathering is collective)."""
+    return state if setup.mesh is None else setup.host(state)
 
 
 def _initial_frame(setup: _Setup, state: MDState) -> dict:
@@ -758,7 +830,7 @@ def _initial_frame(setup: _Setup, state: MDState) -> dict:
             frame.update(plan.gate.initial_frame(s))
         return jax.tree.map(lambda x: x[None], frame)
 
-    frame = jax.device_get(jax.jit(observe)(state))
+    frame = setup.host(jax.jit(observe)(state))
     return _host_frames(frame, state, setup.force_field, plan, 1)
 
 
@@ -810,6 +882,43 @@ def _open_output(setup: _Setup, output: Path, overwrite: bool) -> tuple[MDState,
     writer = TrajectoryWriter.create(output, constants, attributes, frame_shapes, units, per_atom)
     checkpoint.save_checkpoint(checkpoint_file, state, 0, setup)
     return state, writer, 0
+
+
+def _open_shared_output(setup: _Setup, output: Path, overwrite: bool):
+    """:func:`_open_output` for replicas split over several processes: process 0 opens (or continues) the
+    trajectory and checkpoint and sends the state to the others, which write nothing. Returns ``(state, writer,
+    written, initial)``, ``writer`` None except on process 0."""
+    state, writer, counts = setup.initial_state(), None, np.zeros(2, np.int64)
+    if setup.writes:
+        try:
+            state, writer, written = _open_output(setup, output, overwrite)
+            counts = np.array([written, int(writer.initial_frame)], np.int64)
+        except BaseException:  # tell the others, which would otherwise wait for the state
+            distributed.broadcast({"failed": np.ones((), bool), "capacity": _capacities(state)})
+            raise
+    shared = distributed.broadcast({"failed": np.zeros((), bool), "capacity": _capacities(state)})
+    if bool(shared["failed"]):
+        raise SimulationFailed(f"process 0 could not open {output} (see its error); nothing was written here")
+    if not setup.writes and not np.array_equal(shared["capacity"], _capacities(state)):
+        # the checkpoint's neighbour lists grew: receive them into lists of its capacity
+        edges, (capacity, cell_capacity) = setup.force_field.edges, (int(x) for x in shared["capacity"])
+        flat = np.asarray(state.positions).reshape(-1, setup.plan.n_atoms, 3)
+        cells = None if state.cell is None else bead_cells(state.cell, len(flat))
+        state = state.replace(neighbors=edges.allocate(flat, capacity, max(cell_capacity, 0), cells))
+    leaves, treedef = jax.tree.flatten(distributed.gather(state))
+    shared = distributed.broadcast({"counts": counts, "leaves": leaves})
+    state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in shared["leaves"]])
+    written, initial = (int(x) for x in shared["counts"])
+    return state, writer, written, initial
+
+
+def _capacities(state: MDState) -> np.ndarray:
+    """The edge and cell-list capacities of the state's neighbour lists (-1: none)."""
+    neighbors = state.neighbors
+    if neighbors is None:
+        return np.full(2, -1, np.int64)
+    cells = -1 if neighbors.cell_list_capacity is None else neighbors.cell_list_capacity
+    return np.array([neighbors.max_occupancy, cells], np.int64)
 
 
 def _constants(setup: _Setup) -> dict[str, np.ndarray]:
@@ -890,25 +999,29 @@ def _run_chunk(compiled: dict, timing: dict, setup: _Setup, state: MDState, n_fr
         key = (n_frames, capacity)
         if key not in compiled:
             tic = time.perf_counter()
-            function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames, plan.gate)
+            placement = None if setup.mesh is None else (setup.mesh, plan.n_replicas, params, state)
+            function = _chunk_fn(setup.integrator, setup.compute, setup.observe, plan.stride, n_frames, plan.gate,
+                                 placement)  # fmt: skip
             compiled[key] = function.lower(params, state).compile()
             timing["compile_s"] += time.perf_counter() - tic
             _check_memory(compiled[key], plan, n_frames)
         new_state, frames = compiled[key](params, state)
         overflow = bool(new_state.overflow)
-        frames = jax.device_get(frames)
+        frames = setup.host(frames)
         if not overflow:
             return new_state, frames
         timing["reruns"] += 1
-        flat = np.asarray(state.positions).reshape(-1, plan.n_atoms, 3)
-        cells = None if state.cell is None else bead_cells(state.cell, len(flat))
-        grown = setup.force_field.edges.grow(state.neighbors, flat, cells)
-        print(
-            f"jaxatom md: neighbour list overflow at step {int(state.step)}; capacity {capacity} -> "
-            f"{grown.max_occupancy}, rerunning the chunk",
-            file=sys.stderr,
-        )
-        state = state.replace(neighbors=grown)
+        host = state if setup.mesh is None else setup.host(state)
+        flat = np.asarray(host.positions).reshape(-1, plan.n_atoms, 3)
+        cells = None if host.cell is None else bead_cells(host.cell, len(flat))
+        grown = setup.force_field.edges.grow(host.neighbors, flat, cells)
+        if setup.writes:
+            print(
+                f"jaxatom md: neighbour list overflow at step {int(state.step)}; capacity {capacity} -> "
+                f"{grown.max_occupancy}, rerunning the chunk",
+                file=sys.stderr,
+            )
+        state = setup.placed(host.replace(neighbors=grown))
     raise SimulationFailed(
         f"the neighbour list still overflowed after {MAX_RERUNS} reruns of the chunk at step {int(state.step)} "
         f"(capacity {state.neighbors.max_occupancy}); the system is probably collapsing or exploding: check the "
@@ -940,7 +1053,7 @@ def _check_cell(state: MDState, setup: _Setup, first_step: int, output: Path | N
     if state.cell is None or edges is None:
         return
     start = edges.cell if edges.replicas is None else edges.replicas.cell
-    smallest = float(np.min(linear_scales(start, np.asarray(state.cell))))
+    smallest = float(np.min(linear_scales(start, np.asarray(setup.host(state.cell)))))
     if smallest < CELL_MARGIN:
         kept = f"; {output} and its checkpoint keep everything up to step {first_step}" if output is not None else ""
         raise SimulationFailed(

@@ -78,6 +78,7 @@ class MDConfig(StrictModel):
     electric_field: tuple[float, float, float] | None = None
     uncertainty_threshold: float | str | None = None
     uncertainty_action: str | None = None
+    shard_replicas: bool | None = None
     progress: bool = True
 
     @field_validator("model", "structure", mode="before")

@@ -21,6 +21,15 @@ from jax.sharding import PartitionSpec as P
 from jaxatom.data.dataset import Dataset
 from jaxatom.data.loader import GraphLoader, fidelity_of
 from jaxatom.data.statistics import fit_atomrefs, mean_energy_per_atom
+from jaxatom.distributed import (
+    global_mesh,
+    is_main_process,
+    local_shard_indices,
+    main_process_only,
+    process_count,
+    replicated,
+    sync,
+)
 from jaxatom.errors import JaxAtomError, OutputExistsError
 from jaxatom.potential import Potential, PotentialEnsemble, load_model
 from jaxatom.potential.io import ModelFileError, model_config
@@ -43,6 +52,7 @@ __all__ = [
     "with_energy_offsets",
     "check_loss_outputs",
     "check_fidelities",
+    "check_distributed",
 ]
 
 #: The settings that end a run, by stop reason: raising one extends a finished run.
@@ -247,26 +257,61 @@ class _Training:
     sharding: NamedSharding | None
     scales: dict
     step_config: StepConfig
+    #: The mesh of data-parallel training (the state is replicated on it), else None.
+    mesh: Mesh | None = None
+
+    def placed(self, state: TrainState) -> TrainState:
+        """``state`` replicated on every device of the data-parallel mesh (of every process), so that a state
+        restored from a checkpoint (on one device) meets the batches' devices; as it is without a mesh."""
+        return state if self.mesh is None else replicated(state, self.mesh)
+
+
+def check_distributed(config: TrainConfig, n_train: int) -> None:
+    """Refuse settings a run over several processes cannot train (before anything is built): training that is not
+    data-parallel, ensembles, a batch that does not split evenly over all devices, or fewer training structures than
+    devices (no batch would give every device a structure)."""
+    n_processes, n_devices = process_count(), jax.device_count()
+    if n_processes == 1:
+        return
+    where = f"{n_devices} devices in {n_processes} processes"
+    if not config.data_parallel:
+        raise ConfigError(f"training on {where} is data-parallel: set data_parallel (training.data_parallel) to true "
+                          "or run one process")  # fmt: skip
+    if config.ensemble is not None:
+        raise ConfigError(
+            f"ensembles train in one process, not on {where}: remove training.ensemble or run one process"
+        )
+    if config.batch_size % n_devices:
+        raise ConfigError(
+            f"batch_size {config.batch_size} does not split evenly over the {where}; use a multiple of {n_devices}"
+        )
+    if n_train < n_devices:
+        raise ConfigError(f"the training set has {n_train} structures, fewer than the {where}: every device needs "
+                          "at least one structure per batch; add data or use fewer devices")  # fmt: skip
 
 
 def _setup(potential: Potential, train: Dataset, val: Dataset, config: TrainConfig) -> _Training:
     """Loaders and the training step: data-parallel over all devices when there are several (and
-    ``config.data_parallel``)."""
+    ``config.data_parallel``). Across processes the mesh spans every process's devices, and each process's loader
+    builds only its own shards of every batch."""
     devices = jax.devices()
     n_shards = len(devices) if config.data_parallel and len(devices) > 1 else 1
     if config.batch_size % n_shards:
         raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {n_shards} devices")
+    multi_process = process_count() > 1
+    mesh = global_mesh("data") if n_shards > 1 else None
+    local = local_shard_indices(mesh) if multi_process else None
     labels = _label_settings(potential, config)
     train_loader = GraphLoader(
-        train, potential.cutoff, config.batch_size, seed=config.seed, n_shards=n_shards, **labels
+        train, potential.cutoff, config.batch_size, seed=config.seed, n_shards=n_shards, local_shards=local, **labels
     )
     val_loader = GraphLoader(val, potential.cutoff, config.batch_size, shuffle=False, **labels)
     step_fn, sharding = train_step, None
     if n_shards > 1:
-        mesh = Mesh(np.array(devices), ("data",))
         step_fn, sharding = data_parallel_train_step(mesh), NamedSharding(mesh, P("data"))
     step_config = dataclasses.replace(config.step, frozen=potential.model.frozen)
-    return _Training(potential, config, train_loader, val_loader, step_fn, sharding, _scales(potential), step_config)
+    return _Training(potential, config, train_loader, val_loader, step_fn, sharding, _scales(potential), step_config,
+                     mesh)  # fmt: skip
 
 
 def _label_settings(potential: Potential, config: TrainConfig) -> dict[str, Any]:
@@ -311,6 +356,11 @@ def fit(
 
     With ``config.ensemble`` set, trains that many members as one and returns a
     :class:`~jaxatom.potential.PotentialEnsemble` (see :func:`~jaxatom.train.ensemble.fit_ensemble`).
+
+    Across processes (after :func:`jaxatom.distributed.initialize`) every process calls ``fit`` with the same
+    arguments; the batch is split over every device of every process (each process builds its own shards), the
+    orbax checkpoints are written together, and process 0 alone writes the logs, records and ``best_model`` (see
+    ``docs/distributed.md``); ``run_dir`` must be on a file system every process sees.
     """
     if config.ensemble is not None and potential.model.frozen:
         raise ConfigError(
@@ -318,27 +368,50 @@ def fit(
             "afresh, base included; remove training.ensemble and train several runs with other seeds"
         )
     _check_data(potential, {"training": train, "validation": val}, config)  # before anything is written
-    with run_lock(Path(run_dir)):  # never write into a run directory another process trains in
-        record_python_run(Path(run_dir), potential, train, val, config, test)
+    check_distributed(config, len(train))
+    main = is_main_process()
+    if main:
+        with run_lock(Path(run_dir)):  # never write into a run directory another process trains in
+            record_python_run(Path(run_dir), potential, train, val, config, test)
     if config.ensemble is not None:
         from jaxatom.train.ensemble import fit_ensemble  # it builds on this module
 
         return fit_ensemble(potential, train, val, config, run_dir, resume, progress)
     training = _setup(potential, train, val, config)
     run_dir = Path(run_dir)
-    with run_lock(run_dir), Checkpoints(run_dir) as checkpoints:
-        state, meta, best_params = _restore(checkpoints, init_state(potential.params, config, potential.model.frozen),
-                                              resume)  # fmt: skip
+    with main_process_only(run_lock(run_dir)), Checkpoints(run_dir) as checkpoints:
+        template = training.placed(init_state(potential.params, config, potential.model.frozen))
+        state, meta, best_params = _restore(checkpoints, template, resume)
         if meta is not None and stop_reason(meta, config) is not None:
-            print(_finished_message(run_dir, meta, config), file=sys.stderr)
-            with RunLogs(run_dir) as logs:
-                logs.repair(epoch_row(meta, int(state.step)))
+            if main:
+                print(_finished_message(run_dir, meta, config), file=sys.stderr)
+                with RunLogs(run_dir) as logs:
+                    logs.repair(epoch_row(meta, int(state.step)))
         else:
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-            with RunLogs(run_dir) as logs:
+            if main:
+                (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+            with RunLogs(run_dir) if main else _NoLogs() as logs:
                 logs.start(None if meta is None else epoch_row(meta, int(state.step)))
-                state, best_params = _epochs(training, checkpoints, logs, state, meta, best_params, progress)
-        return _trained(potential, best_params, state, run_dir / "best_model")
+                state, best_params = _epochs(training, checkpoints, logs, state, meta, best_params, progress and main)
+        trained = _trained(potential, best_params, state, run_dir / "best_model", write=main)
+    sync("jaxatom.fit.done")  # no process returns before process 0 has written the model
+    return trained
+
+
+class _NoLogs:
+    """The logs of a process other than 0 in a multi-process run: nothing is written."""
+
+    def __enter__(self) -> _NoLogs:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+    def start(self, row) -> None:
+        pass
+
+    def log(self, row) -> None:
+        pass
 
 
 def _restore(checkpoints: Checkpoints, template: TrainState, resume: bool) -> tuple[TrainState, dict | None, Any]:
@@ -381,7 +454,7 @@ def _epochs(
             val_params = jax.device_put(jax.device_get(state.ema_params))
             val_metrics = _evaluate(val_params, training)
             meta = _next_meta(config, meta, epoch, train_metrics, val_metrics, time.perf_counter() - started)
-            state = state.replace(learning_rate=np.float32(meta["plateau"]["learning_rate"]))
+            state = state.replace(learning_rate=_learning_rate(training, meta["plateau"]["learning_rate"]))
             if meta["stale_epochs"] == 0:
                 best_params = jax.device_get(state.ema_params)
                 checkpoints.save("best", epoch, state, meta)
@@ -394,8 +467,15 @@ def _epochs(
             update_total(bar, config, meta, time.perf_counter() - epoch_started)
             if meta["stop_reason"] is not None:
                 break
-    report_stop(meta, config)
+    if is_main_process():
+        report_stop(meta, config)
     return state, best_params
+
+
+def _learning_rate(training: _Training, value: float):
+    """The plateau's learning rate as the state's leaf (replicated on the data-parallel mesh, if any)."""
+    value = np.float32(value)
+    return value if training.mesh is None else replicated(value, training.mesh)
 
 
 def report_stop(meta: Mapping[str, Any] | None, config: TrainConfig) -> None:
@@ -438,12 +518,12 @@ def _next_meta(
     return {**new, "stop_reason": stop_reason(new, config)}
 
 
-def _trained(potential: Potential, best_params: Any, state: TrainState, path: Path) -> Potential:
+def _trained(potential: Potential, best_params: Any, state: TrainState, path: Path, write: bool = True) -> Potential:
     """``potential`` with the EMA parameters of the best epoch (of the last one if none improved), also written to
-    ``path`` unless it already holds exactly that model."""
+    ``path`` (if ``write``) unless it already holds exactly that model."""
     params = best_params if best_params is not None else jax.device_get(state.ema_params)
     trained = potential.replace(params=params)
-    if not _holds(path, trained):
+    if write and not _holds(path, trained):
         trained.save(path)
     return trained
 

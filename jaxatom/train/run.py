@@ -37,6 +37,7 @@ from jaxatom.data.formats import read_dataset
 from jaxatom.data.loader import fidelity_of
 from jaxatom.data.splits import load_or_create_split
 from jaxatom.data.statistics import fit_standardisation
+from jaxatom.distributed import is_main_process, main_process_only, sync
 from jaxatom.errors import ConfigError
 from jaxatom.nn.heads import Atomwise, OutputSpec
 from jaxatom.nn.model import DERIVED_OUTPUTS, ENERGY_HEAD, AtomisticModel, check_model
@@ -542,7 +543,9 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
     config = _as_run_config(config)
     run_dir, training = Path(config.run_dir), config.training
     dataset = load_data(config.data)
-    split = run_split(config, dataset)
+    split = run_split(config, dataset) if is_main_process() else None  # in a multi-process run process 0 writes it
+    sync("jaxatom.train_run.split")
+    split = run_split(config, dataset) if split is None else split  # ... and the others read it
     train, val = dataset.subset(split["train_idx"]), dataset.subset(split["val_idx"])
     indices = {"training": split["train_idx"], "validation": split["val_idx"]}
     check_training_data({"training": train, "validation": val}, training, indices)  # before neighbour lists, compiles
@@ -556,10 +559,10 @@ def train_run(config: RunConfig | Mapping, progress: bool = True) -> Potential |
                                  heads=model.heads, scaling=scaling)  # fmt: skip
     if base is not None:
         potential = delta_potential(base, potential)
-    with run_lock(run_dir):
+    with main_process_only(run_lock(run_dir)):
         written = run_dir / "run_config.yaml"
-        if run_stop_reason(run_dir, training) is None or not written.exists():  # a finished run keeps its own
-            written.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if is_main_process() and (run_stop_reason(run_dir, training) is None or not written.exists()):
+            written.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))  # a finished run keeps its own
         trained = fit(potential, train, val, training, run_dir, resume=True, progress=progress)
         if isinstance(trained, PotentialEnsemble):
             trained = calibrate_run(trained, val, training, run_dir)
