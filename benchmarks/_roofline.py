@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import statistics
@@ -245,9 +246,10 @@ def capture_md_chunks() -> Iterator[list[dict[str, Any]]]:
             return self._function(*args, **kwargs)
 
     @functools.wraps(original)
-    def chunk_fn(integrator, compute, observe, stride, n_frames, gate):
-        function = original(integrator, compute, observe, stride, n_frames, gate)
-        return _Lowering(function, {"stride": int(stride), "n_frames": int(n_frames)})
+    def chunk_fn(*args, **kwargs):
+        settings = inspect.signature(original).bind(*args, **kwargs).arguments  # whatever else the driver passes
+        meta = {"stride": int(settings["stride"]), "n_frames": int(settings["n_frames"])}
+        return _Lowering(original(*args, **kwargs), meta)
 
     driver._chunk_fn = chunk_fn
     try:

@@ -182,6 +182,19 @@ def environment_section(args: argparse.Namespace, env: Mapping[str, Any], limits
     ])  # fmt: skip
 
 
+def rerun_note(path: Path, device: str, names: Sequence[str], env: Mapping[str, Any]) -> str:
+    """The environment section of ``path`` as it is, plus a line saying which benchmarks ``--only`` reran, when and
+    with which command (a section still without a full run gets this run's environment instead)."""
+    from _common import command_line, environment_line
+
+    start, end = marker(device, "environment")
+    text = path.read_text()
+    current = text.split(start, 1)[1].split(end, 1)[0].strip() if start in text else PLACEHOLDER
+    if current == PLACEHOLDER:
+        current = f"Environment: {environment_line(env)}"
+    return f"{current}\n\nRerun of {', '.join(names)}: `{command_line()}` ({env.get('date', 'now')})"
+
+
 def set_device(device: str) -> None:
     """Make JAX use ``device`` (before it starts): ``JAX_PLATFORMS=cpu`` or ``cuda``."""
     os.environ["JAX_PLATFORMS"] = "cuda" if device == "gpu" else "cpu"
@@ -238,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ[LIMITS_ENV] = str(write_json(out / "limits.json", limits))  # every script uses these limits
     rewrite = (not args.quick or args.write_results) and not args.no_results
     sections = {"environment": environment_section(args, env, limits)}
+    if args.only and rewrite:  # the other tables keep the environment of the run that made them
+        sections["environment"] = rerun_note(args.results, args.device, args.only, env)
     ok = True
     for name in args.only or list(BENCHMARKS):
         sections[name], passed = run_one(name, BENCHMARKS[name], args, out)

@@ -91,3 +91,17 @@ def test_results_file_has_every_suite_section():
         for name in ("environment", *suite.BENCHMARKS):
             start, end = suite.marker(device, name)
             assert text.count(start) == 1 and text.count(end) == 1, (device, name)
+
+
+def test_md_chunk_costs_are_captured_from_the_driver():
+    """The MD roofline reads the cost where ``simulate`` compiles its chunk (a private hook: this catches a change)."""
+    from ase import Atoms
+
+    from jaxatom.md import from_energy, simulate
+
+    atoms = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.8]])
+    field = from_energy(lambda x: 0.5 * jnp.sum((jnp.linalg.norm(x[1] - x[0]) - 0.74) ** 2))
+    with _roofline.capture_md_chunks() as chunks:
+        simulate(field, atoms, steps=4, stride=2, output=None, progress=False)
+    assert chunks and chunks[0]["stride"] == 2 and chunks[0]["flops"] > 0
+    assert _roofline.md_step_cost(chunks)["flops"] > 0
