@@ -116,6 +116,8 @@ def test_md_on_dense_blocks_follows_the_all_pairs_trajectory(model, md_molecules
     potential = jaxatom.Potential.create(MODELS[model](), elements=ELEMENTS, seed=1, energy_shift=-1.0)
     atoms = md_molecules[2]
     assert EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, CUTOFF).mode == "dense"
+    assert EdgeBuilder.create(atoms.numbers, atoms.cell[:], atoms.pbc, CUTOFF, dense=False).mode == "all_pairs"
+    assert potential.model.representation.md_dense_blocks == (model == "schnet")  # what `auto` follows, measured
     big = molecule("C60")
     assert EdgeBuilder.create(big.numbers, big.cell[:], big.pbc, CUTOFF).mode == "dense"
     assert EdgeBuilder.create(np.ones(DENSE_MAX_ATOMS + 1, int), np.zeros((3, 3)), False, CUTOFF).mode == "all_pairs"

@@ -120,6 +120,7 @@ def _load_force_field(
         neighbors,
         total_charge=total_charge_of(atoms),
         cell_margin=CELL_MARGIN if variable_cell else 1.0,
+        dense=_dense_blocks_faster(model),
     )
     if isinstance(model, PotentialEnsemble):
         return from_ensemble(model, edges, observables, field, variable_cell)
@@ -158,10 +159,18 @@ def _load_batch_force_field(
                           "periodic along the same directions)")  # fmt: skip
     model.check_elements(np.concatenate([s.numbers for s in structures]))
     margin = CELL_MARGIN if variable_cell else 1.0
-    edges = EdgeBuilder.create_batch(replicas, structures[0].pbc, model.cutoff, skin, neighbors, margin)
+    edges = EdgeBuilder.create_batch(
+        replicas, structures[0].pbc, model.cutoff, skin, neighbors, margin, dense=_dense_blocks_faster(model)
+    )
     if isinstance(model, PotentialEnsemble):
         return from_ensemble(model, edges, observables, field, variable_cell)
     return from_potential(model, edges, observables, field, variable_cell)
+
+
+def _dense_blocks_faster(model: Potential | PotentialEnsemble) -> bool:
+    """Whether the model's representation runs molecules faster on dense blocks than on all-pairs lists (its
+    ``md_dense_blocks``, measured per architecture)."""
+    return bool(getattr(model.model.representation, "md_dense_blocks", True))
 
 
 def _checked_force_field(force_field: ForceField, observables: tuple[str, ...], field: tuple | None) -> ForceField:
@@ -555,8 +564,9 @@ def simulate(
         seed: random seed (velocities and thermostat noise; replica ``r`` uses key ``split(seed)[r]``).
         velocities: ``"maxwell_boltzmann"`` or ``"atoms"`` (the structures' own momenta, with the total momentum
             removed for ensembles that conserve it, and the rotation where the ensemble removes it).
-        neighbors: ``"auto"`` (dense blocks for molecules up to 64 atoms, all-pairs edges up to 256, else a jax-md
-            list; lattice images for narrow cells, slabs and wires), ``"dense"``, ``"all_pairs"``, ``"list"`` or
+        neighbors: ``"auto"`` (dense blocks for molecules up to 64 atoms where the model runs faster on them,
+            i.e. SchNet; all-pairs edges up to 256, else a jax-md list; lattice images for narrow cells, slabs and
+            wires), ``"dense"``, ``"all_pairs"``, ``"list"`` or
             ``"images"``.
         skin: neighbour-list skin (Å).
         write_forces: also write forces.

@@ -35,10 +35,10 @@ from jaxatom.md.padding import ReplicaAtoms
 
 __all__ = ["EdgeBuilder", "perpendicular_widths", "bead_cells", "MODES"]
 
-#: ``auto`` picks dense blocks for molecules of up to :data:`DENSE_MAX_ATOMS` atoms, all-pairs
-#: lists for molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, images for cells too small for a list and for slabs
-#: and wires, and a list otherwise. ``dense`` and ``all_pairs`` give the same results (every pair, the model's cutoff
-#: masks distant ones); dense blocks (:attr:`~jaxatom.graph.Graph.blocks`) were measured faster for molecules.
+#: ``auto`` picks dense blocks for molecules of up to :data:`DENSE_MAX_ATOMS` atoms where the model runs faster on them
+#: (its representation's ``md_dense_blocks``: SchNet), all-pairs lists for molecules of up to
+#: :data:`ALL_PAIRS_MAX_ATOMS` atoms, images for cells too small for a list and for slabs and wires, and a list
+#: otherwise. ``dense`` and ``all_pairs`` give the same results (every pair; the model's cutoff masks distant ones).
 MODES = ("auto", "dense", "all_pairs", "list", "images")
 ALL_PAIRS_MAX_ATOMS = 256
 DENSE_MAX_ATOMS = 64
@@ -107,8 +107,10 @@ class EdgeBuilder:
         capacity_margin: float = 1.25,
         total_charge: float = 0.0,
         cell_margin: float = 1.0,
+        dense: bool = True,
     ) -> EdgeBuilder:
-        """Choose and validate the neighbour regime for a structure; see the class attributes."""
+        """Choose and validate the neighbour regime for a structure; see the class attributes. ``dense``: whether
+        ``auto`` may pick dense blocks for a molecule (the model's ``md_dense_blocks``)."""
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
         cell = np.asarray(cell, np.float64).reshape(3, 3)
         if mode not in MODES:
@@ -117,7 +119,7 @@ class EdgeBuilder:
             raise ConfigError(f"skin must be >= 0 and capacity_margin >= 1, got {skin} and {capacity_margin}")
         if not 0 < cell_margin <= 1:
             raise ConfigError(f"cell_margin must be in (0, 1], got {cell_margin}")
-        mode = _choose_mode(mode, pbc, cell, len(species), cutoff / cell_margin, skin)
+        mode = _choose_mode(mode, pbc, cell, len(species), cutoff / cell_margin, skin, dense)
         species = np.asarray(species, np.int32)
         periodic = bool(pbc.all())
         return cls(species, cell, periodic, float(cutoff), float(skin), mode, capacity_margin, float(total_charge),
@@ -125,8 +127,9 @@ class EdgeBuilder:
 
     @classmethod
     def create_batch(
-        cls, replicas: ReplicaAtoms, pbc, cutoff: float, skin: float, mode: str, cell_margin: float = 1.0
-    ) -> EdgeBuilder:
+        cls, replicas: ReplicaAtoms, pbc, cutoff: float, skin: float, mode: str, cell_margin: float = 1.0,
+        dense: bool = True,
+    ) -> EdgeBuilder:  # fmt: skip
         """Static edges for replicas that are different structures, padded to the largest (``replicas``, numpy):
         all pairs for molecules, all pairs over the lattice images any replica's cell needs (down to ``cell_margin``
         of it) for periodic cells, slabs and wires (``pbc`` is shared by all replicas). Lists are refused."""
@@ -143,7 +146,7 @@ class EdgeBuilder:
                 f"replicas of different molecules are run with all-pairs edges, for up to {ALL_PAIRS_MAX_ATOMS} "
                 f"atoms; the largest has {n_atoms}"
             )
-        modes = {_choose_mode("images" if pbc.any() else mode, pbc, cell, n_atoms, cutoff / cell_margin, skin)
+        modes = {_choose_mode("images" if pbc.any() else mode, pbc, cell, n_atoms, cutoff / cell_margin, skin, dense)
                  for cell in replicas.cell}  # fmt: skip
         builder = cls(replicas.species[0], replicas.cell[0], bool(pbc.all()), float(cutoff), float(skin),
                       modes.pop(), pbc=tuple(bool(p) for p in pbc), cell_margin=float(cell_margin),
@@ -465,14 +468,19 @@ def lattice_images(cell: np.ndarray, pbc, cutoff: float) -> np.ndarray:
     return np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.float64)
 
 
-def _choose_mode(mode: str, pbc: np.ndarray, cell: np.ndarray, n_atoms: int, cutoff: float, skin: float) -> str:
-    """The neighbour regime for a structure (see :data:`MODES`), refusing combinations that cannot be exact."""
+def _choose_mode(
+    mode: str, pbc: np.ndarray, cell: np.ndarray, n_atoms: int, cutoff: float, skin: float, dense: bool = True
+) -> str:
+    """The neighbour regime for a structure (see :data:`MODES`), refusing combinations that cannot be exact; ``auto``
+    picks dense blocks for molecules only with ``dense``."""
     if not pbc.any():
         if mode == "images":
             raise ConfigError("neighbors='images' is for periodic cells, slabs and wires; a molecule has no images")
         if mode != "auto":
             return mode
-        return "dense" if n_atoms <= DENSE_MAX_ATOMS else "all_pairs" if n_atoms <= ALL_PAIRS_MAX_ATOMS else "list"
+        if dense and n_atoms <= DENSE_MAX_ATOMS:
+            return "dense"
+        return "all_pairs" if n_atoms <= ALL_PAIRS_MAX_ATOMS else "list"
     if abs(np.linalg.det(cell)) < 1e-9:
         raise StructureError(
             "a periodic structure (or slab or wire) needs a cell with non-zero volume; set atoms.cell (for a slab, "

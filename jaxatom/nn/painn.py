@@ -115,6 +115,9 @@ class PaiNN(nn.Module):
 
     #: whether the features include ``vector [N, 3, F]`` (needed by ``Polarizability`` and vector dipoles)
     has_vector_features = True
+    #: whether MD's ``neighbors="auto"`` runs molecules on dense blocks (measured 0.8–0.97× the speed of all-pairs
+    #: lists on CPU, so no; ``docs/performance.md``)
+    md_dense_blocks = False
 
     n_atom_basis: int = 128
     n_interactions: int = 3

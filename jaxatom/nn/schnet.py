@@ -55,6 +55,9 @@ class SchNet(nn.Module):
 
     #: whether the features include ``vector [N, 3, F]`` (needed by ``Polarizability`` and vector dipoles)
     has_vector_features = False
+    #: whether MD's ``neighbors="auto"`` runs molecules on dense blocks (measured 1.1–1.2× faster than all-pairs
+    #: lists on CPU, ``docs/performance.md``)
+    md_dense_blocks = True
 
     n_atom_basis: int = 128
     n_interactions: int = 3
