@@ -122,7 +122,7 @@ class Graph:
 
     def to_blocks(self, x: jax.Array) -> jax.Array:
         """Per-atom ``x [N, ...]`` gathered into the dense blocks: ``[B, M, ...]``."""
-        return jax.lax.optimization_barrier(x[self.blocks])
+        return x[self.blocks]
 
     def pairs(self, x: jax.Array) -> jax.Array:
         """Per-edge ``x [E, ...]`` of a dense graph viewed as ``[B, M(i), M(j), ...]``."""

@@ -170,7 +170,7 @@ def _load_batch_force_field(
 def _dense_blocks_faster(model: Potential | PotentialEnsemble) -> bool:
     """Whether the model's representation runs molecules faster on dense blocks than on all-pairs lists (its
     ``md_dense_blocks``, measured per architecture)."""
-    return bool(getattr(model.model.representation, "md_dense_blocks", True))
+    return model.model.representation.md_dense_blocks
 
 
 def _checked_force_field(force_field: ForceField, observables: tuple[str, ...], field: tuple | None) -> ForceField:

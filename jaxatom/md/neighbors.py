@@ -136,9 +136,8 @@ class EdgeBuilder:
         pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
         if mode == "list" or mode not in MODES:
             raise ConfigError(
-                f"replicas of different structures need static edges: neighbors='auto', 'dense', 'all_pairs' or "
-                "'images', "
-                f"got {mode!r} (run neighbour-list systems one structure per run)"
+                "replicas of different structures need static edges: neighbors='auto', 'dense', 'all_pairs' or "
+                f"'images', got {mode!r} (run neighbour-list systems one structure per run)"
             )
         n_atoms = replicas.species.shape[1]
         if not pbc.any() and n_atoms > ALL_PAIRS_MAX_ATOMS:

@@ -39,14 +39,13 @@ def sparse_messages(x, w, unit, mu, graph: Graph) -> tuple[jax.Array, jax.Array]
     dq, dmu_r, dmu_mu = split_last(w * x[graph.senders], (f, f, f))
     dmu = dmu_r[:, None, :] * unit[:, :, None] + dmu_mu[:, None, :] * mu[graph.senders]
     n = x.shape[0]
-    return jax.ops.segment_sum(dq, graph.receivers, num_segments=n), jax.ops.segment_sum(
-        dmu, graph.receivers, num_segments=n
-    )
+    dq = jax.ops.segment_sum(dq, graph.receivers, num_segments=n)
+    return dq, jax.ops.segment_sum(dmu, graph.receivers, num_segments=n)
 
 
 def dense_messages(x, w, unit, mu, graph: Graph) -> tuple[jax.Array, jax.Array]:
-    """:func:`sparse_messages` on dense blocks (:attr:`Graph.blocks`): sums over slots ``j`` are reductions and
-    batched contractions instead of scatter-adds."""
+    """:func:`sparse_messages` on dense blocks (:attr:`Graph.blocks`): sums over slots ``j`` are reductions instead
+    of scatter-adds."""
     f = mu.shape[-1]
     dq, dmu_r, dmu_mu = split_last(graph.pairs(w) * graph.to_blocks(x)[:, None], (f, f, f))  # [B, M, M, F] each
     unit, mu = graph.pairs(unit), graph.to_blocks(mu)[:, None]  # [B, M, M, 3] and [B, 1, M, 3, F]
@@ -115,7 +114,7 @@ class PaiNN(nn.Module):
 
     #: whether the features include ``vector [N, 3, F]`` (needed by ``Polarizability`` and vector dipoles)
     has_vector_features = True
-    #: whether MD's ``neighbors="auto"`` runs molecules on dense blocks (measured 0.8–0.97× the speed of all-pairs
+    #: whether MD's ``neighbors="auto"`` runs molecules on dense blocks (measured 0.79–1.01× the speed of all-pairs
     #: lists on CPU, so no; ``docs/performance.md``)
     md_dense_blocks = False
 
